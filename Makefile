@@ -1,0 +1,44 @@
+# hotspot-erc developer entry points. `make train` and `make test` set everything up from nothing.
+PYTHON      ?= python3
+VENV        ?= .venv
+TORCH_SPEC  ?= torch==2.14.1
+PY          := $(VENV)/bin/python
+PIP         := $(VENV)/bin/pip
+STAMP       := $(VENV)/.hotspot-erc-installed
+# No GPU visible -> run Triton kernels through the interpreter in tests.
+HAS_GPU     := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+PYTEST_ARGS ?=
+
+.PHONY: setup build test train bench info clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*/*.cpp csrc/*.cu csrc/*/*.cu csrc/*/*/*.cu csrc/*.h csrc/*/*.h csrc/*/*/*.h csrc/*.cuh csrc/*/*.cuh csrc/*/*/*.cuh)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel ninja
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q --no-build-isolation -e ".[test]"
+	$(PY) -m hotspot_erc.info
+	touch $(STAMP)
+
+build: setup
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+
+test: setup
+ifeq ($(HAS_GPU),1)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+else
+	TRITON_INTERPRET=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+endif
+
+info: setup
+	$(PY) -m hotspot_erc.info
+
+train: setup
+	$(PY) -m hotspot_erc.cli train --synthetic $(TRAIN_ARGS)
+
+bench: setup
+	$(PY) -m hotspot_erc.cli bench $(BENCH_ARGS)
+
+clean:
+	rm -rf build dist *.egg-info hotspot_erc/_C*.so hotspot_erc/_build_info.json

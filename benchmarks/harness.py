@@ -1,0 +1,103 @@
+"""Shared timing, memory and result-writing helpers for every benchmark in this folder.
+
+GPU: `triton.testing.do_bench` (median over repeats, after warm-up). CPU:
+`torch.utils.benchmark.Timer.blocked_autorange` (median). Results are JSON records written to
+``benchmarks/results/<name>-<device>-<date>.json`` with device, versions and date.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+from typing import Callable
+
+import torch
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def device_name(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU x{os.cpu_count()}"
+
+
+def time_ms(fn: Callable[[], object], device: torch.device | str, min_run_time: float = 0.5) -> float:
+    """Median wall time of ``fn()`` in milliseconds."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+    from torch.utils import benchmark
+
+    fn()  # warm-up (first-call allocations, lazy init)
+    m = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return float(m.blocked_autorange(min_run_time=min_run_time).median * 1e3)
+
+
+def peak_memory_mb(fn: Callable[[], object], device: torch.device | str) -> float | None:
+    """Peak CUDA memory allocated during ``fn()`` above what was live before (None on CPU)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def measure(name: str, fn: Callable[[], object], device, **meta) -> dict:
+    """One result record: time, peak memory and whatever describes the case."""
+    rec = {"name": name, "ms": time_ms(fn, device), "peak_mb": peak_memory_mb(fn, device)}
+    rec.update(meta)
+    return rec
+
+
+def environment(device) -> dict:
+    device = torch.device(device)
+    env = {
+        "device": device_name(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "threads": torch.get_num_threads(),
+    }
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except Exception:
+        env["triton"] = None
+    return env
+
+
+def write_results(bench: str, device, records: list[dict], extra: dict | None = None) -> str:
+    """Write ``records`` to benchmarks/results/<bench>-<device>-<date>.json; returns the path."""
+    env = environment(device)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()
+    date = env["date"][:10]
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = os.path.join(RESULTS_DIR, f"{bench}-{slug}-{date}.json")
+    with open(path, "w") as fh:
+        json.dump({"benchmark": bench, "environment": env, **(extra or {}), "results": records}, fh, indent=1)
+    return path
+
+
+def print_table(records: list[dict], keys: list[str]) -> None:
+    widths = {k: max(len(k), *(len(_fmt(r.get(k))) for r in records)) for k in keys}
+    print("  ".join(k.ljust(widths[k]) for k in keys))
+    for r in records:
+        print("  ".join(_fmt(r.get(k)).ljust(widths[k]) for k in keys))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)

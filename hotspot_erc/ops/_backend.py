@@ -1,0 +1,166 @@
+"""Backend choice and argument checks shared by every functional op.
+
+Every op in :mod:`hotspot_erc.ops` takes ``backend=None``: ``None`` picks the fastest backend for
+the tensors' device; ``"triton"``, ``"cuda"``, ``"cpu"`` or ``"reference"`` force one. Forcing a
+backend that cannot run raises :class:`BackendUnavailable` naming the reason.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from hotspot_erc import _ext
+
+BACKENDS = ("triton", "cuda", "cpu", "reference")
+
+
+class BackendUnavailable(RuntimeError):
+    """A forced backend cannot run here; the message says why."""
+
+
+def triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_import_error() -> str:
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken install
+        return f"Triton is not importable ({exc})"
+    return ""
+
+
+def triton_reason(device: torch.device) -> str:
+    """Empty when Triton kernels can run on ``device``; otherwise why not."""
+    err = _triton_import_error()
+    if err:
+        return err
+    if device.type == "cuda":
+        if triton_interpret():
+            return ""  # interpreted, but runs
+        return ""
+    if device.type == "cpu":
+        if triton_interpret():
+            return ""
+        return ("Triton runs on CPU tensors only through its interpreter: set TRITON_INTERPRET=1 "
+                "before hotspot_erc is imported")
+    return f"Triton does not support device type {device.type!r}"
+
+
+def cuda_ext_reason(op: str) -> str:
+    """Empty when the compiled CUDA kernel of ``op`` is registered; otherwise why not."""
+    why = _ext.cuda_unavailable_reason()
+    if why:
+        return why
+    if not _ext.has_kernel(op, "CUDA"):
+        return f"hotspot_erc::{op} has no CUDA kernel in this build"
+    return ""
+
+
+def cpu_ext_reason(op: str) -> str:
+    why = _ext.unavailable_reason()
+    if why:
+        return why
+    if not _ext.has_kernel(op, "CPU"):
+        return f"hotspot_erc::{op} has no compiled CPU kernel"
+    return ""
+
+
+def choose(op: str, backend: str | None, device: torch.device, supports: dict[str, object]) -> str:
+    """Resolve ``backend`` for ``op`` on ``device``.
+
+    ``supports`` maps each backend the op implements to a callable ``device -> reason`` (empty
+    string when usable) in order of preference; ``"reference"`` is always usable.
+    """
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    if backend is not None:
+        if backend == "reference":
+            return backend
+        if backend not in supports:
+            raise BackendUnavailable(f"{op} has no {backend!r} backend (it has {tuple(supports)})")
+        why = supports[backend](device)
+        if backend == "cuda" and device.type != "cuda":
+            why = why or f"backend='cuda' needs CUDA tensors, got {device.type} tensors"
+        if backend == "cpu" and device.type != "cpu":
+            why = why or f"backend='cpu' needs CPU tensors, got {device.type} tensors"
+        if why:
+            raise BackendUnavailable(f"{op}: backend {backend!r} is unavailable: {why}")
+        return backend
+    # Automatic: device-native backends only (never the interpreter on CPU: it is for tests).
+    native = ("triton", "cuda") if device.type == "cuda" else ("cpu",)
+    for name in supports:
+        if name in native and not supports[name](device):
+            if name == "triton" and device.type == "cuda" and triton_interpret():
+                continue
+            return name
+    return "reference"
+
+
+def explain(op: str, device_type: str, supports: dict[str, object]) -> str:
+    """One line for `hotspot_erc.info`: the backend chosen automatically or why each fails."""
+    dev = torch.device(device_type)
+    reasons = []
+    native = ("triton", "cuda") if device_type == "cuda" else ("cpu",)
+    for name in supports:
+        if name not in native:
+            continue
+        why = supports[name](dev)
+        if not why:
+            return name
+        reasons.append(f"{name}: {why}")
+    return "reference" + (f"  ({'; '.join(reasons)})" if reasons else "")
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+def check_tensor(name: str, t, *, ndim: int | None = None, dtypes=None, device=None) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
+    if dtypes is not None and t.dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"{name} must have dtype in ({names}), got {str(t.dtype).replace('torch.', '')}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} must be on {device}, got {t.device}")
+
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def check_cu_seqlens(name: str, cu: torch.Tensor, total: int | None, device) -> None:
+    """Shape/dtype/device checks (no sync). Value checks that need the host are done only when
+    the tensor is on the CPU, or under :func:`validate_values`."""
+    check_tensor(name, cu, ndim=1, dtypes=INDEX_DTYPES, device=device)
+    if cu.numel() < 1:
+        raise ValueError(f"{name} must have at least one element (shape [S+1]), got shape {tuple(cu.shape)}")
+    if cu.device.type == "cpu" or validate_values():
+        if int(cu[0]) != 0:
+            raise ValueError(f"{name} must start at 0, got {int(cu[0])}")
+        if cu.numel() > 1 and bool((cu[1:] < cu[:-1]).any()):
+            raise ValueError(f"{name} must be non-decreasing")
+        if total is not None and int(cu[-1]) != total:
+            raise ValueError(f"{name} must end at the token count {total}, got {int(cu[-1])}")
+
+
+def validate_values() -> bool:
+    """Checks that read tensor values on GPU synchronise; they run only when
+    HOTSPOT_ERC_VALIDATE=1 (CPU tensors are always checked: that costs no sync)."""
+    return os.environ.get("HOTSPOT_ERC_VALIDATE", "0") not in ("", "0")
+
+
+# ----------------------------------------------------------------------------- op registry
+
+OPS: dict[str, dict[str, object]] = {}
+
+
+def register(op: str, supports: dict[str, object]) -> dict[str, object]:
+    """Declare ``op``'s backends (see :func:`choose`) so `hotspot_erc.info` can report them."""
+    OPS[op] = supports
+    return supports
