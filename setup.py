@@ -181,6 +181,7 @@ setup(
         "hotspot_erc.hotspots",
         "hotspot_erc.data",
         "hotspot_erc.train",
+        "hotspot_erc.text",
     ],
     package_data={"hotspot_erc": ["_build_info.json"]},
 )
