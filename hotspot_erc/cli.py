@@ -1,0 +1,268 @@
+"""The ``hotspot-erc`` command line: train, evaluate, predict, ablate, convert, info, bench.
+
+Exit codes: 0 success; 1 unexpected error; 2 bad arguments or settings; 3 corpus problem (missing,
+invalid, wrong dims or labels, empty split); 4 checkpoint problem (missing, corrupt, truncated,
+mismatched); 5 output folder not writable; 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+EPILOG = """\
+examples:
+  hotspot-erc train --synthetic                      # generate the synthetic corpus, train, evaluate, report
+  hotspot-erc train --corpus data/iemocap --config my.toml --no-graph
+  torchrun --nproc_per_node 2 -m hotspot_erc.cli train --synthetic --device cpu
+  hotspot-erc evaluate runs/<run>/checkpoints/best.safetensors --corpus data/iemocap --split test
+  hotspot-erc predict runs/<run>/checkpoints/best.safetensors --corpus data/iemocap --dialogue Ses05F_impro01 -o pred.json
+  hotspot-erc ablate --synthetic --seeds 0 1 2
+"""
+
+
+def _formatter(prog):
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32, width=100)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hotspot_erc.train import config as C
+    from hotspot_erc.train.run import DEFAULT_VARIANTS, VARIANTS
+
+    p = argparse.ArgumentParser(
+        prog="hotspot-erc", formatter_class=_formatter, epilog=EPILOG,
+        description="Multimodal emotion recognition in conversations with emotion hotspots.")
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    # ---------------------------------------------------------------- train
+    t = sub.add_parser("train", formatter_class=_formatter,
+                       help="train a model, evaluate it on test and write a run folder",
+                       description="Train HotspotERC on a corpus, keep the best dev epoch (weighted F1), "
+                                   "evaluate it on test and write the run folder: config.json, "
+                                   "checkpoints/{last,best}.safetensors, metrics.json, history.json, "
+                                   "confusion matrix and diagnostic plots. Settings come from defaults, "
+                                   "then --config TOML, then flags.")
+    t.add_argument("--config", metavar="TOML", help="TOML file with [model], [train] and [data] tables")
+    t.add_argument("--run-dir", metavar="DIR", help="run folder (default: <runs-root>/<UTC timestamp>)")
+    t.add_argument("--runs-root", metavar="DIR", default="runs", help="parent of new run folders (default: runs)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir from checkpoints/last.safetensors; ends as the "
+                        "uninterrupted run would")
+    C.add_arguments(t)
+
+    # ---------------------------------------------------------------- evaluate
+    e = sub.add_parser("evaluate", formatter_class=_formatter, help="metrics of a checkpoint on a corpus split",
+                       description="Accuracy, weighted F1, per-class F1 and the confusion matrix of a checkpoint "
+                                   "on one split; with --out, also the report plots and predictions.")
+    e.add_argument("checkpoint", help="a .safetensors checkpoint (e.g. runs/<run>/checkpoints/best.safetensors)")
+    _corpus_args(e)
+    e.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    e.add_argument("--out", metavar="DIR", help="write metrics.json, plots and predictions into DIR")
+    _runtime_args(e)
+
+    # ---------------------------------------------------------------- predict
+    r = sub.add_parser("predict", formatter_class=_formatter,
+                       help="per-utterance emotions and probabilities from a checkpoint",
+                       description="Apply a checkpoint to a corpus (all dialogues, one split, or one "
+                                   "conversation) and write the predicted emotion and class probabilities "
+                                   "of every utterance as JSON or CSV.")
+    r.add_argument("checkpoint", help="a .safetensors checkpoint")
+    _corpus_args(r)
+    r.add_argument("--split", help="only this split (default: every dialogue of the corpus)")
+    r.add_argument("--dialogue", metavar="ID", help="only this conversation (its dialogue id)")
+    r.add_argument("-o", "--output", metavar="FILE",
+                   help="output file, .json or .csv (default: print JSON lines to stdout)")
+    _runtime_args(r)
+
+    # ---------------------------------------------------------------- ablate
+    a = sub.add_parser("ablate", formatter_class=_formatter,
+                       help="train the ablation grid over seeds and print a mean ± std table",
+                       description="Train each variant (the settings below as the base) for each seed, "
+                                   "evaluate on test and print test weighted F1 / accuracy as mean ± std. "
+                                   "Variants: " + ", ".join(f"{k} {v or '(base settings)'}" for k, v in VARIANTS.items()))
+    a.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS),
+                   metavar="VARIANT", help=f"variants to run (default: {' '.join(DEFAULT_VARIANTS)})")
+    a.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED", help="seeds (default: 0 1 2)")
+    a.add_argument("--config", metavar="TOML", help="TOML file with the base settings")
+    a.add_argument("--run-dir", metavar="DIR", help="output folder (default: <runs-root>/ablate-<UTC timestamp>)")
+    a.add_argument("--runs-root", metavar="DIR", default="runs", help="parent of new run folders (default: runs)")
+    C.add_arguments(a)
+
+    # ---------------------------------------------------------------- convert / info / bench
+    c = sub.add_parser("convert", formatter_class=_formatter,
+                       help="convert IEMOCAP / MOSEI feature pickles to the native corpus format")
+    try:
+        from hotspot_erc.data.convert import add_convert_arguments
+    except ImportError as exc:
+        c.set_defaults(_convert_missing=str(exc))
+    else:
+        add_convert_arguments(c)
+    sub.add_parser("info", help="versions, build facts and which backend each op uses")
+    b = sub.add_parser("bench", formatter_class=_formatter, help="run the benchmarks (python -m benchmarks.run_all)")
+    b.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments passed on (e.g. --quick)")
+    return p
+
+
+def _corpus_args(p) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--corpus", metavar="DIR", help="corpus folder in the native format")
+    g.add_argument("--synthetic", action="store_true", help="the synthetic corpus in --synthetic-dir")
+    p.add_argument("--synthetic-dir", default="data/synthetic", metavar="DIR",
+                   help="synthetic corpus folder (default: data/synthetic)")
+
+
+def _runtime_args(p) -> None:
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: auto)")
+    p.add_argument("--batch-size", type=int, default=16, help="dialogues per batch (default: 16)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _version() -> str:
+    from hotspot_erc import __version__
+
+    return f"hotspot-erc {__version__}"
+
+
+def _corpus_path(args) -> str:
+    if args.corpus:
+        return args.corpus
+    if not os.path.exists(os.path.join(args.synthetic_dir, "meta.json")):
+        from hotspot_erc.train.run import DataError
+
+        raise DataError(f"no synthetic corpus in {args.synthetic_dir}; run `hotspot-erc train --synthetic` first")
+    return args.synthetic_dir
+
+
+# ----------------------------------------------------------------------------- commands
+
+def _config(args):
+    from hotspot_erc.train import config as C
+    from hotspot_erc.train.run import UserError
+
+    try:
+        return C.from_args(args, args.config)
+    except ValueError as exc:  # unknown TOML keys, wrong types, values out of range
+        raise UserError(str(exc)) from exc
+
+
+def cmd_train(args) -> int:
+    from hotspot_erc.train import run
+
+    cfg = _config(args)
+    res = run.train(cfg, run_dir=args.run_dir, resume=args.resume, root=args.runs_root)
+    if res["files"]:
+        m = res["metrics"]
+        split = "test" if m.get("test") else "dev"
+        print(f"best epoch {m['best_epoch']}/{m['epochs_run']}: {split} accuracy {m[split]['accuracy']:.4f}, "
+              f"weighted F1 {m[split]['weighted_f1']:.4f}")
+        for w in m.get("warnings", []):
+            print(f"warning: {w}")
+        print(f"report: {os.path.join(res['run_dir'], 'metrics.json')}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import json
+
+    from hotspot_erc.train import run
+
+    m = run.evaluate(args.checkpoint, _corpus_path(args), split=args.split, out_dir=args.out, device=args.device,
+                     batch_size=args.batch_size, progress=not args.no_progress)
+    s = m[args.split]
+    print(f"{args.split}: accuracy {s['accuracy']:.4f}  weighted F1 {s['weighted_f1']:.4f}  "
+          f"({s['support']} labelled utterances)")
+    print("per-class F1: " + json.dumps({k: round(v, 4) for k, v in s["per_class_f1"].items()}))
+    for w in m.get("warnings", []):
+        print(f"warning: {w}")
+    if args.out:
+        print(f"report: {os.path.join(args.out, 'metrics.json')}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import json
+
+    from hotspot_erc.train import run
+
+    res = run.predict_corpus(args.checkpoint, _corpus_path(args), split=args.split, dialogue=args.dialogue,
+                             out=args.output, device=args.device, batch_size=args.batch_size,
+                             progress=not args.no_progress)
+    if args.output:
+        print(f"wrote {len(res['utterance_ids'])} predictions to {args.output}")
+        return 0
+    _, _, ck_cfg = run._load(args.checkpoint, "cpu")
+    names = ck_cfg["label_names"]
+    for uid, pred, prob in zip(res["utterance_ids"], res["preds"], res["probs"]):
+        print(json.dumps({"utterance_id": uid, "predicted": names[int(pred)],
+                          "probabilities": {n: round(float(p), 6) for n, p in zip(names, prob)}}))
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from hotspot_erc.train import run
+
+    cfg = _config(args)
+    res = run.ablate(cfg, variants=args.variants, seeds=args.seeds, root=args.runs_root, run_dir=args.run_dir)
+    print(res["table"])
+    print(f"report: {os.path.join(res['run_dir'], 'ablation.json')}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    if getattr(args, "_convert_missing", None):
+        print(f"error: the converters are not available in this install ({args._convert_missing})", file=sys.stderr)
+        return 2
+    from hotspot_erc.data.convert import run_convert
+
+    rc = run_convert(args)
+    return int(rc or 0)
+
+
+def cmd_info(args) -> int:
+    from hotspot_erc import info
+
+    rc = info.main()
+    return int(rc or 0)
+
+
+def cmd_bench(args) -> int:
+    root = os.getcwd()
+    if not os.path.exists(os.path.join(root, "benchmarks", "run_all.py")):
+        print("error: `hotspot-erc bench` runs benchmarks/run_all.py from a source checkout, and there is none in "
+              f"{root} (benchmarks are not installed with the package; run it from the repository root)",
+              file=sys.stderr)
+        return 2
+    extra = [a for a in args.bench_args if a != "--"]
+    return subprocess.call([sys.executable, "-m", "benchmarks.run_all", *extra], cwd=root)
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "ablate": cmd_ablate,
+            "convert": cmd_convert, "info": cmd_info, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hotspot_erc.train.checkpoint import CheckpointError
+    from hotspot_erc.train.run import UserError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
+    except KeyboardInterrupt:
+        print("interrupted; the last completed epoch's checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

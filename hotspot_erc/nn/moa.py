@@ -1,0 +1,216 @@
+"""Mixture-of-Aligners (DESIGN §3.2–3.4): routed expert alignment between modalities.
+
+For every ordered modality pair k→j (source k, target j) and every utterance s:
+
+1. a router reads the mean of the target's frames of s, ``logits_s = W_r · pool_j(s)`` ([S, E]),
+   keeps the top-k logits and mixes with their softmax (TopK-masked softmax);
+2. the source frames of s go through the gated mix of the chosen expert aligners — one
+   :func:`~hotspot_erc.ops.grouped_linear.grouped_expert_linear` call per pair. Each expert maps a
+   source frame straight to an aligned (key, value) pair, ``[d] -> [2d]``: a mix of linear
+   aligners followed by a shared linear key/value projection is the same family of functions,
+   so the separate projection would only add a GEMM;
+3. the target frames of s cross-attend to those aligned source frames —
+   :func:`~hotspot_erc.ops.varlen_attention.varlen_cross_attention`, multi-head — and an output
+   projection maps the result back to d.
+
+Target j's output is ``LayerNorm(x_j + dropout(Σ_{k≠j} attn_{k→j}))`` (post-norm residual).
+Utterances whose target or source stream is empty (a missing modality) still get a routing row
+but count for neither the attention (zeros) nor the load-balancing loss.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hotspot_erc.ops.grouped_linear import grouped_expert_linear
+from hotspot_erc.reference.routing import load_balancing_loss, topk_masked_softmax
+
+
+@dataclass
+class RoutingInfo:
+    """Routing of one modality pair: ``experts`` LongTensor [S, k], ``gates`` [S, k] and
+    ``usage`` [E] (share of the utterances' slots that went to each expert; sums to 1 when any
+    utterance has both streams)."""
+
+    experts: torch.Tensor
+    gates: torch.Tensor
+    usage: torch.Tensor
+
+
+@dataclass
+class MoAOutput:
+    """``outputs[m]``: [N_m, dim] frame-level features after residual + norm; ``lb_loss``: scalar
+    load-balancing loss summed over pairs; ``routing["a->t"]``: :class:`RoutingInfo` of the pair
+    whose source is "a" and target "t"."""
+
+    outputs: dict[str, torch.Tensor]
+    lb_loss: torch.Tensor
+    routing: dict[str, RoutingInfo]
+
+
+def segment_mean(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """Mean of each segment's rows, [S, d]; zeros for empty segments. Deterministic (sequential
+    segment reduction, no atomics) and without host sync."""
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    total = torch.segment_reduce(x, "sum", lengths=lengths, unsafe=True, initial=0)
+    return total / lengths.clamp(min=1).to(x.dtype)[:, None]
+
+
+class PairAligner(nn.Module):
+    """Router, expert aligners and cross-attention of one ordered modality pair (source→target)."""
+
+    def __init__(self, dim: int, num_experts: int, top_k: int, num_heads: int):
+        super().__init__()
+        self.num_experts, self.top_k, self.num_heads = num_experts, top_k, num_heads
+        self.router = nn.Linear(dim, num_experts, bias=False)
+        self.query = nn.Linear(dim, dim)
+        self.expert_weight = nn.Parameter(torch.empty(num_experts, dim, 2 * dim))
+        self.expert_bias = nn.Parameter(torch.empty(num_experts, 2 * dim))
+        self.out = nn.Linear(dim, dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Linear's default init, drawn independently per expert so experts start apart.
+        bound = 1.0 / math.sqrt(self.expert_weight.shape[1])
+        nn.init.uniform_(self.expert_weight, -bound, bound)
+        nn.init.uniform_(self.expert_bias, -bound, bound)
+
+    def forward(self, target, cu_target, source, cu_source, pooled_target, valid, backend=None):
+        from hotspot_erc.ops.varlen_attention import varlen_cross_attention
+
+        logits = self.router(pooled_target)
+        experts, gates, probs = topk_masked_softmax(logits, self.top_k)
+        lb, usage = load_balancing_loss(probs, experts, self.num_experts, valid)
+        # Cast like nn.Linear under autocast: the op wants the weight in the features' dtype.
+        kv = grouped_expert_linear(source, cu_source, experts, gates,
+                                   self.expert_weight.to(source.dtype), self.expert_bias.to(source.dtype),
+                                   backend=backend)
+        heads = self.num_heads
+        d = target.shape[1]
+        q = self.query(target).view(-1, heads, d // heads)
+        k, v = kv.view(-1, 2, heads, d // heads).unbind(1)
+        attn = varlen_cross_attention(q, k, v, cu_target, cu_source, backend=backend)
+        return self.out(attn.reshape(-1, d)), lb, RoutingInfo(experts, gates, usage)
+
+
+def pair_key(source: str, target: str) -> str:
+    return f"{source}->{target}"
+
+
+class _CrossModalBlock(nn.Module):
+    """Shared skeleton: every ordered pair (source, target) contributes an attention output to
+    its target; each target gets ``LayerNorm(x + dropout(Σ pair outputs))``."""
+
+    def __init__(self, dim: int, modalities, num_heads: int, dropout: float, backend: str | None):
+        super().__init__()
+        modalities = tuple(modalities)
+        if len(modalities) < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 modalities to align, got {modalities}")
+        if len(set(modalities)) != len(modalities):
+            raise ValueError(f"modalities must be distinct, got {modalities}")
+        if dim % num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim})")
+        self.dim, self.modalities, self.num_heads, self.backend = dim, modalities, num_heads, backend
+        self.pairs = [(s, t) for t in modalities for s in modalities if s != t]
+        self.norms = nn.ModuleDict({m: nn.LayerNorm(dim) for m in modalities})
+        self.dropout = nn.Dropout(dropout)
+
+    def _check(self, feats, cu_seqlens) -> None:
+        num_seg = None
+        for m in self.modalities:
+            if m not in feats or m not in cu_seqlens:
+                raise KeyError(f"{type(self).__name__} was built for modalities {self.modalities}: "
+                               f"feats and cu_seqlens need key {m!r}")
+            x, cu = feats[m], cu_seqlens[m]
+            if x.dim() != 2 or x.shape[1] != self.dim:
+                raise ValueError(f"feats[{m!r}] must have shape [N, {self.dim}], got {tuple(x.shape)}")
+            if cu.dim() != 1:
+                raise ValueError(f"cu_seqlens[{m!r}] must be 1-D [S+1], got shape {tuple(cu.shape)}")
+            if num_seg is None:
+                num_seg = cu.shape[0]
+            elif cu.shape[0] != num_seg:
+                raise ValueError("every modality's cu_seqlens must count the same utterances, got "
+                                 + ", ".join(f"{k}: {cu_seqlens[k].shape[0] - 1}" for k in self.modalities))
+
+    def _residual(self, feats, mixed) -> dict[str, torch.Tensor]:
+        return {m: self.norms[m](feats[m] + self.dropout(mixed[m])) for m in self.modalities}
+
+
+class MixtureOfAligners(_CrossModalBlock):
+    """Routed cross-modal alignment for every ordered pair of ``modalities``.
+
+    Args:
+        dim: feature size of every modality (frames already projected to a shared d).
+        modalities: single-letter keys, at least two ("t", "a", "v" by default).
+        num_experts: expert aligners per pair (E). top_k: experts per utterance (1..E).
+        num_heads: attention heads; must divide ``dim``.
+        dropout: on the summed cross-attention before the residual.
+        backend: forwarded to both ops (None = automatic; "reference" gives the eager baseline).
+
+    ``forward(feats, cu_seqlens)`` takes ``feats[m]`` [N_m, dim] packed frames and
+    ``cu_seqlens[m]`` [S+1] (same S for every modality; a missing modality of an utterance is an
+    empty segment) and returns a :class:`MoAOutput`.
+    """
+
+    def __init__(self, dim: int, modalities=("t", "a", "v"), num_experts: int = 4, top_k: int = 2,
+                 num_heads: int = 4, dropout: float = 0.0, backend: str | None = None):
+        super().__init__(dim, modalities, num_heads, dropout, backend)
+        if num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        if not 1 <= top_k <= num_experts:
+            raise ValueError(f"top_k must be in [1, num_experts={num_experts}], got {top_k}")
+        self.num_experts, self.top_k = num_experts, top_k
+        # ModuleDict keys may not contain "."; "a_t" = source a, target t.
+        self.aligners = nn.ModuleDict({f"{s}_{t}": PairAligner(dim, num_experts, top_k, num_heads)
+                                       for s, t in self.pairs})
+
+    def forward(self, feats: dict[str, torch.Tensor], cu_seqlens: dict[str, torch.Tensor]) -> MoAOutput:
+        self._check(feats, cu_seqlens)
+        pooled = {m: segment_mean(feats[m], cu_seqlens[m]) for m in self.modalities}
+        present = {m: (cu_seqlens[m][1:] - cu_seqlens[m][:-1]) > 0 for m in self.modalities}
+        mixed = {m: None for m in self.modalities}
+        routing: dict[str, RoutingInfo] = {}
+        lb_total = feats[self.modalities[0]].new_zeros(())
+        for s, t in self.pairs:
+            out, lb, info = self.aligners[f"{s}_{t}"](
+                feats[t], cu_seqlens[t], feats[s], cu_seqlens[s], pooled[t], present[s] & present[t],
+                self.backend)
+            mixed[t] = out if mixed[t] is None else mixed[t] + out
+            lb_total = lb_total + lb
+            routing[pair_key(s, t)] = info
+        return MoAOutput(outputs=self._residual(feats, mixed), lb_loss=lb_total, routing=routing)
+
+
+class PlainCrossModalAttention(_CrossModalBlock):
+    """The same block without routing or experts: per pair one shared key/value projection of
+    the source frames, then the same cross-attention, output projection, residual and norm.
+
+    The "w/o MoA" ablation, and the baseline ``benchmarks/bench_moa.py`` measures MoA's overhead
+    against. Returns a :class:`MoAOutput` with a zero ``lb_loss`` and empty ``routing``.
+    """
+
+    def __init__(self, dim: int, modalities=("t", "a", "v"), num_heads: int = 4, dropout: float = 0.0,
+                 backend: str | None = None):
+        super().__init__(dim, modalities, num_heads, dropout, backend)
+        self.query = nn.ModuleDict({f"{s}_{t}": nn.Linear(dim, dim) for s, t in self.pairs})
+        self.key_value = nn.ModuleDict({f"{s}_{t}": nn.Linear(dim, 2 * dim) for s, t in self.pairs})
+        self.out = nn.ModuleDict({f"{s}_{t}": nn.Linear(dim, dim) for s, t in self.pairs})
+
+    def forward(self, feats: dict[str, torch.Tensor], cu_seqlens: dict[str, torch.Tensor]) -> MoAOutput:
+        from hotspot_erc.ops.varlen_attention import varlen_cross_attention
+
+        self._check(feats, cu_seqlens)
+        mixed = {m: None for m in self.modalities}
+        h, d = self.num_heads, self.dim
+        for s, t in self.pairs:
+            key = f"{s}_{t}"
+            q = self.query[key](feats[t]).view(-1, h, d // h)
+            k, v = self.key_value[key](feats[s]).view(-1, 2, h, d // h).unbind(1)
+            attn = varlen_cross_attention(q, k, v, cu_seqlens[t], cu_seqlens[s], backend=self.backend)
+            out = self.out[key](attn.reshape(-1, d))
+            mixed[t] = out if mixed[t] is None else mixed[t] + out
+        lb = feats[self.modalities[0]].new_zeros(())
+        return MoAOutput(outputs=self._residual(feats, mixed), lb_loss=lb, routing={})

@@ -1,0 +1,274 @@
+"""HotspotERC: the whole model of DESIGN §1, with a switch for every ablation.
+
+Per conversation batch and modality m::
+
+    frames ─► Linear to d ─► hotspot extraction (C_m, H_m) ─► HGF  X_m = α⊙H_m + (1-α)⊙C_m
+           ─► frame encoder (varlen self-attention inside each utterance)
+    ├─► MoA (ordered pairs k→j, frame level) ─► attention pooling per utterance
+    └─► attention pooling ─► + speaker embedding ─► relational GNN over (modality, utterance) nodes
+    ─► concat [MoA ; graph] per utterance ─► 2-layer MLP ─► logits [S, C]
+
+Ablations: ``hgf=False`` uses the global content C_m only; ``moa=False`` pools the encoder
+frames without cross-modal alignment; ``graph=False`` drops the graph branch;
+``temporal_edges`` / ``cross_modal_edges`` remove edge families; ``num_experts`` / ``top_k`` /
+``gate`` / ``hotspot_source`` / ``modalities`` choose variants; ``modality_dropout`` hides random
+(modality, utterance) inputs while training.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from hotspot_erc.nn.encoder import AttentionPool, FrameEncoder
+
+MODALITIES = ("t", "a", "v")
+HOTSPOT_SOURCES = ("data", "rule", "learned")
+
+
+@dataclass
+class ModelOutput:
+    """What :meth:`HotspotERC.forward` returns.
+
+    ``gates[m]`` is the HGF gate α [N_m, g] (empty dict when HGF is off); ``scores[m]`` the frame
+    intensity scores used for hotspot extraction; ``hotspot_mask[m]`` the window membership [N_m];
+    ``routing`` the MoA routing keyed "k->j" (empty when MoA is off); ``features`` the utterance
+    vectors fed to the classifier [S, F]; ``cu_seqlens`` the segment boundaries actually used
+    (modality dropout can empty segments in training).
+    """
+
+    logits: torch.Tensor
+    lb_loss: torch.Tensor
+    gates: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)
+    hotspot_mask: dict = field(default_factory=dict)
+    routing: dict = field(default_factory=dict)
+    features: torch.Tensor | None = None
+    cu_seqlens: dict = field(default_factory=dict)
+
+
+def _hotspot_api():
+    from hotspot_erc.hotspots import LearnedScorer, extract_hotspots, rule_scores
+
+    return LearnedScorer, extract_hotspots, rule_scores
+
+
+def segment_lengths(cu_seqlens: torch.Tensor) -> torch.Tensor:
+    return cu_seqlens[1:] - cu_seqlens[:-1]
+
+
+def drop_modalities(features: dict, cu_seqlens: dict, intensity: dict | None, p: float,
+                    modalities: tuple[str, ...], generator: torch.Generator | None = None):
+    """Hide each present (modality, utterance) input with probability ``p`` by emptying its
+    segment; every utterance keeps at least one of the modalities it has.
+
+    Returns new (features, cu_seqlens, intensity) dicts. Selecting the kept frames is a boolean
+    index, which synchronises with a GPU: it runs only in training with ``p > 0``.
+    """
+    lengths = torch.stack([segment_lengths(cu_seqlens[m]) for m in modalities])  # [M, S]
+    present = lengths > 0
+    r = torch.rand(lengths.shape, device=lengths.device, generator=generator)
+    keep = (r >= p) & present
+    # Utterances that lost everything get back the present modality with the largest draw.
+    fallback = torch.where(present, r, torch.full_like(r, -1.0)).argmax(0)
+    restore = torch.nn.functional.one_hot(fallback, len(modalities)).T.bool() & present
+    keep = keep | (restore & ~keep.any(0, keepdim=True))
+    feats, cus, inten = {}, {}, ({} if intensity is not None else None)
+    for i, m in enumerate(modalities):
+        n = features[m].shape[0]
+        frame_keep = torch.repeat_interleave(keep[i], lengths[i], output_size=n)
+        feats[m] = features[m][frame_keep]
+        new_len = lengths[i] * keep[i]
+        cus[m] = torch.cat([cu_seqlens[m][:1], cu_seqlens[m][:1] + torch.cumsum(new_len, 0)])
+        if inten is not None and m in intensity:
+            inten[m] = intensity[m][frame_keep]
+    return feats, cus, inten
+
+
+class HotspotERC(nn.Module):
+    """Multimodal ERC model built around emotion hotspots (see module docstring).
+
+    Args:
+        dims: input feature size per modality, e.g. ``{"t": 32, "a": 24, "v": 16}``.
+        num_classes: number of emotion classes.
+        soft_temperature: temperature of the soft top-k windows (and attention content pooling).
+        content_pool: how hotspot extraction pools the global content C: "mean" or "attention"
+            (score-weighted); default "attention" for a learned scorer, else "mean".
+        Other arguments: the defaults of DESIGN §1; see :class:`hotspot_erc.train.config.ModelConfig`
+        for what each one does.
+    """
+
+    def __init__(self, dims: dict[str, int], num_classes: int, d_model: int = 64,
+                 modalities="tav", hotspot_source: str = "rule", rule_kind: str = "delta",
+                 num_windows: int = 2, radius: int = 2, hgf: bool = True, gate: str = "vector",
+                 encoder_layers: int = 1, num_heads: int = 4, moa: bool = True, num_experts: int = 4,
+                 top_k: int = 2, graph: bool = True, graph_layers: int = 2,
+                 temporal_edges: bool = True, cross_modal_edges: bool = True, window_past: int = 2,
+                 window_future: int = 2, graph_scheme: str = "default", num_speakers: int = 8,
+                 dropout: float = 0.1, modality_dropout: float = 0.0, classifier_hidden: int = 128,
+                 soft_temperature: float = 1.0, content_pool: str | None = None):
+        super().__init__()
+        mods = tuple(modalities)
+        if not mods or len(set(mods)) != len(mods) or any(m not in MODALITIES for m in mods):
+            raise ValueError(f"modalities must be distinct letters among {MODALITIES}, got {modalities!r}")
+        missing = [m for m in mods if m not in dims]
+        if missing:
+            raise ValueError(f"modalities {missing} were asked for but dims only has {sorted(dims)}")
+        if hotspot_source not in HOTSPOT_SOURCES:
+            raise ValueError(f"hotspot_source must be one of {HOTSPOT_SOURCES}, got {hotspot_source!r}")
+        if gate not in ("vector", "scalar"):
+            raise ValueError(f"gate must be 'vector' or 'scalar', got {gate!r}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if moa and len(mods) < 2:
+            raise ValueError("MoA aligns pairs of modalities and needs at least two; "
+                             f"got modalities={''.join(mods)!r} (turn MoA off with moa=False / --no-moa)")
+        if not 0.0 <= modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        self.modalities = mods
+        self.dims = {m: int(dims[m]) for m in mods}
+        self.num_classes = num_classes
+        self.d_model = d_model
+        self.hotspot_source = hotspot_source
+        self.rule_kind = rule_kind
+        self.num_windows = num_windows
+        self.radius = radius
+        self.soft_temperature = soft_temperature
+        # A learned scorer also gets gradient through score-weighted (attention) content pooling;
+        # data / rule scores are not calibrated as attention logits, so C is their plain mean.
+        self.content_pool = content_pool or ("attention" if hotspot_source == "learned" else "mean")
+        self.use_hgf, self.use_moa, self.use_graph = hgf, moa, graph
+        self.modality_dropout = modality_dropout
+        self.graph_options = dict(window_past=window_past, window_future=window_future,
+                                  scheme=graph_scheme, temporal=temporal_edges, cross_modal=cross_modal_edges)
+
+        self.proj = nn.ModuleDict({m: nn.Linear(self.dims[m], d_model) for m in mods})
+        if hotspot_source == "learned":
+            LearnedScorer, _, _ = _hotspot_api()
+            self.scorer = nn.ModuleDict({m: LearnedScorer(d_model) for m in mods})
+        if hgf:
+            from hotspot_erc.nn.fusion import HotspotGatedFusion
+
+            self.hgf = nn.ModuleDict({m: HotspotGatedFusion(d_model, gate=gate) for m in mods})
+        self.encoder = nn.ModuleDict({m: FrameEncoder(d_model, encoder_layers, num_heads, dropout=dropout)
+                                      for m in mods})
+        self.pool = nn.ModuleDict({m: AttentionPool(d_model, num_heads) for m in mods})
+        width = len(mods) * d_model
+        if moa:
+            from hotspot_erc.nn.moa import MixtureOfAligners
+
+            self.moa = MixtureOfAligners(d_model, modalities=mods, num_experts=num_experts, top_k=top_k,
+                                         num_heads=num_heads, dropout=dropout)
+            self.moa_pool = nn.ModuleDict({m: AttentionPool(d_model, num_heads) for m in mods})
+        if graph:
+            from hotspot_erc.nn.rgcn import RGCNConv
+
+            self.relation_names = self._relation_names()
+            if not self.relation_names:
+                raise ValueError("the conversation graph has no edge types with these options "
+                                 "(temporal and cross-modal edges both off, or one modality without "
+                                 "temporal edges); turn the graph off with graph=False / --no-graph")
+            self.num_speakers = num_speakers
+            self.speaker = nn.Embedding(num_speakers, d_model)
+            self.gnn = nn.ModuleList(RGCNConv(d_model, d_model, len(self.relation_names))
+                                     for _ in range(graph_layers))
+            self.gnn_norm = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(graph_layers))
+            width += len(mods) * d_model
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, classifier_hidden), nn.GELU(),
+                                        nn.Dropout(dropout), nn.Linear(classifier_hidden, num_classes))
+        self.drop = nn.Dropout(dropout)
+
+    @classmethod
+    def from_config(cls, cfg, dims: dict[str, int], num_classes: int) -> "HotspotERC":
+        """Build from a :class:`~hotspot_erc.train.config.ModelConfig` (or its dict)."""
+        d = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+        return cls(dims, num_classes, **d)
+
+    # ------------------------------------------------------------------ graph helpers
+    def _build_graph(self, dialogue, speaker, present=None):
+        from hotspot_erc.data.graph import build_conversation_graph
+
+        return build_conversation_graph(dialogue, speaker, modalities=self.modalities, present=present,
+                                        **self.graph_options)
+
+    def _relation_names(self) -> list[str]:
+        # The graph builder owns the relation vocabulary; ask it with a two-utterance dialogue.
+        probe = self._build_graph(torch.zeros(2, dtype=torch.long), torch.tensor([0, 1]))
+        return list(probe.relation_names)
+
+    def _graph_branch(self, pooled: dict, cu_seqlens: dict, dialogue, speaker) -> torch.Tensor:
+        from hotspot_erc.ops.relational import RelationalGraph
+
+        mods = self.modalities
+        s = pooled[mods[0]].shape[0]
+        present = torch.stack([segment_lengths(cu_seqlens[m]) > 0 for m in mods])
+        g = self._build_graph(dialogue, speaker, present)
+        graph = RelationalGraph(g.edge_index, g.edge_type, g.num_nodes, len(self.relation_names))
+        spk = self.speaker(speaker.clamp(0, self.num_speakers - 1))
+        h = torch.cat([pooled[m] + spk for m in mods], 0)  # node id = m*S + s (modality-major)
+        for conv, norm in zip(self.gnn, self.gnn_norm):
+            h = h + self.drop(torch.relu(conv(norm(h), graph)))
+        return h.view(len(mods), s, -1).transpose(0, 1).reshape(s, -1)
+
+    # ------------------------------------------------------------------ forward
+    def _scores(self, m, raw, x, cu, intensity):
+        _, _, rule_scores = _hotspot_api()
+        if self.hotspot_source == "data":
+            if intensity is None or m not in intensity:
+                raise ValueError(f"hotspot_source='data' needs per-frame intensity scores for modality "
+                                 f"{m!r}, but the batch has none; use hotspot_source='rule' or 'learned'")
+            return intensity[m].to(x.dtype)
+        if self.hotspot_source == "learned":
+            return self.scorer[m](x)
+        return rule_scores(raw, cu, kind=self.rule_kind)
+
+    def forward(self, batch) -> ModelOutput:
+        """``batch``: a :class:`hotspot_erc.data.dataset.Batch` (or anything with ``features``,
+        ``cu_seqlens``, ``intensity``, ``dialogue`` and ``speaker``)."""
+        _, extract_hotspots, _ = _hotspot_api()
+        mods = self.modalities
+        absent = [m for m in mods if m not in batch.features or m not in batch.cu_seqlens]
+        if absent:
+            raise ValueError(f"the model uses modalities {''.join(mods)!r} but the batch lacks {absent}")
+        for m in mods:
+            if batch.features[m].shape[-1] != self.dims[m]:
+                raise ValueError(f"modality {m!r} has feature size {batch.features[m].shape[-1]} but the "
+                                 f"model was built for {self.dims[m]}")
+        feats = {m: batch.features[m] for m in mods}
+        cus = {m: batch.cu_seqlens[m] for m in mods}
+        intensity = getattr(batch, "intensity", None)
+        if self.training and self.modality_dropout > 0:
+            feats, cus, intensity = drop_modalities(feats, cus, intensity, self.modality_dropout, mods)
+
+        out = ModelOutput(logits=None, lb_loss=None, cu_seqlens=cus)
+        enc, pooled = {}, {}
+        for m in mods:
+            raw, cu = feats[m], cus[m]
+            x = self.proj[m](raw)
+            score = self._scores(m, raw, x, cu, intensity)
+            soft = self.hotspot_source == "learned"
+            hs = extract_hotspots(x, cu, score, num_windows=self.num_windows, radius=self.radius, soft=soft,
+                                  temperature=self.soft_temperature, pool=self.content_pool)
+            out.scores[m], out.hotspot_mask[m] = score, hs.mask
+            if self.use_hgf:
+                fused, alpha = self.hgf[m](hs.content, hs.hotspot, return_gate=True)
+                out.gates[m] = alpha
+            else:
+                fused = hs.content
+            enc[m] = self.encoder[m](fused, cu)
+            pooled[m] = self.pool[m](enc[m], cu)
+
+        if self.use_moa:
+            moa = self.moa(enc, cus)
+            parts = [torch.cat([self.moa_pool[m](moa.outputs[m], cus[m]) for m in mods], -1)]
+            out.lb_loss, out.routing = moa.lb_loss, dict(moa.routing)
+        else:
+            parts = [torch.cat([pooled[m] for m in mods], -1)]
+            out.lb_loss = parts[0].new_zeros(())
+        if self.use_graph:
+            parts.append(self._graph_branch(pooled, cus, batch.dialogue, batch.speaker))
+        out.features = torch.cat(parts, -1)
+        out.logits = self.classifier(out.features)
+        return out

@@ -1,0 +1,248 @@
+"""Segment-routed expert projection — ``grouped_expert_linear`` (DESIGN §3.2).
+
+For token t of segment s: ``y_t = Σ_i gates[s,i] · (x_t @ weight[experts[s,i]] + bias[experts[s,i]])``.
+Every token of a segment uses that segment's k experts (a Mixture-of-Aligners router picks them
+per utterance).
+
+Backends: ``"triton"`` (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``; float32,
+float16, bfloat16), ``"cpu"`` (vectorised ATen: the (token, slot) pairs are sorted by expert and
+each expert multiplies only its own rows — N·k rows in all, against the reference's N·E) and
+``"reference"`` (:mod:`hotspot_erc.reference.grouped_linear`, loop over experts). Automatic choice:
+Triton for CUDA tensors (float64 CUDA tensors use the ATen path), ATen for CPU tensors.
+
+Both compiled paths are one ``torch.library`` custom op, ``hotspot_erc::grouped_expert_linear``,
+with a registered fake and autograd formula, so ``torch.compile(fullgraph=True)`` traces through
+it. Gradients flow to x, gates, weight and bias (not to the integer ``experts``/``cu_seqlens``);
+the weight gradient is deterministic on every path (grouped by expert, no float atomics).
+
+Checks: shapes, dtypes and devices always (no sync). Values — expert ids in [0, E) and
+``cu_seqlens`` starting at 0, non-decreasing, ending at N — are read on the host, so they are
+checked for CPU tensors always and for CUDA tensors only with ``HOTSPOT_ERC_VALIDATE=1`` (a sync);
+otherwise CUDA expert ids are checked by an asynchronous device assert. Value checks are skipped
+while ``torch.compile`` traces (they would need the values).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from hotspot_erc.ops import _backend
+from hotspot_erc.reference.grouped_linear import grouped_expert_linear_reference, token_segments
+
+OP = "grouped_expert_linear"
+_DTYPES_TRITON = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _triton_ok(device: torch.device) -> str:
+    return _backend.triton_reason(device)
+
+
+SUPPORTS = _backend.register(OP, {"triton": _triton_ok, "cpu": lambda device: ""})
+
+
+# ----------------------------------------------------------------------------- ATen path
+
+def _pairs_by_expert(cu_seqlens, experts, num_tokens):
+    """(token, slot) pairs p = token·k + slot sorted by expert (stable).
+
+    Returns (order [N·k] pair ids in expert order, inverse permutation, token of each sorted
+    pair, per-pair gate row/col, counts per expert as host ints — the CPU path reads them).
+    """
+    k = experts.shape[1]
+    seg = token_segments(cu_seqlens, num_tokens)
+    pair_e = experts.to(torch.int64).index_select(0, seg).reshape(-1)
+    order = torch.sort(pair_e, stable=True).indices
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    counts = torch.bincount(pair_e).tolist()
+    return order, inverse, order // k, seg, counts
+
+
+def _aten_forward(x, cu_seqlens, experts, gates, weight, bias):
+    n, k, d_out = x.shape[0], experts.shape[1], weight.shape[2]
+    order, inverse, tok, seg, counts = _pairs_by_expert(cu_seqlens, experts, n)
+    g = gates.to(x.dtype).index_select(0, seg).reshape(-1).index_select(0, order)[:, None]
+    xs = x.index_select(0, tok)
+    pieces, start = [], 0
+    for e, cnt in enumerate(counts):
+        if cnt:
+            y = xs[start:start + cnt] @ weight[e]
+            pieces.append(y + bias[e] if bias is not None else y)
+            start += cnt
+    if not pieces:
+        return x.new_zeros(n, d_out)
+    # Each pair's row back in (token, slot) order, then the k slots summed: no scatter-add.
+    ys = torch.cat(pieces) * g
+    return ys.index_select(0, inverse).view(n, k, d_out).sum(1)
+
+
+def _aten_backward(dy, x, cu_seqlens, experts, gates, weight, bias):
+    n, d_in = x.shape
+    k = experts.shape[1]
+    acc = torch.promote_types(x.dtype, torch.float32)
+    dweight = torch.zeros_like(weight)
+    dbias = torch.zeros_like(bias) if bias is not None else None
+    if n == 0:
+        return torch.zeros_like(x), torch.zeros_like(gates), dweight, dbias
+    order, inverse, tok, seg, counts = _pairs_by_expert(cu_seqlens, experts, n)
+    g = gates.to(x.dtype).index_select(0, seg).reshape(-1).index_select(0, order)[:, None]
+    xs = x.index_select(0, tok)
+    dys = dy.index_select(0, tok)
+    dx_pieces, dg_pieces, start = [], [], 0
+    for e, cnt in enumerate(counts):
+        if not cnt:
+            continue
+        sl = slice(start, start + cnt)
+        t = dys[sl] @ weight[e].transpose(0, 1)
+        dx_pieces.append(t)
+        # d gate = dy · (x W_e + b_e) = x · (dy W_eᵀ) + dy · b_e
+        dg = (t.to(acc) * xs[sl].to(acc)).sum(-1)
+        gdy = dys[sl] * g[sl]
+        if bias is not None:
+            dg = dg + dys[sl].to(acc) @ bias[e].to(acc)
+            dbias[e] = gdy.sum(0)
+        dg_pieces.append(dg)
+        dweight[e] = xs[sl].transpose(0, 1) @ gdy
+        start += cnt
+    dx = (torch.cat(dx_pieces) * g).index_select(0, inverse).view(n, k, d_in).sum(1)
+    dg_tok = torch.cat(dg_pieces).index_select(0, inverse).view(n, k)
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    dgates = torch.segment_reduce(dg_tok, "sum", lengths=lengths, unsafe=True, initial=0)
+    return dx, dgates.to(gates.dtype), dweight, dbias
+
+
+# ----------------------------------------------------------------------------- registered op
+
+@torch.library.custom_op("hotspot_erc::grouped_expert_linear", mutates_args=())
+def _grouped_expert_linear_op(x: torch.Tensor, cu_seqlens: torch.Tensor, experts: torch.Tensor,
+                              gates: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                              impl: str) -> torch.Tensor:
+    if impl == "triton":
+        from hotspot_erc.kernels.grouped_linear import grouped_linear_forward
+
+        return grouped_linear_forward(x.contiguous(), cu_seqlens.contiguous(), experts.contiguous(),
+                                      gates.contiguous(), weight,
+                                      bias.contiguous() if bias is not None else None)
+    return _aten_forward(x, cu_seqlens, experts, gates, weight, bias)
+
+
+@_grouped_expert_linear_op.register_fake
+def _(x, cu_seqlens, experts, gates, weight, bias, impl):
+    return x.new_empty(x.shape[0], weight.shape[2])
+
+
+@torch.library.custom_op("hotspot_erc::grouped_expert_linear_backward", mutates_args=())
+def _grouped_expert_linear_backward_op(
+        grad: torch.Tensor, x: torch.Tensor, cu_seqlens: torch.Tensor, experts: torch.Tensor,
+        gates: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], impl: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dgates, dweight, dbias); dbias is an empty [0] tensor when there is no bias."""
+    if impl == "triton":
+        from hotspot_erc.kernels.grouped_linear import grouped_linear_backward
+
+        dx, dg, dw, db = grouped_linear_backward(
+            grad.contiguous(), x.contiguous(), cu_seqlens.contiguous(), experts.contiguous(),
+            gates.contiguous(), weight, bias.contiguous() if bias is not None else None)
+    else:
+        dx, dg, dw, db = _aten_backward(grad, x, cu_seqlens, experts, gates, weight, bias)
+    if db is None:
+        db = weight.new_empty(0)
+    return dx, dg, dw, db
+
+
+@_grouped_expert_linear_backward_op.register_fake
+def _(grad, x, cu_seqlens, experts, gates, weight, bias, impl):
+    db = torch.empty_like(bias) if bias is not None else weight.new_empty(0)
+    return torch.empty_like(x), torch.empty_like(gates), torch.empty_like(weight), db
+
+
+def _setup_context(ctx, inputs, output):
+    x, cu_seqlens, experts, gates, weight, bias, impl = inputs
+    ctx.save_for_backward(x, cu_seqlens, experts, gates, weight, bias)
+    ctx.impl = impl
+
+
+def _backward(ctx, grad):
+    x, cu_seqlens, experts, gates, weight, bias = ctx.saved_tensors
+    dx, dg, dw, db = _grouped_expert_linear_backward_op(
+        grad, x, cu_seqlens, experts, gates, weight, bias, ctx.impl)
+    return dx, None, None, dg, dw, (db if bias is not None else None), None
+
+
+_grouped_expert_linear_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- public function
+
+def _validate(x, cu_seqlens, experts, gates, weight, bias):
+    _backend.check_tensor("x", x, ndim=2, dtypes=_backend.FLOAT_DTYPES)
+    dev = x.device
+    _backend.check_tensor("weight", weight, ndim=3, dtypes=(x.dtype,), device=dev)
+    if weight.shape[1] != x.shape[1]:
+        raise ValueError(f"weight must have shape [E, d_in={x.shape[1]}, d_out] to match x, "
+                         f"got {tuple(weight.shape)}")
+    num_experts, _, d_out = weight.shape
+    if num_experts < 1:
+        raise ValueError("weight must hold at least one expert (shape [E, d_in, d_out] with E >= 1)")
+    if bias is not None:
+        _backend.check_tensor("bias", bias, ndim=2, dtypes=(x.dtype,), device=dev)
+        if tuple(bias.shape) != (num_experts, d_out):
+            raise ValueError(f"bias must have shape [E, d_out] = [{num_experts}, {d_out}], "
+                             f"got {tuple(bias.shape)}")
+    _backend.check_tensor("experts", experts, ndim=2, dtypes=_backend.INDEX_DTYPES, device=dev)
+    _backend.check_tensor("gates", gates, ndim=2, dtypes=_backend.FLOAT_DTYPES, device=dev)
+    if gates.shape != experts.shape:
+        raise ValueError(f"gates must have the shape of experts {tuple(experts.shape)} ([S, k]), "
+                         f"got {tuple(gates.shape)}")
+    if experts.shape[1] < 1:
+        raise ValueError(f"experts must have at least one slot per segment (shape [S, k], k >= 1), "
+                         f"got {tuple(experts.shape)}")
+    compiling = torch.compiler.is_compiling()
+    if compiling:
+        _backend.check_tensor("cu_seqlens", cu_seqlens, ndim=1, dtypes=_backend.INDEX_DTYPES, device=dev)
+    else:
+        _backend.check_cu_seqlens("cu_seqlens", cu_seqlens, x.shape[0], dev)
+    if cu_seqlens.shape[0] != experts.shape[0] + 1:
+        raise ValueError(f"cu_seqlens has {cu_seqlens.shape[0] - 1} segments but experts has "
+                         f"{experts.shape[0]} rows: they must agree (cu_seqlens [S+1], experts [S, k])")
+    if compiling or experts.numel() == 0:
+        return
+    if dev.type == "cpu" or _backend.validate_values():
+        lo, hi = int(experts.min()), int(experts.max())
+        if lo < 0 or hi >= num_experts:
+            raise ValueError(f"experts must hold ids in [0, {num_experts}) (E = weight.shape[0]), "
+                             f"got values in [{lo}, {hi}]")
+    else:
+        torch._assert_async(((experts >= 0) & (experts < num_experts)).all(),
+                            f"grouped_expert_linear: experts must hold ids in [0, {num_experts})")
+
+
+def grouped_expert_linear(x: torch.Tensor, cu_seqlens: torch.Tensor, experts: torch.Tensor,
+                          gates: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                          backend: str | None = None) -> torch.Tensor:
+    """Project every segment's tokens with the gated mix of that segment's top-k experts.
+
+    Args:
+        x: [N, d_in] packed tokens of S segments (float32/float16/bfloat16; float64 on the
+            ``"cpu"``/``"reference"`` paths).
+        cu_seqlens: int32/int64 [S+1] segment boundaries (0, ..., N; empty segments allowed).
+        experts: int32/int64 [S, k] expert ids in [0, E) (k = 1..E; repeats add up).
+        gates: [S, k] mixing weights (any float dtype; its gradient comes back in that dtype).
+        weight: [E, d_in, d_out] in x's dtype. bias: [E, d_out] or None.
+        backend: None (automatic), "triton", "cpu" or "reference".
+
+    Returns:
+        [N, d_out] in x's dtype: ``Σ_i gates[s,i] · (x_t @ weight[experts[s,i]] + bias[...])``.
+    """
+    _validate(x, cu_seqlens, experts, gates, weight, bias)
+    name = _backend.choose(OP, backend, x.device, SUPPORTS)
+    if name == "reference":
+        return grouped_expert_linear_reference(x, cu_seqlens, experts, gates, weight, bias)
+    if name == "triton" and x.dtype not in _DTYPES_TRITON:
+        if backend == "triton":
+            raise _backend.BackendUnavailable(
+                f"{OP}: the Triton kernels take float32, float16 or bfloat16, got {x.dtype}")
+        name = "cpu"  # float64 CUDA tensors: the ATen path is device-generic
+    return _grouped_expert_linear_op(x, cu_seqlens, experts, gates, weight, bias,
+                                     "triton" if name == "triton" else "aten")

@@ -1,0 +1,201 @@
+"""Hotspot-gated fusion as a registered op: validation, backend choice, autograd (DESIGN §3.1).
+
+``out = c + α ⊙ (h − c)``, ``α = sigmoid(c @ weight[:d] + h @ weight[d:] + bias)``.
+
+Backends:
+
+* ``"triton"`` — the fused kernels of :mod:`hotspot_erc.kernels.hotspot_gate` (CUDA tensors, or CPU
+  tensors under ``TRITON_INTERPRET=1``); float32, float16, bfloat16.
+* ``"cpu"`` — an ATen composition (two ``addmm`` into one buffer, in-place sigmoid and
+  interpolation) that never builds ``[c; h]`` and allocates two [N, d] buffers in the forward
+  where the eager reference allocates five; any float dtype including float64. It is also the
+  automatic choice for float64 CUDA tensors, which the Triton kernels do not take.
+* ``"reference"`` — :func:`hotspot_erc.reference.hotspot_gate.hotspot_gate_reference`, eager
+  autograd.
+
+The triton and cpu backends go through ``torch.ops.hotspot_erc.hotspot_gate`` (a
+``torch.library.custom_op`` with a fake implementation and a registered backward), so the op works
+under ``torch.compile(fullgraph=True)`` and passes ``torch.library.opcheck``. The backward saves
+only the four inputs and recomputes ``α``.
+
+NaN or Inf in any input propagates to the outputs (and gradients) it reaches, exactly as in the
+reference; no kernel loops on data values, so bad values never hang.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from hotspot_erc.ops import _backend
+from hotspot_erc.reference.hotspot_gate import hotspot_gate_reference
+
+OP = "hotspot_gate"
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+SUPPORTS = _backend.register(OP, {
+    "triton": _backend.triton_reason,
+    "cpu": lambda device: "",
+})
+
+
+# ----------------------------------------------------------------------------- ATen composition
+
+def _gate_composite(c, h, weight, bias):
+    """α [N, g] in a fresh buffer: the two halves of the GEMM accumulate into one output."""
+    d = c.shape[1]
+    if weight.shape[1] == 1:
+        z = torch.addmv(bias.expand(c.shape[0]), c, weight[:d, 0])
+        z.addmv_(h, weight[d:, 0])
+        return z.sigmoid_().unsqueeze(1)
+    z = torch.addmm(bias, c, weight[:d])
+    z.addmm_(h, weight[d:])
+    return z.sigmoid_()
+
+
+def _forward_composite(c, h, weight, bias, write_alpha):
+    alpha = _gate_composite(c, h, weight, bias)
+    out = torch.sub(h, c)
+    out.mul_(alpha).add_(c)
+    return out, (alpha if write_alpha else None)
+
+
+def _backward_composite(grad_out, grad_alpha, c, h, weight, bias):
+    d = c.shape[1]
+    scalar = weight.shape[1] == 1
+    alpha = _gate_composite(c, h, weight, bias)
+    dz = torch.sub(h, c).mul_(grad_out)  # dα per element
+    if scalar:
+        dz = dz.sum(1, keepdim=True)
+    if grad_alpha is not None:
+        dz.add_(grad_alpha)
+    dz.mul_(alpha).mul_(1 - alpha)
+    g_alpha = grad_out * alpha
+    dc = torch.sub(grad_out, g_alpha)
+    dh = g_alpha  # updated in place below, after dc has read it
+    if scalar:
+        dc.addr_(dz[:, 0], weight[:d, 0])
+        dh.addr_(dz[:, 0], weight[d:, 0])
+    else:
+        dc.addmm_(dz, weight[:d].t())
+        dh.addmm_(dz, weight[d:].t())
+    dw = torch.empty_like(weight)
+    torch.mm(c.t(), dz, out=dw[:d])
+    torch.mm(h.t(), dz, out=dw[d:])
+    db = dz.sum(0, dtype=torch.float32).to(bias.dtype) if dz.dtype != torch.float64 else dz.sum(0)
+    return dc, dh, dw, db
+
+
+def _impl(backend: str):
+    if backend == "triton":
+        from hotspot_erc.kernels import hotspot_gate as kernels  # lazy: TRITON_INTERPRET is read at def time
+
+        return kernels.forward, kernels.backward
+    if backend == "cpu":
+        return _forward_composite, _backward_composite
+    raise ValueError(f"hotspot_gate op has no implementation {backend!r}")
+
+
+# ----------------------------------------------------------------------------- registered ops
+
+@torch.library.custom_op("hotspot_erc::hotspot_gate", mutates_args=())
+def _hotspot_gate_op(c: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                     return_gate: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    fwd, _ = _impl(backend)
+    out, alpha = fwd(c, h, weight, bias, return_gate)
+    if alpha is None:
+        alpha = c.new_empty((0,))
+    return out, alpha
+
+
+@_hotspot_gate_op.register_fake
+def _(c, h, weight, bias, return_gate, backend):
+    alpha = c.new_empty((c.shape[0], weight.shape[1])) if return_gate else c.new_empty((0,))
+    return torch.empty_like(c, memory_format=torch.contiguous_format), alpha
+
+
+@torch.library.custom_op("hotspot_erc::hotspot_gate_backward", mutates_args=())
+def _hotspot_gate_backward_op(grad_out: torch.Tensor, grad_alpha: Optional[torch.Tensor], c: torch.Tensor,
+                              h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                              backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    _, bwd = _impl(backend)
+    return bwd(grad_out, grad_alpha, c, h, weight, bias)
+
+
+@_hotspot_gate_backward_op.register_fake
+def _(grad_out, grad_alpha, c, h, weight, bias, backend):
+    fmt = torch.contiguous_format
+    return (torch.empty_like(c, memory_format=fmt), torch.empty_like(h, memory_format=fmt),
+            torch.empty_like(weight, memory_format=fmt), torch.empty_like(bias, memory_format=fmt))
+
+
+def _setup_context(ctx, inputs, output):
+    c, h, weight, bias, return_gate, backend = inputs
+    ctx.save_for_backward(c, h, weight, bias)  # the inputs only: α is recomputed
+    ctx.return_gate = return_gate
+    ctx.backend = backend
+
+
+def _backward(ctx, grad_out, grad_alpha):
+    c, h, weight, bias = ctx.saved_tensors
+    if not ctx.return_gate:
+        grad_alpha = None
+    dc, dh, dw, db = _hotspot_gate_backward_op(grad_out, grad_alpha, c, h, weight, bias, ctx.backend)
+    return dc, dh, dw, db, None, None
+
+
+_hotspot_gate_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- public function
+
+def _validate(c, h, weight, bias) -> None:
+    fl = _backend.FLOAT_DTYPES
+    _backend.check_tensor("c", c, ndim=2, dtypes=fl)
+    _backend.check_tensor("h", h, ndim=2, dtypes=fl, device=c.device)
+    if h.shape != c.shape:
+        raise ValueError(f"h must have the shape of c {tuple(c.shape)}, got {tuple(h.shape)}")
+    if h.dtype != c.dtype:
+        raise TypeError(f"h must have the dtype of c ({c.dtype}), got {h.dtype}")
+    n, d = c.shape
+    if d == 0:
+        raise ValueError("c and h must have at least one feature (shape [N, d] with d >= 1)")
+    _backend.check_tensor("weight", weight, ndim=2, dtypes=(c.dtype,), device=c.device)
+    if weight.shape[0] != 2 * d or weight.shape[1] not in (1, d):
+        raise ValueError(f"weight must have shape [2d, g] = [{2 * d}, 1] (scalar gate) or [{2 * d}, {d}] "
+                         f"(vector gate) for d = {d}, got {tuple(weight.shape)}")
+    _backend.check_tensor("bias", bias, ndim=1, dtypes=(c.dtype,), device=c.device)
+    if bias.shape[0] != weight.shape[1]:
+        raise ValueError(f"bias must have shape [g] = [{weight.shape[1]}] to match weight, got {tuple(bias.shape)}")
+
+
+def resolve_backend(device: torch.device, dtype: torch.dtype, backend: str | None) -> str:
+    """The backend ``hotspot_gate`` runs for tensors of ``device``/``dtype``."""
+    chosen = _backend.choose(OP, backend, device, SUPPORTS)
+    if chosen == "triton" and dtype not in TRITON_DTYPES:
+        if backend == "triton":
+            raise _backend.BackendUnavailable(
+                f"{OP}: backend 'triton' takes float32, float16 or bfloat16 tensors, got {dtype}")
+        chosen = "cpu"  # the ATen composition runs on any device; float64 CUDA lands here
+    return chosen
+
+
+def hotspot_gate(c: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                 return_gate: bool = False, backend: str | None = None):
+    """Hotspot-gated fusion ``out = c + α ⊙ (h − c)``, ``α = sigmoid([c; h] @ weight + bias)``.
+
+    Args:
+        c, h: [N, d] global-content and hotspot features (same dtype and device).
+        weight: [2d, g], g = 1 (one scalar gate per token) or g = d (one gate per feature).
+        bias: [g].
+        return_gate: also return ``α`` [N, g] (for inspection; gradients flow through it too).
+        backend: None (automatic), "triton", "cpu" or "reference" (see the module docstring).
+
+    Returns ``out`` [N, d], or ``(out, α)``.
+    """
+    _validate(c, h, weight, bias)
+    chosen = resolve_backend(c.device, c.dtype, backend)
+    if chosen == "reference":
+        return hotspot_gate_reference(c, h, weight, bias, return_gate=return_gate)
+    out, alpha = _hotspot_gate_op(c, h, weight, bias, bool(return_gate), chosen)
+    return (out, alpha) if return_gate else out

@@ -1,0 +1,352 @@
+"""End-to-end workflows behind the CLI: train a run folder, evaluate or apply a checkpoint, ablate.
+
+Each function raises :class:`UserError` subclasses for problems a user can fix (bad corpus,
+checkpoint, output folder, settings); the CLI turns them into a message and an exit code.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as _dt
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+
+from hotspot_erc.train import checkpoint as ckpt
+from hotspot_erc.train.config import RunConfig, validate
+from hotspot_erc.train.metrics import evaluate_predictions
+from hotspot_erc.train.reports import Diagnostics, collapse_warnings, write_json, write_report
+from hotspot_erc.train.trainer import (BEST, DistInfo, Trainer, check_corpus_fits, checkpoint_config,
+                                       init_distributed, load_model, predict, resolve_device)
+
+
+class UserError(Exception):
+    """A problem with the user's input; ``exit_code`` tells the CLI how to exit."""
+
+    exit_code = 2
+
+
+class DataError(UserError):
+    exit_code = 3
+
+
+class CheckpointProblem(UserError):
+    exit_code = 4
+
+
+class OutputError(UserError):
+    exit_code = 5
+
+
+# ----------------------------------------------------------------------------- corpus & folders
+
+def prepare_corpus(data_cfg, progress: bool = True) -> str:
+    """Path of the corpus a run uses; the synthetic corpus is generated first when absent."""
+    if data_cfg.synthetic:
+        from hotspot_erc.data.synthetic import generate_synthetic_corpus
+
+        path = data_cfg.synthetic_dir
+        if progress:
+            print(f"synthetic corpus: {os.path.abspath(path)}", flush=True)
+        try:
+            return generate_synthetic_corpus(path, num_dialogues=data_cfg.synthetic_dialogues,
+                                             seed=data_cfg.synthetic_seed)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot create the synthetic corpus in {path}: {exc}") from exc
+    if not data_cfg.corpus:
+        raise UserError("no corpus given: pass --corpus PATH (a folder in the native format, see "
+                        "`hotspot-erc convert`) or --synthetic")
+    return data_cfg.corpus
+
+
+def open_checked(path: str):
+    from hotspot_erc.data.format import open_corpus
+
+    if not os.path.exists(path):
+        raise DataError(f"corpus folder {path} does not exist")
+    try:
+        return open_corpus(path)
+    except (ValueError, OSError, KeyError) as exc:  # CorpusFormatError is a ValueError
+        raise DataError(f"cannot open corpus {path}: {exc}") from exc
+
+
+def dataset(corpus, split: str, modalities):
+    from hotspot_erc.data.dataset import DialogueDataset
+
+    if split not in corpus.splits:
+        raise DataError(f"corpus {corpus.path} has no split {split!r} (it has {sorted(corpus.splits)})")
+    ds = DialogueDataset(corpus, split, modalities=modalities)
+    if len(ds) == 0:
+        raise DataError(f"split {split!r} of corpus {corpus.path} is empty")
+    return ds
+
+
+def make_run_dir(run_dir: str | None, root: str = "runs", prefix: str = "") -> str:
+    """Create (and prove writable) ``run_dir``, by default ``runs/<UTC timestamp>``."""
+    if run_dir is None:
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        run_dir = os.path.join(root, prefix + stamp)
+        n = 1
+        while os.path.exists(run_dir):
+            n += 1
+            run_dir = os.path.join(root, f"{prefix}{stamp}-{n}")
+    ensure_writable(run_dir)
+    return run_dir
+
+
+def ensure_writable(folder: str) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, ".write-test")
+        with open(probe, "w") as fh:
+            fh.write("ok")
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"output folder {folder} is not writable: {exc.strerror or exc}") from exc
+
+
+# ----------------------------------------------------------------------------- train
+
+def train(cfg: RunConfig, run_dir: str | None = None, resume: bool = False, callbacks=(),
+          dist_info: DistInfo | None = None, root: str = "runs") -> dict:
+    """Train, pick the best dev epoch, evaluate on test and write the run folder.
+
+    Returns ``{"run_dir", "metrics", "files"}`` (``files`` only on rank 0).
+    """
+    validate(cfg)
+    dist_info = dist_info or init_distributed(cfg.train.device)
+    if resume and run_dir is None:
+        raise UserError("--resume needs --run-dir: the run folder to continue")
+    if dist_info.is_main:
+        run_dir = make_run_dir(run_dir, root)
+    if dist_info.enabled:
+        import torch.distributed as dist
+
+        holder = [run_dir]
+        dist.broadcast_object_list(holder, src=0)
+        run_dir = holder[0]
+    corpus = open_checked(prepare_corpus(cfg.data, progress=cfg.train.progress and dist_info.is_main))
+    mods = tuple(cfg.model.modalities)
+    missing = [m for m in mods if m not in corpus.modalities]
+    if missing:
+        raise DataError(f"--modalities {cfg.model.modalities} asks for {missing}, but corpus {corpus.path} "
+                        f"has only {''.join(corpus.modalities)}")
+    if cfg.model.hotspot_source == "data" and any(corpus.intensity[m] is None for m in mods):
+        raise DataError(f"--hotspot-source data needs per-frame intensity for {list(mods)}, but corpus "
+                        f"{corpus.path} lacks it for some; use --hotspot-source rule or learned")
+    train_set, dev_set = dataset(corpus, "train", mods), dataset(corpus, "dev", mods)
+    has_test = "test" in corpus.splits and len(corpus.splits["test"]) > 0
+    dims = {m: int(corpus.dims[m]) for m in mods}
+    labels = list(corpus.label_names)
+    if dist_info.is_main:
+        write_json(os.path.join(run_dir, "config.json"),
+                   {**checkpoint_config(cfg, dims, labels), "corpus": os.path.abspath(corpus.path)})
+    try:
+        trainer = Trainer(cfg, train_set, dev_set, labels, dims, run_dir=run_dir, resume=resume,
+                          callbacks=callbacks, dist_info=dist_info)
+    except ckpt.CheckpointError as exc:
+        raise CheckpointProblem(str(exc)) from exc
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    t0 = time.perf_counter()
+    try:
+        history = trainer.fit()
+    except ckpt.CheckpointError as exc:
+        raise OutputError(str(exc)) from exc
+    metrics = {"best_epoch": trainer.best_epoch, "epochs_run": len(history), "train_seconds": time.perf_counter() - t0,
+               "world_size": dist_info.world_size, "device": str(trainer.device)}
+    if not dist_info.is_main:
+        return {"run_dir": run_dir, "metrics": metrics, "files": {}}
+    dev = trainer.evaluate(dev_set, desc="dev")
+    metrics["dev"] = dev["metrics"]
+    diag = Diagnostics(mods, len(labels))
+    if has_test:
+        test = trainer.evaluate(dataset(corpus, "test", mods), diagnostics=diag, desc="test")
+        metrics["test"] = test["metrics"]
+        write_predictions(os.path.join(run_dir, "predictions_test.csv"), test, labels)
+    else:
+        trainer.evaluate(dev_set, diagnostics=diag, desc="dev")
+        metrics["test"] = None
+        metrics["note"] = "the corpus has no test split: diagnostics are computed on dev"
+    metrics["diagnostics"] = diag.summary()
+    metrics["warnings"] = collapse_warnings(metrics["diagnostics"])
+    files = write_report(run_dir, metrics, history, diag, labels)
+    files["best_checkpoint"] = os.path.join(trainer.checkpoint_dir, BEST)
+    return {"run_dir": run_dir, "metrics": metrics, "files": files}
+
+
+# ----------------------------------------------------------------------------- evaluate / predict
+
+def _load(checkpoint: str, device):
+    try:
+        return load_model(checkpoint, device)
+    except ckpt.CheckpointError as exc:
+        raise CheckpointProblem(str(exc)) from exc
+
+
+def evaluate(checkpoint: str, corpus_path: str, split: str = "test", out_dir: str | None = None,
+             device: str = "auto", batch_size: int = 16, progress: bool = True) -> dict:
+    """Metrics of a checkpoint on one split; with ``out_dir``, also the report files."""
+    dev = resolve_device(device)
+    model, cfg, ck_cfg = _load(checkpoint, dev)
+    corpus = open_checked(corpus_path)
+    try:
+        check_corpus_fits(corpus, ck_cfg["dims"], ck_cfg["label_names"], model.modalities, f"checkpoint {checkpoint}")
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    if out_dir is not None:
+        ensure_writable(out_dir)
+    ds = dataset(corpus, split, model.modalities)
+    labels = ck_cfg["label_names"]
+    diag = Diagnostics(model.modalities, len(labels))
+    res = predict(model, ds, dev, batch_size=batch_size, amp=cfg.train.amp, diagnostics=diag, progress=progress,
+                  desc=split)
+    metrics = {"checkpoint": os.path.abspath(checkpoint), "corpus": os.path.abspath(corpus.path), "split": split,
+               split: evaluate_predictions(res["labels"], res["preds"], labels)}
+    metrics["diagnostics"] = diag.summary()
+    metrics["warnings"] = collapse_warnings(metrics["diagnostics"])
+    if out_dir is not None:
+        report_metrics = {**metrics, "test": metrics[split]}
+        metrics["files"] = write_report(out_dir, report_metrics, [], diag, labels)
+        write_predictions(os.path.join(out_dir, f"predictions_{split}.csv"), res, labels)
+    return metrics
+
+
+def write_predictions(path: str, res: dict, label_names, fmt: str | None = None) -> str:
+    """Per-utterance predictions and class probabilities as CSV or JSON (by extension)."""
+    fmt = fmt or ("json" if path.endswith(".json") else "csv")
+    rows = []
+    for uid, lab, pred, prob in zip(res["utterance_ids"], res["labels"], res["preds"], res["probs"]):
+        rows.append({"utterance_id": uid, "predicted": label_names[int(pred)],
+                     "true": label_names[int(lab)] if lab >= 0 else None,
+                     "probabilities": {n: float(p) for n, p in zip(label_names, prob)}})
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if fmt == "json":
+            with open(path, "w") as fh:
+                json.dump(rows, fh, indent=1)
+        else:
+            with open(path, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["utterance_id", "predicted", "true", *[f"p_{n}" for n in label_names]])
+                for r in rows:
+                    w.writerow([r["utterance_id"], r["predicted"], r["true"] or "",
+                                *[f"{r['probabilities'][n]:.6f}" for n in label_names]])
+    except OSError as exc:
+        raise OutputError(f"cannot write predictions to {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def predict_corpus(checkpoint: str, corpus_path: str, split: str | None = None, dialogue: str | None = None,
+                   out: str | None = None, device: str = "auto", batch_size: int = 16, progress: bool = True) -> dict:
+    """Predicted emotion and class probabilities per utterance of a corpus split, or of one
+    conversation (``dialogue`` = its dialogue id). Writes ``out`` (.json or .csv) when given."""
+    from hotspot_erc.data.dataset import DialogueDataset
+
+    dev = resolve_device(device)
+    model, cfg, ck_cfg = _load(checkpoint, dev)
+    corpus = open_checked(corpus_path)
+    labels = ck_cfg["label_names"]
+    labelled = bool((np.asarray(corpus.label) >= 0).any())
+    try:
+        check_corpus_fits(corpus, ck_cfg["dims"], labels if labelled else list(corpus.label_names),
+                          model.modalities, f"checkpoint {checkpoint}")
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    if split is not None:
+        ds = dataset(corpus, split, model.modalities)
+    else:
+        ds = DialogueDataset(corpus, None, modalities=model.modalities)
+    if dialogue is not None:
+        ids = [str(corpus.dialogue_ids[int(d)]) for d in ds.indices]
+        if dialogue not in ids:
+            raise DataError(f"no dialogue {dialogue!r} in corpus {corpus.path}"
+                            + (f" split {split!r}" if split else "") + f" (e.g. {ids[:3]})")
+        ds.indices = ds.indices[[ids.index(dialogue)]]
+    if len(ds) == 0:
+        raise DataError(f"nothing to predict: corpus {corpus.path} has no dialogues"
+                        + (f" in split {split!r}" if split else ""))
+    res = predict(model, ds, dev, batch_size=batch_size, amp=cfg.train.amp, progress=progress, desc="predict")
+    if not labelled:
+        res["labels"] = np.full_like(res["labels"], -1)
+    if out is not None:
+        write_predictions(out, res, labels)
+    return res
+
+
+# ----------------------------------------------------------------------------- ablation grid
+
+VARIANTS: dict[str, dict] = {
+    "full": {},
+    "no_hgf": {"hgf": False},
+    "no_moa": {"moa": False},
+    "no_graph": {"graph": False},
+    "no_cross_modal_edges": {"cross_modal_edges": False},
+    "no_temporal_edges": {"temporal_edges": False},
+    "scalar_gate": {"gate": "scalar"},
+    "hotspots_data": {"hotspot_source": "data"},
+    "hotspots_learned": {"hotspot_source": "learned"},
+    "one_expert": {"num_experts": 1, "top_k": 1},
+    "top1": {"top_k": 1},
+    "text_audio": {"modalities": "ta"},
+    "modality_dropout": {"modality_dropout": 0.2},
+}
+DEFAULT_VARIANTS = ("full", "no_hgf", "no_moa", "no_graph")
+
+
+def ablate(cfg: RunConfig, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), root: str = "runs",
+           run_dir: str | None = None, progress: bool = True) -> dict:
+    """Train every (variant, seed) into ``<run_dir>/<variant>/seed<k>`` and tabulate mean ± std
+    of test weighted F1 and accuracy. Returns {"run_dir", "rows", "table"}."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise UserError(f"unknown ablation variants {unknown}; known: {', '.join(VARIANTS)}")
+    run_dir = make_run_dir(run_dir, root, prefix="ablate-")
+    results = {}
+    for v in variants:
+        for seed in seeds:
+            c = RunConfig.from_dict(cfg.to_dict())
+            for k, val in VARIANTS[v].items():
+                setattr(c.model, k, val)
+            c.train.seed = seed
+            c.train.progress = False
+            t0 = time.perf_counter()
+            r = train(c, run_dir=os.path.join(run_dir, v, f"seed{seed}"))
+            m = r["metrics"]
+            split = m["test"] or m["dev"]
+            results.setdefault(v, []).append({"seed": seed, "weighted_f1": split["weighted_f1"],
+                                              "accuracy": split["accuracy"],
+                                              "dev_weighted_f1": m["dev"]["weighted_f1"],
+                                              "best_epoch": m["best_epoch"], "seconds": time.perf_counter() - t0})
+            if progress:
+                print(f"{v:22s} seed {seed}: test wF1 {split['weighted_f1']:.4f}  acc {split['accuracy']:.4f}  "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    rows = []
+    for v, rs in results.items():
+        f1s, accs = [r["weighted_f1"] for r in rs], [r["accuracy"] for r in rs]
+        rows.append({"variant": v, "changes": VARIANTS[v], "seeds": [r["seed"] for r in rs],
+                     "weighted_f1_mean": statistics.fmean(f1s),
+                     "weighted_f1_std": statistics.stdev(f1s) if len(f1s) > 1 else 0.0,
+                     "accuracy_mean": statistics.fmean(accs),
+                     "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "runs": rs})
+    table = ablation_table(rows)
+    write_json(os.path.join(run_dir, "ablation.json"), {"config": cfg.to_dict(), "rows": rows})
+    with open(os.path.join(run_dir, "ablation.md"), "w") as fh:
+        fh.write(table + "\n")
+    return {"run_dir": run_dir, "rows": rows, "table": table}
+
+
+def ablation_table(rows: list[dict]) -> str:
+    """Markdown table: variant, test weighted F1 and accuracy as mean ± std (in %)."""
+    full = next((r for r in rows if r["variant"] == "full"), None)
+    lines = ["| variant | test weighted F1 (%) | test accuracy (%) | Δ wF1 vs full |",
+             "|---|---|---|---|"]
+    for r in rows:
+        delta = "" if full is None or r is full else f"{100 * (r['weighted_f1_mean'] - full['weighted_f1_mean']):+.2f}"
+        lines.append(f"| {r['variant']} | {100 * r['weighted_f1_mean']:.2f} ± {100 * r['weighted_f1_std']:.2f} | "
+                     f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f} | {delta} |")
+    return "\n".join(lines)

@@ -1,0 +1,438 @@
+"""Training and evaluation of :class:`~hotspot_erc.nn.model.HotspotERC`.
+
+Adam; cross-entropy (optionally class-weighted) + ``lb_weight`` · MoA load balancing; linear
+warm-up then a cosine / linear / constant LR schedule per step; gradient clipping; early stopping
+on dev weighted F1; bfloat16 autocast on GPU; optional ``torch.compile``; DDP under ``torchrun``
+(gloo on CPU, NCCL on GPU).
+
+Reproducibility: the weights come from ``seed``; the data order of epoch e and the dropout stream
+of epoch e are seeded from (seed, e) rather than carried over from earlier epochs, so resuming
+from the checkpoint of epoch e continues exactly like the uninterrupted run.
+
+Distributed: every rank builds the same global batch of dialogues and takes its share
+(``rank::world_size``); the cross-entropy is normalised by the *global* (weighted) count of
+labelled utterances, so the averaged DDP gradient equals the single-process gradient of the same
+global batch. (The load-balancing term is computed per rank and averaged; it is not a function of
+the global batch.) Every rank evaluates the full dev set with identical weights, so early-stopping
+decisions agree without communication; only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hotspot_erc.train import checkpoint as ckpt
+from hotspot_erc.train.config import RunConfig
+from hotspot_erc.train.metrics import evaluate_predictions
+from hotspot_erc.train.reports import Diagnostics, routing_entropy
+
+LAST, BEST = "last.safetensors", "best.safetensors"
+
+
+# ----------------------------------------------------------------------------- distributed
+
+@dataclasses.dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_pref: str = "auto") -> DistInfo:
+    """Join the process group that ``torchrun`` describes in the environment (no-op otherwise)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch.distributed as dist
+
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        use_cuda = device_pref != "cpu" and torch.cuda.is_available()
+        if use_cuda:
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return info
+
+
+def resolve_device(pref: str, dist_info: DistInfo | None = None) -> torch.device:
+    if pref == "auto":
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(pref)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but no CUDA device is available")
+        if dev.index is None:
+            dev = torch.device("cuda", dist_info.local_rank if dist_info and dist_info.enabled else 0)
+    return dev
+
+
+# ----------------------------------------------------------------------------- batching
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> list[list[int]]:
+    """Global batches of dataset indices for ``epoch`` (seeded by (seed, epoch))."""
+    order = np.random.default_rng((seed, epoch)).permutation(n) if shuffle else np.arange(n)
+    return [order[i:i + batch_size].tolist() for i in range(0, n, batch_size)]
+
+
+def shard(batch: list[int], dist_info: DistInfo) -> list[int]:
+    return batch[dist_info.rank::dist_info.world_size]
+
+
+def collate(dataset, indices):
+    from hotspot_erc.data.dataset import collate_dialogues
+
+    return collate_dialogues([dataset[i] for i in indices])
+
+
+def split_labels(dataset) -> np.ndarray:
+    """Labels of every utterance of a :class:`DialogueDataset` (reads only the label array)."""
+    c = dataset.corpus
+    parts = []
+    for d in dataset.indices:
+        lo, hi = c.dialogue_utterances(int(d))
+        parts.append(np.asarray(c.label[lo:hi], dtype=np.int64))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """w_c = n / (C · n_c), 1 for classes absent from the training split."""
+    labels = labels[labels >= 0]
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    w = np.where(counts > 0, labels.size / (num_classes * np.maximum(counts, 1)), 1.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def lr_lambda(total_steps: int, warmup: float, schedule: str):
+    warm = max(1, int(round(warmup * total_steps))) if warmup > 0 else 0
+
+    def fn(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        if schedule == "linear":
+            return 1.0 - progress
+        return 1.0
+
+    return fn
+
+
+# ----------------------------------------------------------------------------- model I/O
+
+def build_model(cfg: RunConfig, dims: dict[str, int], num_classes: int):
+    from hotspot_erc.nn.model import HotspotERC
+
+    return HotspotERC.from_config(cfg.model, dims, num_classes)
+
+
+def checkpoint_config(cfg: RunConfig, dims: dict, label_names: list[str]) -> dict:
+    import hotspot_erc
+
+    return {"run": cfg.to_dict(), "dims": dict(dims), "label_names": list(label_names),
+            "hotspot_erc_version": hotspot_erc.__version__}
+
+
+def load_model(path: str, device="cpu"):
+    """Rebuild the model a checkpoint was trained with and load its weights.
+    Returns (model in eval mode, RunConfig, checkpoint config dict)."""
+    ck = ckpt.load_checkpoint(path)
+    try:
+        cfg = RunConfig.from_dict(ck.config["run"])
+        dims, labels = ck.config["dims"], ck.config["label_names"]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ckpt.CheckpointError(f"checkpoint {path} has an unusable config ({exc})") from exc
+    model = build_model(cfg, dims, len(labels))
+    ckpt.apply_model_state(model, ck)
+    return model.to(device).eval(), cfg, ck.config
+
+
+def check_corpus_fits(corpus, dims: dict, label_names: list[str], modalities, what: str) -> None:
+    """A corpus must have the modalities, feature dims and label names the model was built for."""
+    missing = [m for m in modalities if m not in corpus.modalities]
+    if missing:
+        raise ValueError(f"{what} uses modalities {list(modalities)} but corpus {corpus.path} only has "
+                         f"{list(corpus.modalities)}")
+    bad = {m: (corpus.dims[m], dims[m]) for m in modalities if int(corpus.dims[m]) != int(dims[m])}
+    if bad:
+        desc = ", ".join(f"{m}: corpus {c} vs model {d}" for m, (c, d) in bad.items())
+        raise ValueError(f"feature dims of corpus {corpus.path} do not match {what} ({desc})")
+    if list(corpus.label_names) != list(label_names):
+        unknown = [n for n in corpus.label_names if n not in label_names]
+        detail = f"unknown label names {unknown}" if unknown else "same names in another order or a subset"
+        raise ValueError(f"labels of corpus {corpus.path} ({list(corpus.label_names)}) do not match {what} "
+                         f"({list(label_names)}): {detail}")
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict(model, dataset, device, batch_size: int = 16, amp: bool = False, diagnostics: Diagnostics | None = None,
+            progress: bool = False, desc: str = "eval") -> dict:
+    """Run ``model`` over ``dataset`` in stored order. Returns numpy arrays ``labels``, ``preds``,
+    ``probs`` [U, C], the ``utterance_ids``, the mean dev cross-entropy ``loss`` and the routing
+    usage per pair."""
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    labels, probs, ids = [], [], []
+    usage: dict[str, torch.Tensor] = {}
+    ce_sum = torch.zeros((), dtype=torch.float64, device=device)
+    batches = epoch_batches(len(dataset), batch_size, 0, 0, shuffle=False)
+    for idx in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        batch = collate(dataset, idx).to(device)
+        with autocast(device, amp):
+            out = model(batch)
+        logits = out.logits.float()
+        valid = batch.labels >= 0
+        ce_sum += F.cross_entropy(logits, batch.labels.clamp(min=0), reduction="none")[valid].double().sum()
+        probs.append(torch.softmax(logits, -1).cpu())
+        labels.append(batch.labels.cpu())
+        ids.extend(batch.utterance_ids)
+        for pair, info in out.routing.items():
+            u = info.usage.detach().double().cpu()
+            usage[pair] = usage[pair] + u if pair in usage else u
+        if diagnostics is not None:
+            diagnostics.update(out, batch)
+    model.train(was_training)
+    labels_t = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+    probs_t = torch.cat(probs) if probs else torch.zeros(0, 0)
+    n_valid = int((labels_t >= 0).sum())
+    return {"labels": labels_t.numpy(), "probs": probs_t.numpy(), "preds": probs_t.argmax(-1).numpy(),
+            "utterance_ids": ids, "loss": float(ce_sum) / max(n_valid, 1), "usage": usage}
+
+
+# ----------------------------------------------------------------------------- trainer
+
+class Trainer:
+    """Fits a model on ``train_set`` with early stopping on ``dev_set``.
+
+    ``run_dir`` (optional) receives ``checkpoints/last.safetensors`` every epoch and
+    ``checkpoints/best.safetensors`` whenever dev weighted F1 improves (rank 0 only).
+    ``resume=True`` continues from ``run_dir/checkpoints/last.safetensors``.
+    ``callbacks``: callables ``fn(trainer, epoch, record)`` run after each epoch's checkpoint.
+    """
+
+    def __init__(self, cfg: RunConfig, train_set, dev_set, label_names: list[str], dims: dict[str, int],
+                 run_dir: str | None = None, resume: bool = False, callbacks=(), dist_info: DistInfo | None = None):
+        self.cfg = cfg
+        self.t = cfg.train
+        self.train_set, self.dev_set = train_set, dev_set
+        self.label_names = list(label_names)
+        self.dims = dict(dims)
+        self.run_dir = run_dir
+        self.callbacks = list(callbacks)
+        self.dist = dist_info or DistInfo()
+        self.device = resolve_device(self.t.device, self.dist)
+        if len(train_set) == 0:
+            raise ValueError("the train split is empty")
+        if len(dev_set) == 0:
+            raise ValueError("the dev split is empty (early stopping needs it)")
+        if self.dist.enabled and self.t.batch_size < self.dist.world_size:
+            raise ValueError(f"batch_size ({self.t.batch_size}) must be >= the number of processes "
+                             f"({self.dist.world_size}): it is the global batch")
+
+        torch.manual_seed(self.t.seed)
+        self.model = build_model(cfg, dims, len(label_names)).to(self.device)
+        self.class_weight = None
+        if self.t.class_weights:
+            self.class_weight = inverse_frequency_weights(split_labels(train_set), len(label_names)).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.t.lr, weight_decay=self.t.weight_decay)
+        self.steps_per_epoch = len(self._global_batches(0))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(self.t.epochs * self.steps_per_epoch, self.t.warmup, self.t.schedule))
+        self.fwd = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.fwd = DDP(self.model, device_ids=ids)
+        if self.t.compile:
+            self.fwd = torch.compile(self.fwd, dynamic=True)
+
+        self.start_epoch = 0
+        self.history: list[dict] = []
+        self.best_f1 = -1.0
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.stopped = False
+        self._best_state = None
+        if run_dir is not None and self.dist.is_main:
+            os.makedirs(self.checkpoint_dir, exist_ok=True)
+        if resume:
+            self._resume()
+
+    # -------------------------------------------------------------- paths & state
+    @property
+    def checkpoint_dir(self) -> str:
+        if self.run_dir is None:
+            raise ValueError("this Trainer has no run_dir")
+        return os.path.join(self.run_dir, "checkpoints")
+
+    def _global_batches(self, epoch: int) -> list[list[int]]:
+        batches = epoch_batches(len(self.train_set), self.t.batch_size, self.t.seed, epoch, shuffle=True)
+        # A trailing batch with fewer dialogues than processes would leave a rank idle: drop it
+        # everywhere (the same decision on every rank, and in a 1-process run it never applies).
+        return [b for b in batches if len(b) >= self.dist.world_size]
+
+    def _config_dict(self) -> dict:
+        return checkpoint_config(self.cfg, self.dims, self.label_names)
+
+    def _state(self) -> dict:
+        return {"epoch": len(self.history) - 1, "history": self.history, "best_f1": self.best_f1,
+                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "stopped": self.stopped,
+                "scheduler": self.scheduler.state_dict(), "world_size": self.dist.world_size}
+
+    def _resume(self) -> None:
+        path = os.path.join(self.checkpoint_dir, LAST)
+        ck = ckpt.load_checkpoint(path)
+        saved, now = ck.config.get("run", {}), self.cfg.to_dict()
+        for section in ("model",):
+            if saved.get(section) != now[section]:
+                diff = {k: (saved.get(section, {}).get(k), v) for k, v in now[section].items()
+                        if saved.get(section, {}).get(k) != v}
+                raise ckpt.CheckpointError(f"cannot resume from {path}: the model config differs "
+                                           f"(setting: (checkpoint, now)) {diff}")
+        for key in ("seed", "batch_size", "epochs", "lr", "schedule", "warmup"):
+            if saved.get("train", {}).get(key) != now["train"][key]:
+                raise ckpt.CheckpointError(
+                    f"cannot resume from {path}: train.{key} was {saved.get('train', {}).get(key)!r}, "
+                    f"now {now['train'][key]!r} (resuming reproduces the original run; start a new run instead)")
+        ckpt.apply_model_state(self.model, ck)
+        ckpt.apply_optimizer_state(self.optimizer, ck)
+        st = ck.state
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.history = list(st["history"])
+        self.best_f1, self.best_epoch = st["best_f1"], st["best_epoch"]
+        self.bad_epochs, self.stopped = st["bad_epochs"], st["stopped"]
+        self.start_epoch = st["epoch"] + 1
+
+    # -------------------------------------------------------------- training
+    def _step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with autocast(self.device, self.t.amp):
+            out = self.fwd(batch)
+        logits = out.logits.float()
+        labels = batch.labels
+        valid = (labels >= 0).to(logits.dtype)
+        safe = labels.clamp(min=0)
+        w = valid if self.class_weight is None else self.class_weight[safe] * valid
+        ce_sum = (F.cross_entropy(logits, safe, reduction="none") * w).sum()
+        denom = w.sum().detach()
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(denom)
+        denom = torch.where(denom > 0, denom, torch.ones_like(denom))
+        lb = out.lb_loss.float()
+        # DDP averages gradients over ranks: scale so the average is the global-batch mean.
+        loss = ce_sum / denom * self.dist.world_size + self.t.lb_weight * lb
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return ce_sum.detach(), w.sum().detach(), lb.detach()
+
+    def _train_epoch(self, epoch: int) -> dict:
+        from tqdm.auto import tqdm
+
+        # Dropout / modality-dropout stream of this epoch: a function of (seed, epoch, rank) only.
+        torch.manual_seed(self.t.seed * 1_000_003 + epoch * 7919 + self.dist.rank)
+        self.model.train()
+        ce_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        denom = torch.zeros((), dtype=torch.float64, device=self.device)
+        lb_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        batches = self._global_batches(epoch)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.t.epochs}", leave=False,
+                   disable=not (self.t.progress and self.dist.is_main))
+        for gb in bar:
+            batch = collate(self.train_set, shard(gb, self.dist)).to(self.device)
+            c, d, lb = self._step(batch)
+            ce_sum += c.double()
+            denom += d.double()
+            lb_sum += lb.double()
+        stats = torch.stack([ce_sum, denom, lb_sum])
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(stats)
+        ce_sum, denom, lb_sum = stats.tolist()
+        lb = lb_sum / max(len(batches) * self.dist.world_size, 1)
+        ce = ce_sum / max(denom, 1e-12)
+        return {"train_ce": ce, "train_lb": lb, "train_loss": ce + self.t.lb_weight * lb}
+
+    def evaluate(self, dataset, diagnostics: Diagnostics | None = None, desc: str = "eval") -> dict:
+        res = predict(self.model, dataset, self.device, batch_size=self.t.batch_size, amp=self.t.amp,
+                      diagnostics=diagnostics, progress=self.t.progress and self.dist.is_main, desc=desc)
+        res["metrics"] = evaluate_predictions(res["labels"], res["preds"], self.label_names)
+        return res
+
+    def fit(self) -> list[dict]:
+        """Train until ``epochs`` or early stopping; leaves the best-dev weights in ``self.model``."""
+        for epoch in range(self.start_epoch, self.t.epochs):
+            if self.stopped:
+                break
+            t0 = time.perf_counter()
+            rec = {"epoch": epoch + 1, **self._train_epoch(epoch)}
+            dev = self.evaluate(self.dev_set, desc="dev")
+            rec.update(dev_loss=dev["loss"], dev_accuracy=dev["metrics"]["accuracy"],
+                       dev_weighted_f1=dev["metrics"]["weighted_f1"],
+                       dev_routing_entropy={p: routing_entropy(u) for p, u in dev["usage"].items()},
+                       lr=self.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
+            self.history.append(rec)
+            improved = rec["dev_weighted_f1"] > self.best_f1
+            if improved:
+                self.best_f1, self.best_epoch, self.bad_epochs = rec["dev_weighted_f1"], epoch + 1, 0
+                self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            else:
+                self.bad_epochs += 1
+            if self.t.patience > 0 and self.bad_epochs >= self.t.patience:
+                self.stopped = True
+            if self.run_dir is not None and self.dist.is_main:
+                if improved:
+                    ckpt.save_checkpoint(os.path.join(self.checkpoint_dir, BEST), self.model, self._config_dict(),
+                                         {"epoch": epoch, "dev_weighted_f1": self.best_f1}, with_rng=False)
+                ckpt.save_checkpoint(os.path.join(self.checkpoint_dir, LAST), self.model, self._config_dict(),
+                                     self._state(), optimizer=self.optimizer)
+            if self.dist.enabled:
+                import torch.distributed as dist
+
+                dist.barrier()
+            if self.t.progress and self.dist.is_main:
+                print(f"epoch {epoch + 1:3d}  loss {rec['train_loss']:.4f}  dev acc {rec['dev_accuracy']:.4f}  "
+                      f"dev wF1 {rec['dev_weighted_f1']:.4f}" + ("  *" if improved else ""), flush=True)
+            for cb in self.callbacks:
+                cb(self, epoch, rec)
+        self._load_best()
+        return self.history
+
+    def _load_best(self) -> None:
+        if self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+            return
+        path = os.path.join(self.checkpoint_dir, BEST) if self.run_dir is not None else None
+        if path and os.path.exists(path):
+            ckpt.apply_model_state(self.model, ckpt.load_checkpoint(path))

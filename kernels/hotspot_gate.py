@@ -1,0 +1,457 @@
+"""Triton kernels for hotspot-gated fusion (DESIGN §3.1) and their launchers.
+
+``out = c + σ([c; h] @ W + b) ⊙ (h − c)`` with ``W = [W_c; W_h]`` of shape [2d, g], g ∈ {1, d}.
+
+Forward (one launch): each program owns a tile of output rows/columns, accumulates the gate GEMM
+``c @ W_c + h @ W_h`` in float32 straight from ``c`` and ``h`` (``[c; h]`` is never built), and
+applies bias, sigmoid and the interpolation in the epilogue; ``z`` and ``α`` stay in registers
+(``α`` is written only when the caller asks for it).
+
+Backward (nothing but the forward inputs is saved; ``α`` is recomputed):
+
+* vector gate (g = d), three launches:
+  1. ``dz`` kernel: recomputes the gate GEMM and, in its epilogue, forms
+     ``dz = (dout ⊙ (h − c) + dα_ext) ⊙ α(1 − α)``; writes ``dz`` and ``α`` (both [N, d]).
+  2. ``dx`` kernel: ``dc = dout ⊙ (1 − α) + dz @ W_cᵀ`` and ``dh = dout ⊙ α + dz @ W_hᵀ`` — two
+     GEMMs sharing every ``dz`` tile, the elementwise terms fused in the epilogue.
+  3. ``dw`` kernel: ``dW = [cᵀ dz; hᵀ dz]`` and ``db = Σ dz`` as per-chunk float32 partials over
+     fixed row ranges, summed afterwards in a fixed order: deterministic, no atomics.
+* scalar gate (g = 1), two launches: a row kernel (``z`` and ``Σ_k dout ⊙ (h − c)`` in one sweep,
+  then ``dc``/``dh``) and a column kernel for the ``dW`` partials.
+
+Every kernel loads in the storage dtype and computes in float32. Under ``TRITON_INTERPRET=1`` the
+dot operands are upcast to float32 first (the interpreter gets bf16 dots wrong); on a GPU they go
+to the tensor cores in their own dtype. Launch parameters are fixed heuristics per shape class
+rather than autotuned: token counts change every batch in ERC training, and re-tuning per N would
+cost more than it saves.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+from hotspot_erc.ops._backend import triton_interpret
+
+
+# ----------------------------------------------------------------------------- forward
+
+@triton.jit
+def _fwd_vector_kernel(c_ptr, h_ptr, w_ptr, b_ptr, out_ptr, alpha_ptr, N, D,
+                       stride_c, stride_h, stride_w, stride_o, stride_a,
+                       WRITE_ALPHA: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # 1-D grid, column tiles fastest: neighbouring programs reuse the same c/h rows from L2.
+    pid = tl.program_id(0)
+    num_n = tl.cdiv(D, BLOCK_N)
+    pid_m = pid // num_n
+    pid_n = pid % num_n
+    rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rmask = rows < N
+    cmask = cols < D
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, D, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        kmask = ks < D
+        xmask = rmask[:, None] & kmask[None, :]
+        wmask = kmask[:, None] & cmask[None, :]
+        c_t = tl.load(c_ptr + rows[:, None] * stride_c + ks[None, :], mask=xmask, other=0.0)
+        h_t = tl.load(h_ptr + rows[:, None] * stride_h + ks[None, :], mask=xmask, other=0.0)
+        w_c = tl.load(w_ptr + ks[:, None] * stride_w + cols[None, :], mask=wmask, other=0.0)
+        w_h = tl.load(w_ptr + (ks[:, None] + D) * stride_w + cols[None, :], mask=wmask, other=0.0)
+        if UPCAST:
+            c_t = c_t.to(tl.float32)
+            h_t = h_t.to(tl.float32)
+            w_c = w_c.to(tl.float32)
+            w_h = w_h.to(tl.float32)
+        acc = tl.dot(c_t, w_c, acc, input_precision=PRECISION)
+        acc = tl.dot(h_t, w_h, acc, input_precision=PRECISION)
+
+    bias = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    alpha = tl.sigmoid(acc + bias[None, :])
+    omask = rmask[:, None] & cmask[None, :]
+    c_e = tl.load(c_ptr + rows[:, None] * stride_c + cols[None, :], mask=omask, other=0.0).to(tl.float32)
+    h_e = tl.load(h_ptr + rows[:, None] * stride_h + cols[None, :], mask=omask, other=0.0).to(tl.float32)
+    out = c_e + alpha * (h_e - c_e)
+    tl.store(out_ptr + rows[:, None] * stride_o + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=omask)
+    if WRITE_ALPHA:
+        tl.store(alpha_ptr + rows[:, None] * stride_a + cols[None, :],
+                 alpha.to(alpha_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
+def _fwd_scalar_kernel(c_ptr, h_ptr, w_ptr, b_ptr, out_ptr, alpha_ptr, N, D,
+                       stride_c, stride_h, stride_o,
+                       WRITE_ALPHA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    # A GEMV: memory-bound, so no tensor cores; one sweep for z, one for the output (the second
+    # sweep re-reads the rows just touched, from cache when BLOCK_M * D is small).
+    pid = tl.program_id(0)
+    rows = (pid * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    rmask = rows < N
+    z = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for k0 in range(0, D, BLOCK_D):
+        ks = k0 + tl.arange(0, BLOCK_D)
+        kmask = ks < D
+        m = rmask[:, None] & kmask[None, :]
+        c_t = tl.load(c_ptr + rows[:, None] * stride_c + ks[None, :], mask=m, other=0.0).to(tl.float32)
+        h_t = tl.load(h_ptr + rows[:, None] * stride_h + ks[None, :], mask=m, other=0.0).to(tl.float32)
+        w_c = tl.load(w_ptr + ks, mask=kmask, other=0.0).to(tl.float32)
+        w_h = tl.load(w_ptr + D + ks, mask=kmask, other=0.0).to(tl.float32)
+        z += tl.sum(c_t * w_c[None, :] + h_t * w_h[None, :], axis=1)
+    alpha = tl.sigmoid(z + tl.load(b_ptr).to(tl.float32))
+    if WRITE_ALPHA:
+        tl.store(alpha_ptr + rows, alpha.to(alpha_ptr.dtype.element_ty), mask=rmask)
+    for k0 in range(0, D, BLOCK_D):
+        ks = k0 + tl.arange(0, BLOCK_D)
+        m = rmask[:, None] & (ks < D)[None, :]
+        c_t = tl.load(c_ptr + rows[:, None] * stride_c + ks[None, :], mask=m, other=0.0).to(tl.float32)
+        h_t = tl.load(h_ptr + rows[:, None] * stride_h + ks[None, :], mask=m, other=0.0).to(tl.float32)
+        out = c_t + alpha[:, None] * (h_t - c_t)
+        tl.store(out_ptr + rows[:, None] * stride_o + ks[None, :], out.to(out_ptr.dtype.element_ty), mask=m)
+
+
+# ----------------------------------------------------------------------------- backward, vector gate
+
+@triton.jit
+def _bwd_dz_vector_kernel(c_ptr, h_ptr, w_ptr, b_ptr, g_ptr, ga_ptr, dz_ptr, alpha_ptr, N, D,
+                          stride_c, stride_h, stride_w, stride_g, stride_ga, stride_t,
+                          HAS_GA: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid = tl.program_id(0)
+    num_n = tl.cdiv(D, BLOCK_N)
+    pid_m = pid // num_n
+    pid_n = pid % num_n
+    rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rmask = rows < N
+    cmask = cols < D
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, D, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        kmask = ks < D
+        xmask = rmask[:, None] & kmask[None, :]
+        wmask = kmask[:, None] & cmask[None, :]
+        c_t = tl.load(c_ptr + rows[:, None] * stride_c + ks[None, :], mask=xmask, other=0.0)
+        h_t = tl.load(h_ptr + rows[:, None] * stride_h + ks[None, :], mask=xmask, other=0.0)
+        w_c = tl.load(w_ptr + ks[:, None] * stride_w + cols[None, :], mask=wmask, other=0.0)
+        w_h = tl.load(w_ptr + (ks[:, None] + D) * stride_w + cols[None, :], mask=wmask, other=0.0)
+        if UPCAST:
+            c_t = c_t.to(tl.float32)
+            h_t = h_t.to(tl.float32)
+            w_c = w_c.to(tl.float32)
+            w_h = w_h.to(tl.float32)
+        acc = tl.dot(c_t, w_c, acc, input_precision=PRECISION)
+        acc = tl.dot(h_t, w_h, acc, input_precision=PRECISION)
+
+    bias = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    alpha = tl.sigmoid(acc + bias[None, :])
+    omask = rmask[:, None] & cmask[None, :]
+    c_e = tl.load(c_ptr + rows[:, None] * stride_c + cols[None, :], mask=omask, other=0.0).to(tl.float32)
+    h_e = tl.load(h_ptr + rows[:, None] * stride_h + cols[None, :], mask=omask, other=0.0).to(tl.float32)
+    g_e = tl.load(g_ptr + rows[:, None] * stride_g + cols[None, :], mask=omask, other=0.0).to(tl.float32)
+    dalpha = g_e * (h_e - c_e)
+    if HAS_GA:
+        dalpha += tl.load(ga_ptr + rows[:, None] * stride_ga + cols[None, :], mask=omask, other=0.0).to(tl.float32)
+    dz = dalpha * alpha * (1.0 - alpha)
+    tl.store(dz_ptr + rows[:, None] * stride_t + cols[None, :], dz.to(dz_ptr.dtype.element_ty), mask=omask)
+    tl.store(alpha_ptr + rows[:, None] * stride_t + cols[None, :], alpha.to(alpha_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
+def _bwd_dx_vector_kernel(dz_ptr, alpha_ptr, g_ptr, w_ptr, dc_ptr, dh_ptr, N, D,
+                          stride_t, stride_g, stride_w, stride_dc, stride_dh,
+                          UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid = tl.program_id(0)
+    num_n = tl.cdiv(D, BLOCK_N)
+    pid_m = pid // num_n
+    pid_n = pid % num_n
+    rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    feats = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # feature index of c/h
+    rmask = rows < N
+    fmask = feats < D
+
+    acc_c = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_h = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for j0 in range(0, D, BLOCK_K):
+        js = j0 + tl.arange(0, BLOCK_K)  # gate index
+        jmask = js < D
+        dz_t = tl.load(dz_ptr + rows[:, None] * stride_t + js[None, :], mask=rmask[:, None] & jmask[None, :], other=0.0)
+        # Transposed weight tiles read in place: T[j, f] = W[f, j] (W_c) and W[D + f, j] (W_h).
+        wmask = jmask[:, None] & fmask[None, :]
+        wt_c = tl.load(w_ptr + feats[None, :] * stride_w + js[:, None], mask=wmask, other=0.0)
+        wt_h = tl.load(w_ptr + (feats[None, :] + D) * stride_w + js[:, None], mask=wmask, other=0.0)
+        if UPCAST:
+            dz_t = dz_t.to(tl.float32)
+            wt_c = wt_c.to(tl.float32)
+            wt_h = wt_h.to(tl.float32)
+        acc_c = tl.dot(dz_t, wt_c, acc_c, input_precision=PRECISION)
+        acc_h = tl.dot(dz_t, wt_h, acc_h, input_precision=PRECISION)
+
+    omask = rmask[:, None] & fmask[None, :]
+    a_e = tl.load(alpha_ptr + rows[:, None] * stride_t + feats[None, :], mask=omask, other=0.0).to(tl.float32)
+    g_e = tl.load(g_ptr + rows[:, None] * stride_g + feats[None, :], mask=omask, other=0.0).to(tl.float32)
+    dc = g_e * (1.0 - a_e) + acc_c
+    dh = g_e * a_e + acc_h
+    tl.store(dc_ptr + rows[:, None] * stride_dc + feats[None, :], dc.to(dc_ptr.dtype.element_ty), mask=omask)
+    tl.store(dh_ptr + rows[:, None] * stride_dh + feats[None, :], dh.to(dh_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
+def _bwd_dw_vector_kernel(c_ptr, h_ptr, dz_ptr, pw_ptr, pb_ptr, N, D, rows_per_chunk,
+                          stride_c, stride_h, stride_t,
+                          UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # Program = (row chunk, weight-row tile over [W_c; W_h], gate-column tile). Each writes its own
+    # float32 partial; the launcher sums partials over chunks in a fixed order.
+    pid = tl.program_id(0)
+    num_n = tl.cdiv(D, BLOCK_N)
+    num_k = tl.cdiv(D, BLOCK_K)
+    pid_n = pid % num_n
+    pid_k = (pid // num_n) % (2 * num_k)
+    chunk = pid // (num_n * 2 * num_k)
+    half = pid_k // num_k  # 0: rows of W_c (from c), 1: rows of W_h (from h)
+    ks = (pid_k % num_k) * BLOCK_K + tl.arange(0, BLOCK_K)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    kmask = ks < D
+    cmask = cols < D
+
+    acc = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
+    acc_b = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    lo = chunk * rows_per_chunk
+    hi = tl.minimum(lo + rows_per_chunk, N)
+    for m0 in range(lo, hi, BLOCK_M):
+        rows = (m0 + tl.arange(0, BLOCK_M)).to(tl.int64)
+        rmask = rows < hi
+        xmask = kmask[:, None] & rmask[None, :]
+        if half == 0:
+            x_t = tl.load(c_ptr + rows[None, :] * stride_c + ks[:, None], mask=xmask, other=0.0)
+        else:
+            x_t = tl.load(h_ptr + rows[None, :] * stride_h + ks[:, None], mask=xmask, other=0.0)
+        dz_t = tl.load(dz_ptr + rows[:, None] * stride_t + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0)
+        acc_b += tl.sum(dz_t.to(tl.float32), axis=0)
+        if UPCAST:
+            x_t = x_t.to(tl.float32)
+            dz_t = dz_t.to(tl.float32)
+        acc = tl.dot(x_t, dz_t, acc, input_precision=PRECISION)
+
+    wrows = half * D + ks
+    tl.store(pw_ptr + chunk.to(tl.int64) * (2 * D * D) + wrows[:, None] * D + cols[None, :], acc,
+             mask=kmask[:, None] & cmask[None, :])
+    tl.store(pb_ptr + chunk * D + cols, acc_b, mask=cmask & (pid_k == 0))
+
+
+# ----------------------------------------------------------------------------- backward, scalar gate
+
+@triton.jit
+def _bwd_rows_scalar_kernel(c_ptr, h_ptr, w_ptr, b_ptr, g_ptr, ga_ptr, dz_ptr, dc_ptr, dh_ptr, N, D,
+                            stride_c, stride_h, stride_g, stride_dc, stride_dh,
+                            HAS_GA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid = tl.program_id(0)
+    rows = (pid * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    rmask = rows < N
+    z = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    dalpha = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for k0 in range(0, D, BLOCK_D):
+        ks = k0 + tl.arange(0, BLOCK_D)
+        kmask = ks < D
+        m = rmask[:, None] & kmask[None, :]
+        c_t = tl.load(c_ptr + rows[:, None] * stride_c + ks[None, :], mask=m, other=0.0).to(tl.float32)
+        h_t = tl.load(h_ptr + rows[:, None] * stride_h + ks[None, :], mask=m, other=0.0).to(tl.float32)
+        g_t = tl.load(g_ptr + rows[:, None] * stride_g + ks[None, :], mask=m, other=0.0).to(tl.float32)
+        w_c = tl.load(w_ptr + ks, mask=kmask, other=0.0).to(tl.float32)
+        w_h = tl.load(w_ptr + D + ks, mask=kmask, other=0.0).to(tl.float32)
+        z += tl.sum(c_t * w_c[None, :] + h_t * w_h[None, :], axis=1)
+        dalpha += tl.sum(g_t * (h_t - c_t), axis=1)
+    alpha = tl.sigmoid(z + tl.load(b_ptr).to(tl.float32))
+    if HAS_GA:
+        dalpha += tl.load(ga_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+    dz = dalpha * alpha * (1.0 - alpha)
+    tl.store(dz_ptr + rows, dz, mask=rmask)
+    for k0 in range(0, D, BLOCK_D):
+        ks = k0 + tl.arange(0, BLOCK_D)
+        kmask = ks < D
+        m = rmask[:, None] & kmask[None, :]
+        g_t = tl.load(g_ptr + rows[:, None] * stride_g + ks[None, :], mask=m, other=0.0).to(tl.float32)
+        w_c = tl.load(w_ptr + ks, mask=kmask, other=0.0).to(tl.float32)
+        w_h = tl.load(w_ptr + D + ks, mask=kmask, other=0.0).to(tl.float32)
+        dc = g_t * (1.0 - alpha[:, None]) + dz[:, None] * w_c[None, :]
+        dh = g_t * alpha[:, None] + dz[:, None] * w_h[None, :]
+        tl.store(dc_ptr + rows[:, None] * stride_dc + ks[None, :], dc.to(dc_ptr.dtype.element_ty), mask=m)
+        tl.store(dh_ptr + rows[:, None] * stride_dh + ks[None, :], dh.to(dh_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _bwd_dw_scalar_kernel(c_ptr, h_ptr, dz_ptr, pw_ptr, N, D, rows_per_chunk, stride_c, stride_h,
+                          BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid_d = tl.program_id(0)
+    chunk = tl.program_id(1)
+    ks = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    kmask = ks < D
+    acc_c = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    acc_h = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    lo = chunk * rows_per_chunk
+    hi = tl.minimum(lo + rows_per_chunk, N)
+    for m0 in range(lo, hi, BLOCK_M):
+        rows = (m0 + tl.arange(0, BLOCK_M)).to(tl.int64)
+        rmask = rows < hi
+        m = rmask[:, None] & kmask[None, :]
+        dz = tl.load(dz_ptr + rows, mask=rmask, other=0.0)
+        c_t = tl.load(c_ptr + rows[:, None] * stride_c + ks[None, :], mask=m, other=0.0).to(tl.float32)
+        h_t = tl.load(h_ptr + rows[:, None] * stride_h + ks[None, :], mask=m, other=0.0).to(tl.float32)
+        acc_c += tl.sum(c_t * dz[:, None], axis=0)
+        acc_h += tl.sum(h_t * dz[:, None], axis=0)
+    base = pw_ptr + chunk.to(tl.int64) * (2 * D)
+    tl.store(base + ks, acc_c, mask=kmask)
+    tl.store(base + D + ks, acc_h, mask=kmask)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+def _precision(dtype: torch.dtype) -> str:
+    # float32 follows torch's own matmul setting, so the kernel agrees with eager float32 math.
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
+
+
+def _tiles(d: int) -> dict:
+    """Tile sizes for the GEMM-shaped kernels (tl.dot needs every dimension >= 16)."""
+    if triton_interpret():
+        # The interpreter pays per program and per op, not per FLOP: few, large tiles.
+        b = max(16, min(64, triton.next_power_of_2(d)))
+        return dict(BLOCK_M=64, BLOCK_N=b, BLOCK_K=b, num_warps=4)
+    bn = max(16, min(128 if d >= 512 else 64, triton.next_power_of_2(d)))
+    bk = max(16, min(64, triton.next_power_of_2(d)))
+    return dict(BLOCK_M=128 if d >= 512 else 64, BLOCK_N=bn, BLOCK_K=bk, num_warps=8 if d >= 512 else 4,
+                num_stages=3)
+
+
+def _row_tiles(d: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_D, num_warps) for the scalar-gate row kernels."""
+    block_d = max(16, min(1024, triton.next_power_of_2(d)))
+    block_m = max(2, min(64, 4096 // block_d))
+    return block_m, block_d, 4
+
+
+def _num_chunks(n: int, tiles_per_chunk: int, min_rows: int) -> int:
+    """Row chunks for the deterministic weight-gradient reductions: enough programs to fill a
+    GPU, never chunks thinner than ``min_rows`` rows."""
+    if triton_interpret():
+        # Few programs, but still more than one chunk once n allows it: the tests exercise the
+        # multi-chunk reduction (and its ragged last chunk) at interpreter-sized n.
+        return max(1, min(3, triton.cdiv(n, min_rows)))
+    target = 1024
+    want = max(1, target // max(1, tiles_per_chunk))
+    return max(1, min(want, triton.cdiv(n, min_rows)))
+
+
+def _empty(shape, dtype, device) -> torch.Tensor:
+    """Every buffer a kernel writes comes from here (tests poison it to catch unwritten elements)."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _rows_contig(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def forward(c: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+            write_alpha: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Launch the forward kernel. Inputs are validated by the caller; returns (out, α or None)."""
+    c, h = _rows_contig(c), _rows_contig(h)
+    weight, bias = weight.contiguous(), bias.contiguous()
+    n, d = c.shape
+    g = weight.shape[1]
+    out = _empty((n, d), c.dtype, c.device)
+    alpha = _empty((n, g), c.dtype, c.device) if write_alpha else None
+    if n == 0 or d == 0:
+        if alpha is not None:
+            alpha.copy_(torch.sigmoid(bias).expand(n, g))
+        return out, alpha
+    a_arg = alpha if alpha is not None else out  # never touched when WRITE_ALPHA is false
+    with torch.cuda.device(c.device) if c.is_cuda else contextlib.nullcontext():
+        if g == 1:
+            bm, bd, nw = _row_tiles(d)
+            _fwd_scalar_kernel[(triton.cdiv(n, bm),)](
+                c, h, weight, bias, out, a_arg, n, d, c.stride(0), h.stride(0), out.stride(0),
+                WRITE_ALPHA=write_alpha, BLOCK_M=bm, BLOCK_D=bd, num_warps=nw)
+        else:
+            t = _tiles(d)
+            grid = (triton.cdiv(n, t["BLOCK_M"]) * triton.cdiv(d, t["BLOCK_N"]),)
+            _fwd_vector_kernel[grid](
+                c, h, weight, bias, out, a_arg, n, d, c.stride(0), h.stride(0), weight.stride(0),
+                out.stride(0), a_arg.stride(0), WRITE_ALPHA=write_alpha, UPCAST=triton_interpret(),
+                PRECISION=_precision(c.dtype), **t)
+    return out, alpha
+
+
+def backward(grad_out: torch.Tensor, grad_alpha: torch.Tensor | None, c: torch.Tensor, h: torch.Tensor,
+             weight: torch.Tensor, bias: torch.Tensor):
+    """Launch the backward kernels; returns (dc, dh, dweight, dbias). ``grad_alpha`` is the
+    gradient flowing into the returned gate (None when the gate was not returned or not used)."""
+    c, h, grad_out = _rows_contig(c), _rows_contig(h), _rows_contig(grad_out)
+    weight, bias = weight.contiguous(), bias.contiguous()
+    if grad_alpha is not None:
+        grad_alpha = grad_alpha.contiguous()
+    n, d = c.shape
+    g = weight.shape[1]
+    dc = _empty((n, d), c.dtype, c.device)
+    dh = _empty((n, d), h.dtype, h.device)
+    if n == 0 or d == 0:
+        dw = torch.zeros_like(weight)
+        db = torch.zeros_like(bias)
+        return dc, dh, dw, db
+    ga_arg = grad_alpha if grad_alpha is not None else grad_out
+    interp = triton_interpret()
+    with torch.cuda.device(c.device) if c.is_cuda else contextlib.nullcontext():
+        if g == 1:
+            bm, bd, nw = _row_tiles(d)
+            dz = _empty((n,), torch.float32, c.device)
+            _bwd_rows_scalar_kernel[(triton.cdiv(n, bm),)](
+                c, h, weight, bias, grad_out, ga_arg, dz, dc, dh, n, d, c.stride(0), h.stride(0),
+                grad_out.stride(0), dc.stride(0), dh.stride(0), HAS_GA=grad_alpha is not None,
+                BLOCK_M=bm, BLOCK_D=bd, num_warps=nw)
+            bm_w = 64
+            bd_w = max(16, min(256, triton.next_power_of_2(d)))
+            chunks = _num_chunks(n, triton.cdiv(d, bd_w), 4 * bm_w)
+            rows_per_chunk = triton.cdiv(triton.cdiv(n, chunks), bm_w) * bm_w
+            chunks = triton.cdiv(n, rows_per_chunk)
+            pw = _empty((chunks, 2 * d), torch.float32, c.device)
+            _bwd_dw_scalar_kernel[(triton.cdiv(d, bd_w), chunks)](
+                c, h, dz, pw, n, d, rows_per_chunk, c.stride(0), h.stride(0), BLOCK_M=bm_w, BLOCK_D=bd_w,
+                num_warps=4)
+            dw = pw.sum(0).view(2 * d, 1).to(weight.dtype)
+            db = dz.sum().view(1).to(bias.dtype)
+            return dc, dh, dw, db
+
+        t = _tiles(d)
+        prec = _precision(c.dtype)
+        # dz in the storage dtype feeds the tensor cores directly (as eager autograd would).
+        dz = _empty((n, d), c.dtype, c.device)
+        alpha = _empty((n, d), c.dtype, c.device)
+        grid = (triton.cdiv(n, t["BLOCK_M"]) * triton.cdiv(d, t["BLOCK_N"]),)
+        _bwd_dz_vector_kernel[grid](
+            c, h, weight, bias, grad_out, ga_arg, dz, alpha, n, d, c.stride(0), h.stride(0), weight.stride(0),
+            grad_out.stride(0), ga_arg.stride(0), dz.stride(0), HAS_GA=grad_alpha is not None,
+            UPCAST=interp, PRECISION=prec, **t)
+        _bwd_dx_vector_kernel[grid](
+            dz, alpha, grad_out, weight, dc, dh, n, d, dz.stride(0), grad_out.stride(0), weight.stride(0),
+            dc.stride(0), dh.stride(0), UPCAST=interp, PRECISION=prec, **t)
+        bm = t["BLOCK_M"]
+        tiles = 2 * triton.cdiv(d, t["BLOCK_K"]) * triton.cdiv(d, t["BLOCK_N"])
+        chunks = _num_chunks(n, tiles, 8 * bm)
+        rows_per_chunk = triton.cdiv(triton.cdiv(n, chunks), bm) * bm
+        chunks = triton.cdiv(n, rows_per_chunk)
+        pw = _empty((chunks, 2 * d, d), torch.float32, c.device)
+        pb = _empty((chunks, d), torch.float32, c.device)
+        _bwd_dw_vector_kernel[(chunks * tiles,)](
+            c, h, dz, pw, pb, n, d, rows_per_chunk, c.stride(0), h.stride(0), dz.stride(0),
+            UPCAST=interp, PRECISION=prec, **t)
+        dw = (pw[0] if chunks == 1 else pw.sum(0)).to(weight.dtype)
+        db = (pb[0] if chunks == 1 else pb.sum(0)).to(bias.dtype)
+        return dc, dh, dw, db

@@ -1,0 +1,363 @@
+"""Triton kernels for variable-length (packed) multi-head attention, FlashAttention style.
+
+Layout: ``q`` [Nq, H, Dh], ``k``/``v`` [Nk, H, Dh] hold the tokens of S segments back to back;
+``cu_q``/``cu_k`` [S+1] are the segment offsets. Query segment s attends to key segment s only.
+
+Scheduling. Each program owns one tile of one segment (tiles never cross segments) and one head.
+Tiles are mapped to programs by a *block table* built on the device with a handful of tiny torch
+ops (diff, cumsum, searchsorted), so a call makes one attention launch and never synchronises with
+the host: the grid size is the bound ``cdiv(N, BLOCK) + S`` (every segment wastes at most one
+partial tile), known from shapes alone; programs past the last real tile exit at once.
+
+Forward (``_fwd_kernel``): online softmax over the segment's key tiles; saves the row
+log-sum-exp (natural log, -inf for rows whose segment has no keys) for the backward.
+Backward, deterministic (no atomics): ``_bwd_dkdv_kernel`` gives each key tile its own program,
+which walks the segment's query tiles and accumulates dK and dV in registers; ``_bwd_dq_kernel``
+gives each query tile its own program, which walks the key tiles and accumulates dQ.
+
+Numerics: loads keep the input dtype; softmax statistics and accumulators are float32. On a GPU,
+half-precision inputs go to ``tl.dot`` in their own dtype (tensor cores, float32 accumulation,
+P rounded to the input dtype before P·V as FlashAttention does); float32 inputs use TF32 only
+when ``torch.backends.cuda.matmul.allow_tf32`` allows it. Under ``TRITON_INTERPRET=1`` every
+operand is upcast to float32 first (the interpreter has no bfloat16 arithmetic).
+
+Nothing here validates arguments: :mod:`hotspot_erc.ops.varlen_attention` does.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _segment(TBL, CU_Q, CU_K, pid, num_tiles):
+    """Program ``pid``'s segment (-1: nothing to do), tile index inside it, the segment's first
+    query and key token (int64) and its query and key lengths (int32)."""
+    seg = tl.load(TBL + pid)
+    blk = tl.load(TBL + num_tiles + pid)
+    safe = tl.maximum(seg, 0)
+    q_start = tl.load(CU_Q + safe).to(tl.int64)
+    k_start = tl.load(CU_K + safe).to(tl.int64)
+    q_len = (tl.load(CU_Q + safe + 1).to(tl.int64) - q_start).to(tl.int32)
+    k_len = (tl.load(CU_K + safe + 1).to(tl.int64) - k_start).to(tl.int32)
+    return seg, blk, q_start, k_start, q_len, k_len
+
+
+def _configs(free_tile: str) -> list:
+    """Autotuned: the tile that does not index the block table, warps and pipeline stages.
+    The interpreter gets one config (it cannot time kernels)."""
+    from hotspot_erc.ops._backend import triton_interpret
+
+    if triton_interpret():
+        return [triton.Config({free_tile: 16}, num_warps=4, num_stages=1)]
+    return [triton.Config({free_tile: t}, num_warps=w, num_stages=st)
+            for t in (32, 64) for w in (4, 8) for st in (1, 2, 3)]
+
+
+# Token counts are not in the keys: they change every batch, the best config hardly does.
+_KEY = ["head_dim", "BLOCK_D", "DOT_F32", "PRECISION"]
+
+# Address arithmetic: the segment's start goes into the base pointer as an int64 scalar; offsets
+# inside a segment stay int32 (half the registers of int64 offset tiles), which holds while one
+# segment's length x H x Dh is below 2**31 elements.
+
+
+@triton.autotune(configs=_configs("BLOCK_N"), key=_KEY + ["BLOCK_M"])
+@triton.jit
+def _fwd_kernel(
+    Q, K, V, O, LSE, CU_Q, CU_K, TBL, num_tiles,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+    stride_ot, stride_oh, stride_lt, stride_lh,
+    head_dim, qk_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    h = tl.program_id(1).to(tl.int64)
+    seg, blk, q_start, k_start, q_len, k_len = _segment(TBL, CU_Q, CU_K, pid, num_tiles)
+    if seg < 0:
+        return
+    Q += q_start * stride_qt + h * stride_qh
+    K += k_start * stride_kt + h * stride_kh
+    V += k_start * stride_vt + h * stride_vh
+    O += q_start * stride_ot + h * stride_oh
+    LSE += q_start * stride_lt + h * stride_lh
+
+    offs_m = blk * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_mask = offs_m < q_len
+    d_mask = offs_d < head_dim
+
+    q = tl.load(Q + offs_m[:, None] * stride_qt + offs_d[None, :], mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
+    # qk_scale carries log2(e) so the softmax runs on exp2.
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for start_n in range(0, k_len, BLOCK_N):
+        cols = start_n + offs_n
+        n_mask = cols < k_len
+        kv_mask = n_mask[:, None] & d_mask[None, :]
+        k = tl.load(K + cols[:, None] * stride_kt + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + cols[:, None] * stride_vt + offs_d[None, :], mask=kv_mask, other=0.0)
+        if DOT_F32:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        s = tl.where(n_mask[None, :], s, float("-inf"))
+        # Every key tile holds at least one real key, so m_new is finite and alpha is exact 0
+        # on the first tile (exp2(-inf)).
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.math.exp2(s - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+
+    has_keys = l_i > 0.0
+    out = acc / tl.where(has_keys, l_i, 1.0)[:, None]
+    tl.store(O + offs_m[:, None] * stride_ot + offs_d[None, :], out.to(O.dtype.element_ty),
+             mask=m_mask[:, None] & d_mask[None, :])
+    lse = tl.where(has_keys, (m_i + tl.math.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453,
+                   float("-inf"))
+    tl.store(LSE + offs_m * stride_lt, lse, mask=m_mask)
+
+
+@triton.autotune(configs=_configs("BLOCK_M"), key=_KEY + ["BLOCK_N"])
+@triton.jit
+def _bwd_dkdv_kernel(
+    Q, K, V, DO, LSE, DELTA, DK, DV, CU_Q, CU_K, TBL, num_tiles,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+    stride_dot, stride_doh, stride_lt, stride_lh,
+    stride_dkt, stride_dkh, stride_dvt, stride_dvh,
+    head_dim, sm_scale, qk_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    h = tl.program_id(1).to(tl.int64)
+    seg, blk, q_start, k_start, q_len, k_len = _segment(TBL, CU_Q, CU_K, pid, num_tiles)
+    if seg < 0:
+        return
+    Q += q_start * stride_qt + h * stride_qh
+    DO += q_start * stride_dot + h * stride_doh
+    LSE += q_start * stride_lt + h * stride_lh
+    DELTA += q_start * stride_lt + h * stride_lh
+    K += k_start * stride_kt + h * stride_kh
+    V += k_start * stride_vt + h * stride_vh
+    DK += k_start * stride_dkt + h * stride_dkh
+    DV += k_start * stride_dvt + h * stride_dvh
+
+    offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    n_mask = offs_n < k_len
+    d_mask = offs_d < head_dim
+    kv_mask = n_mask[:, None] & d_mask[None, :]
+    k = tl.load(K + offs_n[:, None] * stride_kt + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(V + offs_n[:, None] * stride_vt + offs_d[None, :], mask=kv_mask, other=0.0)
+    if DOT_F32:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    for start_m in range(0, q_len, BLOCK_M):
+        rows = start_m + offs_m
+        m_mask = rows < q_len
+        qd_mask = m_mask[:, None] & d_mask[None, :]
+        q = tl.load(Q + rows[:, None] * stride_qt + offs_d[None, :], mask=qd_mask, other=0.0)
+        do = tl.load(DO + rows[:, None] * stride_dot + offs_d[None, :], mask=qd_mask, other=0.0)
+        if DOT_F32:
+            q = q.to(tl.float32)
+            do = do.to(tl.float32)
+        # This segment has keys, so every real row has a finite LSE; padded rows get p = 0.
+        lse = tl.load(LSE + rows * stride_lt, mask=m_mask, other=0.0) * 1.4426950408889634
+        delta = tl.load(DELTA + rows * stride_lt, mask=m_mask, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        p = tl.math.exp2(s - lse[:, None])
+        p = tl.where(m_mask[:, None] & n_mask[None, :], p, 0.0)
+        dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
+    dk = dk * sm_scale
+    tl.store(DK + offs_n[:, None] * stride_dkt + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + offs_n[:, None] * stride_dvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.autotune(configs=_configs("BLOCK_N"), key=_KEY + ["BLOCK_M"])
+@triton.jit
+def _bwd_dq_kernel(
+    Q, K, V, DO, LSE, DELTA, DQ, CU_Q, CU_K, TBL, num_tiles,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+    stride_dot, stride_doh, stride_lt, stride_lh, stride_dqt, stride_dqh,
+    head_dim, sm_scale, qk_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    h = tl.program_id(1).to(tl.int64)
+    seg, blk, q_start, k_start, q_len, k_len = _segment(TBL, CU_Q, CU_K, pid, num_tiles)
+    if seg < 0:
+        return
+    Q += q_start * stride_qt + h * stride_qh
+    DO += q_start * stride_dot + h * stride_doh
+    LSE += q_start * stride_lt + h * stride_lh
+    DELTA += q_start * stride_lt + h * stride_lh
+    DQ += q_start * stride_dqt + h * stride_dqh
+    K += k_start * stride_kt + h * stride_kh
+    V += k_start * stride_vt + h * stride_vh
+
+    offs_m = blk * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_mask = offs_m < q_len
+    d_mask = offs_d < head_dim
+    qd_mask = m_mask[:, None] & d_mask[None, :]
+    q = tl.load(Q + offs_m[:, None] * stride_qt + offs_d[None, :], mask=qd_mask, other=0.0)
+    do = tl.load(DO + offs_m[:, None] * stride_dot + offs_d[None, :], mask=qd_mask, other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
+        do = do.to(tl.float32)
+    lse = tl.load(LSE + offs_m * stride_lt, mask=m_mask, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + offs_m * stride_lt, mask=m_mask, other=0.0)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for start_n in range(0, k_len, BLOCK_N):
+        cols = start_n + offs_n
+        n_mask = cols < k_len
+        kv_mask = n_mask[:, None] & d_mask[None, :]
+        k = tl.load(K + cols[:, None] * stride_kt + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + cols[:, None] * stride_vt + offs_d[None, :], mask=kv_mask, other=0.0)
+        if DOT_F32:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        p = tl.math.exp2(s - lse[:, None])
+        p = tl.where(m_mask[:, None] & n_mask[None, :], p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+    dq = dq * sm_scale
+    tl.store(DQ + offs_m[:, None] * stride_dqt + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qd_mask)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+def _interpreting() -> bool:
+    from hotspot_erc.ops._backend import triton_interpret
+
+    return triton_interpret()
+
+
+def block_table(cu_seqlens: torch.Tensor, block: int, num_tokens: int) -> torch.Tensor:
+    """int32 [2, G] table: row 0 the segment of program p (-1: nothing to do), row 1 the tile
+    index inside that segment. G = cdiv(num_tokens, block) + S bounds the tile count from shapes
+    alone, so the table is built on the device without a host sync."""
+    num_segments = cu_seqlens.numel() - 1
+    grid = triton.cdiv(num_tokens, block) + num_segments
+    lens = (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.int64)
+    tiles = (lens + (block - 1)) // block
+    ends = torch.cumsum(tiles, 0)
+    pid = torch.arange(grid, device=cu_seqlens.device, dtype=torch.int64)
+    seg = torch.searchsorted(ends, pid, right=True)
+    first = (ends - tiles).gather(0, seg.clamp(max=num_segments - 1))
+    seg = torch.where(seg < num_segments, seg, -1)
+    return torch.stack((seg, pid - first)).to(torch.int32)
+
+
+def _table_tile(num_tokens: int, num_segments: int) -> int:
+    """Rows per tile of the side that indexes the block table, from shapes only (no sync):
+    short segments get short tiles, since tile waste on ragged segment ends, not peak FLOPs,
+    dominates conversation shapes; long ones get the larger tile of FlashAttention's kernels."""
+    if _interpreting():
+        return 16
+    avg = num_tokens / max(num_segments, 1)
+    if avg <= 48:
+        return 32
+    if avg >= 1024:
+        return 128
+    return 64
+
+
+def _head_tile(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def _dot_args(dtype: torch.dtype) -> tuple[bool, str]:
+    """(upcast dot operands to float32, tl.dot input precision)."""
+    if _interpreting():
+        return True, "ieee"
+    if dtype == torch.float32:
+        return True, "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    return False, "tf32"  # half-precision operands: the setting only concerns float32 operands
+
+
+def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def forward(q, k, v, cu_q, cu_k, scale: float):
+    """Returns (out [Nq, H, Dh] in q's dtype, lse [Nq, H] float32). One attention launch."""
+    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    nq, heads, head_dim = q.shape
+    num_segments = cu_q.numel() - 1
+    out = torch.empty_like(q)
+    lse = torch.empty((nq, heads), device=q.device, dtype=torch.float32)
+    if nq == 0 or heads == 0 or num_segments == 0:
+        return out, lse
+    bm = _table_tile(nq, num_segments)
+    tbl = block_table(cu_q, bm, nq)
+    dot_f32, precision = _dot_args(q.dtype)
+    _fwd_kernel[(tbl.shape[1], heads)](
+        q, k, v, out, lse, cu_q, cu_k, tbl, tbl.shape[1],
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        out.stride(0), out.stride(1), lse.stride(0), lse.stride(1),
+        head_dim, scale * LOG2E,
+        BLOCK_M=bm, BLOCK_D=_head_tile(head_dim), DOT_F32=dot_f32, PRECISION=precision,
+    )
+    return out, lse
+
+
+def backward(do, q, k, v, lse, delta, cu_q, cu_k, scale: float):
+    """Returns (dq, dk, dv) in the inputs' dtype. ``delta`` [Nq, H] is rowsum(dO * O) minus
+    the incoming log-sum-exp gradient. Two launches (dK/dV, then dQ), no atomics."""
+    q, k, v, do = (_last_dim_contiguous(t) for t in (q, k, v, do))
+    lse = lse.contiguous()
+    delta = delta.to(torch.float32).contiguous()
+    nq, heads, head_dim = q.shape
+    nk = k.shape[0]
+    num_segments = cu_q.numel() - 1
+    dq = torch.empty_like(q)
+    dk = torch.empty_like(k)
+    dv = torch.empty_like(v)
+    if heads == 0 or num_segments == 0:
+        return dq, dk, dv
+    dot_f32, precision = _dot_args(q.dtype)
+    bd = _head_tile(head_dim)
+    if nk > 0:
+        bn = _table_tile(nk, num_segments)
+        tbl_k = block_table(cu_k, bn, nk)
+        _bwd_dkdv_kernel[(tbl_k.shape[1], heads)](
+            q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, tbl_k, tbl_k.shape[1],
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            do.stride(0), do.stride(1), lse.stride(0), lse.stride(1),
+            dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
+            head_dim, scale, scale * LOG2E,
+            BLOCK_N=bn, BLOCK_D=bd, DOT_F32=dot_f32, PRECISION=precision,
+        )
+    if nq > 0:
+        bm = _table_tile(nq, num_segments)
+        tbl_q = block_table(cu_q, bm, nq)
+        _bwd_dq_kernel[(tbl_q.shape[1], heads)](
+            q, k, v, do, lse, delta, dq, cu_q, cu_k, tbl_q, tbl_q.shape[1],
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            do.stride(0), do.stride(1), lse.stride(0), lse.stride(1), dq.stride(0), dq.stride(1),
+            head_dim, scale, scale * LOG2E,
+            BLOCK_M=bm, BLOCK_D=bd, DOT_F32=dot_f32, PRECISION=precision,
+        )
+    return dq, dk, dv

@@ -1,0 +1,200 @@
+"""grouped_expert_linear (DESIGN §3.2): every backend against the float64 reference."""
+import pytest
+import torch
+
+from conftest import rel_err
+from hotspot_erc.ops import _backend
+from hotspot_erc.ops.grouped_linear import grouped_expert_linear
+from hotspot_erc.reference.grouped_linear import (grouped_expert_linear_per_segment,
+                                                  grouped_expert_linear_reference)
+
+# Segment lengths that hurt: 1-token segments, empty ones (first, middle, last), odd sizes and
+# one segment spanning several row tiles.
+CASES = {
+    "mixed": [5, 0, 1, 17, 33, 2],
+    "empty_ends": [0, 7, 1, 0],
+    "one_long": [71],
+    "all_empty": [0, 0, 0],
+}
+
+
+def make_inputs(lens, num_experts, k, d_in, d_out, dtype=torch.float64, device="cpu", bias=True,
+                distinct=True):
+    cu = torch.tensor([0] + torch.tensor(lens, dtype=torch.int64).cumsum(0).tolist(), device=device)
+    n, s = int(cu[-1]), len(lens)
+    x = torch.randn(n, d_in, dtype=dtype, device=device)
+    weight = torch.randn(num_experts, d_in, d_out, dtype=dtype, device=device) / d_in ** 0.5
+    b = torch.randn(num_experts, d_out, dtype=dtype, device=device) if bias else None
+    if distinct:
+        experts = torch.stack([torch.randperm(num_experts)[:k] for _ in range(s)]) if s else \
+            torch.zeros(0, k, dtype=torch.int64)
+    else:
+        experts = torch.randint(0, num_experts, (s, k))
+    gates = torch.rand(s, k, dtype=dtype, device=device) + 0.1
+    return x, cu, experts.to(device), gates, weight, b
+
+
+def _grads(fn, x, gates, weight, bias, dy):
+    leaves = [t.detach().requires_grad_() for t in (x, gates, weight)]
+    leaves.append(bias.detach().requires_grad_() if bias is not None else None)
+    out = fn(*leaves)
+    want = [t for t in leaves if t is not None]
+    return out, torch.autograd.grad(out, want, dy.to(out.dtype))
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    """Every buffer the Triton kernels must fill starts as NaN."""
+    import hotspot_erc.kernels.grouped_linear as kern
+
+    monkeypatch.setattr(kern, "_empty", lambda shape, dtype, device: torch.full(
+        shape, float("nan"), dtype=dtype, device=device))
+
+
+def test_reference_matches_definition():
+    for lens, e, k, distinct in ((CASES["mixed"], 5, 2, True), ([3, 0, 4], 3, 4, False)):
+        x, cu, experts, gates, w, b = make_inputs(lens, e, k, 6, 5, distinct=distinct)
+        ref = grouped_expert_linear_reference(x, cu, experts, gates, w, b)
+        lit = grouped_expert_linear_per_segment(x, cu, experts, gates, w, b)
+        assert rel_err(ref, lit) < 1e-12
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("backend", ["triton", "cpu"])
+@pytest.mark.parametrize("num_experts,k,bias", [(4, 2, True), (1, 1, False), (5, 5, True)])
+def test_matches_reference(poison, case, backend, num_experts, k, bias):
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    x, cu, experts, gates, w, b = make_inputs(CASES[case], num_experts, k, 20, 24, bias=bias)
+    ref, ref_grads = _grads(lambda *a: grouped_expert_linear_reference(a[0], cu, experts, a[1], a[2], a[3]),
+                            x, gates, w, b, dy := torch.randn(x.shape[0], 24, dtype=torch.float64))
+    out, grads = _grads(lambda *a: grouped_expert_linear(a[0], cu, experts, a[1], a[2], a[3], backend=backend),
+                        x.to(dtype), gates.to(dtype), w.to(dtype), b.to(dtype) if b is not None else None, dy)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert not out.isnan().any()
+    assert rel_err(out, ref) < tol
+    for name, g, r in zip(("x", "gates", "weight", "bias"), grads, ref_grads):
+        assert not g.isnan().any(), name
+        assert rel_err(g, r) < tol, name
+
+
+@pytest.mark.parametrize("backend", ["triton", "cpu"])
+def test_many_experts_repeats_and_int32(poison, backend):
+    """E = 64, experts repeated inside a segment, int32 indices, k = 3."""
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    x, cu, experts, gates, w, b = make_inputs([9, 1, 0, 20], 64, 3, 16, 17, distinct=False)
+    experts[0] = torch.tensor([63, 63, 0])
+    ref, ref_grads = _grads(lambda *a: grouped_expert_linear_reference(a[0], cu, experts, a[1], a[2], a[3]),
+                            x, gates, w, b, dy := torch.randn(x.shape[0], 17, dtype=torch.float64))
+    out, grads = _grads(lambda *a: grouped_expert_linear(a[0], cu.int(), experts.int(), a[1], a[2], a[3],
+                                                          backend=backend),
+                        x.to(dtype), gates.to(dtype), w.to(dtype), b.to(dtype), dy)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert rel_err(out, ref) < tol
+    for g, r in zip(grads, ref_grads):
+        assert rel_err(g, r) < tol
+    # experts nobody chose get exactly zero weight gradient
+    unused = torch.ones(64, dtype=torch.bool)
+    unused[experts.flatten()] = False
+    assert grads[2][unused].abs().max() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_triton_low_precision(poison, dtype):
+    """FlashAttention's rule: at most 2x the error PyTorch's own eager path makes in that dtype."""
+    x, cu, experts, gates, w, b = make_inputs(CASES["mixed"], 4, 2, 32, 40)
+    dy = torch.randn(x.shape[0], 40, dtype=torch.float64)
+    ref, ref_grads = _grads(lambda *a: grouped_expert_linear_reference(a[0], cu, experts, a[1], a[2], a[3]),
+                            x, gates, w, b, dy)
+    low = [t.to(dtype) for t in (x, gates, w, b)]
+    eager, eager_grads = _grads(lambda *a: grouped_expert_linear_reference(a[0], cu, experts, a[1], a[2], a[3]),
+                                *low, dy)
+    out, grads = _grads(lambda *a: grouped_expert_linear(a[0], cu, experts, a[1], a[2], a[3], backend="triton"),
+                        *low, dy)
+    assert out.dtype == dtype
+    assert rel_err(out, ref) <= 2 * rel_err(eager, ref) + 1e-3
+    for g, e, r in zip(grads, eager_grads, ref_grads):
+        assert g.dtype == dtype
+        assert rel_err(g, r) <= 2 * rel_err(e, r) + 1e-3
+
+
+def test_triton_weight_gradient_deterministic(poison):
+    x, cu, experts, gates, w, b = make_inputs(CASES["mixed"] * 2, 3, 2, 16, 16, dtype=torch.float32)
+    dy = torch.randn(x.shape[0], 16)
+    runs = [_grads(lambda *a: grouped_expert_linear(a[0], cu, experts, a[1], a[2], a[3], backend="triton"),
+                   x, gates, w, b, dy)[1] for _ in range(2)]
+    for g0, g1 in zip(*runs):
+        assert torch.equal(g0, g1)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_gradcheck_float64(backend):
+    x, cu, experts, gates, w, b = make_inputs([3, 0, 1, 4], 3, 2, 4, 3)
+    leaves = [t.requires_grad_() for t in (x, gates, w, b)]
+    assert torch.autograd.gradcheck(
+        lambda x_, g_, w_, b_: grouped_expert_linear(x_, cu, experts, g_, w_, b_, backend=backend), leaves)
+
+
+@pytest.mark.parametrize("impl", ["aten", "triton"])
+def test_opcheck(impl):
+    dtype = torch.float64 if impl == "aten" else torch.float32
+    for bias in (True, False):
+        x, cu, experts, gates, w, b = make_inputs([3, 0, 5], 3, 2, 16, 16, dtype=dtype, bias=bias)
+        args = (x.requires_grad_(), cu, experts, gates.requires_grad_(), w.requires_grad_(),
+                b.requires_grad_() if b is not None else None, impl)
+        torch.library.opcheck(torch.ops.hotspot_erc.grouped_expert_linear.default, args)
+
+
+def test_torch_compile_fullgraph():
+    x, cu, experts, gates, w, b = make_inputs(CASES["mixed"], 4, 2, 8, 6, dtype=torch.float32)
+    leaves = [t.requires_grad_() for t in (x, gates, w, b)]
+
+    def f(x_, g_, w_, b_):
+        return torch.tanh(grouped_expert_linear(x_, cu, experts, g_, w_, b_)).sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    got = torch.autograd.grad(compiled(*leaves), leaves)
+    want = torch.autograd.grad(f(*leaves), leaves)
+    for g, r in zip(got, want):
+        assert rel_err(g, r) < 1e-6
+
+
+def test_auto_backend_and_registration():
+    assert "grouped_expert_linear" in _backend.OPS
+    assert _backend.choose("grouped_expert_linear", None, torch.device("cpu"),
+                           _backend.OPS["grouped_expert_linear"]) == "cpu"
+    x, cu, experts, gates, w, b = make_inputs([2, 3], 2, 1, 4, 4)
+    out = grouped_expert_linear(x, cu, experts, gates, w, b)
+    assert rel_err(out, grouped_expert_linear_reference(x, cu, experts, gates, w, b)) < 1e-12
+
+
+def test_bad_inputs():
+    x, cu, experts, gates, w, b = make_inputs([2, 3], 3, 2, 4, 5)
+    call = grouped_expert_linear
+    with pytest.raises(ValueError, match=r"experts must hold ids in \[0, 3\)"):
+        call(x, cu, experts + 3, gates, w, b)
+    with pytest.raises(ValueError, match=r"experts must hold ids"):
+        call(x, cu, experts - 3, gates, w, b)
+    with pytest.raises(ValueError, match="gates must have the shape of experts"):
+        call(x, cu, experts, gates[:, :1], w, b)
+    with pytest.raises(ValueError, match="must start at 0"):
+        call(x, cu + 1, experts, gates, w, b)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        call(x, torch.tensor([0, 4, 2, 5]), torch.zeros(3, 2, dtype=torch.long), torch.rand(3, 2,
+             dtype=torch.float64), w, b)
+    with pytest.raises(ValueError, match="end at the token count 5"):
+        call(x, torch.tensor([0, 2, 4]), experts, gates, w, b)
+    with pytest.raises(ValueError, match="cu_seqlens has 1 segments but experts has 2 rows"):
+        call(x, torch.tensor([0, 5]), experts, gates, w, b)
+    with pytest.raises(ValueError, match=r"weight must have shape \[E, d_in=4"):
+        call(x, cu, experts, gates, w[:, :3], b)
+    with pytest.raises(TypeError, match="weight must have dtype"):
+        call(x, cu, experts, gates, w.float(), b)
+    with pytest.raises(ValueError, match=r"bias must have shape \[E, d_out\] = \[3, 5\]"):
+        call(x, cu, experts, gates, w, b[:, :4])
+    with pytest.raises(TypeError, match="experts must have dtype"):
+        call(x, cu, experts.float(), gates, w, b)
+    with pytest.raises(_backend.BackendUnavailable, match="float32, float16 or bfloat16"):
+        call(x, cu, experts, gates, w, b, backend="triton")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        call(x, cu, experts, gates, w, b, backend="tpu")

@@ -1,0 +1,227 @@
+"""MixtureOfAligners (DESIGN §3.2–3.4) and its routing functions."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import rel_err
+from hotspot_erc.nn.moa import (MixtureOfAligners, MoAOutput, PlainCrossModalAttention, RoutingInfo,
+                                segment_mean)
+from hotspot_erc.reference.grouped_linear import grouped_expert_linear_per_segment
+from hotspot_erc.reference.routing import load_balancing_loss, topk_masked_softmax
+from hotspot_erc.reference.varlen_attention import varlen_cross_attention_reference
+
+# Per-modality segment lengths of 4 utterances: "v" misses utterance 1, "a" misses utterance 3,
+# utterance 2 has a single text frame.
+LENS = {"t": [3, 5, 1, 4], "a": [6, 2, 3, 0], "v": [2, 0, 4, 3]}
+
+
+def make_batch(dim, dtype=torch.float64, lens=LENS, device="cpu"):
+    cu = {m: torch.tensor([0] + torch.tensor(l).cumsum(0).tolist(), device=device) for m, l in lens.items()}
+    feats = {m: torch.randn(int(c[-1]), dim, dtype=dtype, device=device) for m, c in cu.items()}
+    return feats, cu
+
+
+def moa_by_hand(moa, feats, cu):
+    """The module's computation re-derived from the references with a loop over utterances."""
+    outputs, lb, routing = {}, 0.0, {}
+    for t in moa.modalities:
+        mixed = torch.zeros_like(feats[t])
+        for s in moa.modalities:
+            if s == t:
+                continue
+            al = moa.aligners[f"{s}_{t}"]
+            ct, cs = cu[t].tolist(), cu[s].tolist()
+            pooled = torch.stack([feats[t][ct[i]:ct[i + 1]].mean(0) if ct[i + 1] > ct[i]
+                                  else feats[t].new_zeros(moa.dim) for i in range(len(ct) - 1)])
+            logits = pooled @ al.router.weight.T
+            top, experts = logits.topk(moa.top_k, dim=-1)
+            masked = torch.full_like(logits, float("-inf")).scatter(1, experts, top)
+            gates = torch.softmax(masked, -1).gather(1, experts)
+            probs = torch.softmax(logits, -1)
+            valid = torch.tensor([ct[i + 1] > ct[i] and cs[i + 1] > cs[i] for i in range(len(ct) - 1)])
+            f = torch.zeros(moa.num_experts, dtype=logits.dtype)
+            for i in valid.nonzero().flatten().tolist():
+                for e in experts[i].tolist():
+                    f[e] += 1
+            f = f / max(int(valid.sum()), 1) / moa.top_k
+            p = probs[valid].sum(0) / max(int(valid.sum()), 1)
+            lb = lb + moa.num_experts * (f * p).sum()
+            kv = grouped_expert_linear_per_segment(feats[s], cu[s], experts, gates, al.expert_weight,
+                                                   al.expert_bias)
+            h = moa.num_heads
+            q = al.query(feats[t]).view(-1, h, moa.dim // h)
+            k, v = kv.view(-1, 2, h, moa.dim // h).unbind(1)
+            attn = varlen_cross_attention_reference(q, k, v, cu[t], cu[s])
+            mixed = mixed + al.out(attn.reshape(-1, moa.dim))
+            routing[f"{s}->{t}"] = (experts, gates, f)
+        outputs[t] = F.layer_norm(feats[t] + mixed, (moa.dim,), moa.norms[t].weight, moa.norms[t].bias)
+    return outputs, lb, routing
+
+
+@pytest.mark.parametrize("backend", [None, "reference"])
+def test_matches_hand_computation(backend):
+    moa = MixtureOfAligners(16, num_experts=4, top_k=2, num_heads=2, backend=backend).double()
+    with torch.no_grad():  # distinct norms so a mix-up of modalities shows
+        for norm in moa.norms.values():
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.normal_()
+    feats, cu = make_batch(16)
+    got = moa(feats, cu)
+    want, lb, routing = moa_by_hand(moa, feats, cu)
+    assert isinstance(got, MoAOutput)
+    assert set(got.outputs) == {"t", "a", "v"}
+    for m in "tav":
+        assert got.outputs[m].shape == feats[m].shape
+        assert rel_err(got.outputs[m], want[m]) < 1e-10, m
+    assert rel_err(got.lb_loss, lb) < 1e-12
+    assert set(got.routing) == {"a->t", "v->t", "t->a", "v->a", "t->v", "a->v"}
+    for key, (experts, gates, usage) in routing.items():
+        info = got.routing[key]
+        assert isinstance(info, RoutingInfo)
+        assert torch.equal(info.experts, experts)
+        assert rel_err(info.gates, gates) < 1e-12
+        assert rel_err(info.usage, usage) < 1e-12
+        assert torch.allclose(info.usage.sum(), torch.ones((), dtype=usage.dtype))
+
+
+def test_gradients_reach_every_parameter_and_input():
+    moa = MixtureOfAligners(16, num_experts=3, top_k=2, num_heads=4)
+    feats, cu = make_batch(16, torch.float32)
+    feats = {m: x.requires_grad_() for m, x in feats.items()}
+    out = moa(feats, cu)
+    (sum((o * torch.randn_like(o)).sum() for o in out.outputs.values()) + out.lb_loss).backward()
+    for name, p in moa.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    for m, x in feats.items():
+        assert torch.isfinite(x.grad).all(), m
+
+
+def test_gradcheck_inputs_float64():
+    moa = MixtureOfAligners(8, modalities=("t", "a"), num_experts=3, top_k=2, num_heads=2).double()
+    lens = {"t": [2, 0, 3], "a": [1, 2, 2]}
+    feats, cu = make_batch(8, lens=lens)
+    xt, xa = (feats[m].requires_grad_() for m in "ta")
+
+    def f(xt_, xa_):
+        out = moa({"t": xt_, "a": xa_}, cu)
+        return out.outputs["t"], out.outputs["a"], out.lb_loss
+
+    assert torch.autograd.gradcheck(f, (xt, xa), fast_mode=True)
+
+
+def test_triton_backends_match_cpu():
+    """Both ops forced to their Triton kernels (interpreted here) give the module's CPU result."""
+    torch.manual_seed(1)
+    ref = MixtureOfAligners(32, modalities=("t", "a"), num_experts=4, top_k=2, num_heads=2, backend="cpu")
+    tri = MixtureOfAligners(32, modalities=("t", "a"), num_experts=4, top_k=2, num_heads=2, backend="triton")
+    tri.load_state_dict(ref.state_dict())
+    lens = {"t": [3, 17, 1, 0], "a": [6, 0, 5, 2]}
+    feats, cu = make_batch(32, torch.float32, lens=lens)
+    outs = []
+    for moa in (ref, tri):
+        leaves = {m: x.clone().requires_grad_() for m, x in feats.items()}
+        o = moa(leaves, cu)
+        loss = sum((v * torch.linspace(-1, 1, v.numel()).view_as(v)).sum() for v in o.outputs.values())
+        grads = torch.autograd.grad(loss + o.lb_loss, [leaves["t"], leaves["a"], *moa.parameters()])
+        outs.append((o, grads))
+    (o_ref, g_ref), (o_tri, g_tri) = outs
+    for m in "ta":
+        assert rel_err(o_tri.outputs[m], o_ref.outputs[m]) < 1e-5
+    for g, r in zip(g_tri, g_ref):
+        assert rel_err(g, r) < 1e-4
+
+
+def test_missing_modality_and_uniform_router():
+    """Zero router weights: uniform probabilities, so every pair's loss is exactly 1; a modality
+    absent from a whole batch gives finite outputs and no routed utterance for its pairs."""
+    moa = MixtureOfAligners(16, num_experts=4, top_k=2, num_heads=2)
+    with torch.no_grad():
+        for al in moa.aligners.values():
+            al.router.weight.zero_()
+    lens = {"t": [3, 5, 1], "a": [2, 4, 1], "v": [0, 0, 0]}
+    feats, cu = make_batch(16, torch.float32, lens=lens)
+    out = moa(feats, cu)
+    assert out.outputs["v"].shape == (0, 16)
+    for o in out.outputs.values():
+        assert torch.isfinite(o).all()
+    # the 2 pairs between t and a count; the 4 pairs touching v route nothing
+    assert torch.allclose(out.lb_loss, torch.tensor(2.0))
+    for key, info in out.routing.items():
+        assert info.experts.shape == (3, 2) and info.gates.shape == (3, 2)
+        assert torch.allclose(info.gates.sum(-1), torch.ones(3))
+        assert float(info.usage.sum()) == (0.0 if "v" in key else 1.0)
+
+
+def test_single_expert_equals_plain_cross_attention():
+    """With E = k = 1 the gate is exactly 1, so MoA is the plain block with the expert as its
+    key/value projection."""
+    moa = MixtureOfAligners(16, num_experts=1, top_k=1, num_heads=2).double()
+    plain = PlainCrossModalAttention(16, num_heads=2).double()
+    with torch.no_grad():
+        for key, al in moa.aligners.items():
+            plain.query[key].load_state_dict(al.query.state_dict())
+            plain.out[key].load_state_dict(al.out.state_dict())
+            plain.key_value[key].weight.copy_(al.expert_weight[0].T)
+            plain.key_value[key].bias.copy_(al.expert_bias[0])
+    plain.norms.load_state_dict(moa.norms.state_dict())
+    feats, cu = make_batch(16)
+    a, b = moa(feats, cu), plain(feats, cu)
+    for m in "tav":
+        assert rel_err(a.outputs[m], b.outputs[m]) < 1e-12
+    assert float(b.lb_loss) == 0.0 and b.routing == {}
+    assert all(float(info.gates.detach().min()) == 1.0 for info in a.routing.values())
+
+
+def test_routing_functions():
+    logits = torch.tensor([[2.0, 1.0, -1.0, 0.5], [0.0, 3.0, 1.0, 2.0]])
+    experts, gates, probs = topk_masked_softmax(logits, 2)
+    assert experts.tolist() == [[0, 1], [1, 3]]
+    masked = logits.masked_fill(torch.ones_like(logits, dtype=torch.bool).scatter(1, experts, False), float("-inf"))
+    assert torch.allclose(gates, torch.softmax(masked, -1).gather(1, experts))
+    assert torch.allclose(probs, torch.softmax(logits, -1))
+    with pytest.raises(ValueError, match="top_k must be in"):
+        topk_masked_softmax(logits, 5)
+    # everything on expert 0 with certainty: the worst case, L = E
+    e = 4
+    onehot = torch.zeros(5, e)
+    onehot[:, 0] = 1
+    loss, f = load_balancing_loss(onehot, torch.zeros(5, 1, dtype=torch.long), e)
+    assert float(loss) == e and f.tolist() == [1.0, 0.0, 0.0, 0.0]
+    # no valid row: zero, not NaN
+    loss, f = load_balancing_loss(onehot, torch.zeros(5, 1, dtype=torch.long), e, torch.zeros(5, dtype=torch.bool))
+    assert float(loss) == 0.0 and float(f.sum()) == 0.0
+
+
+def test_segment_mean():
+    x = torch.randn(6, 3)
+    cu = torch.tensor([0, 2, 2, 6])
+    got = segment_mean(x, cu)
+    assert torch.allclose(got, torch.stack([x[:2].mean(0), torch.zeros(3), x[2:].mean(0)]))
+
+
+def test_torch_compile_fullgraph():
+    moa = MixtureOfAligners(16, modalities=("t", "a"), num_experts=4, top_k=1, num_heads=2)
+    feats, cu = make_batch(16, torch.float32, lens={"t": [3, 0, 4], "a": [2, 5, 1]})
+    eager = moa(feats, cu)
+    compiled = torch.compile(lambda f, c: moa(f, c), fullgraph=True, backend="aot_eager")(feats, cu)
+    for m in "ta":
+        assert rel_err(compiled.outputs[m], eager.outputs[m]) < 1e-6
+    assert rel_err(compiled.lb_loss, eager.lb_loss) < 1e-6
+
+
+def test_bad_configuration_and_inputs():
+    with pytest.raises(ValueError, match="at least 2 modalities"):
+        MixtureOfAligners(16, modalities=("t",))
+    with pytest.raises(ValueError, match=r"num_heads \(3\) must divide dim \(16\)"):
+        MixtureOfAligners(16, num_heads=3)
+    with pytest.raises(ValueError, match="top_k must be in"):
+        MixtureOfAligners(16, num_experts=2, top_k=3)
+    moa = MixtureOfAligners(16, num_heads=2)
+    feats, cu = make_batch(16, torch.float32)
+    with pytest.raises(KeyError, match="need key 'v'"):
+        moa({"t": feats["t"], "a": feats["a"]}, cu)
+    with pytest.raises(ValueError, match=r"feats\['a'\] must have shape \[N, 16\]"):
+        moa({**feats, "a": feats["a"][:, :8]}, cu)
+    with pytest.raises(ValueError, match="same utterances"):
+        moa(feats, {**cu, "v": cu["v"][:-1]})

@@ -1,0 +1,197 @@
+"""HotspotERC end to end on tiny synthetic dialogues: shapes, every ablation switch, missing
+modalities, batch-independence, modality dropout, encoder pooling and input errors."""
+import dataclasses
+
+import pytest
+import torch
+
+from hotspot_erc.data.dataset import DialogueDataset, collate_dialogues
+from hotspot_erc.data.format import open_corpus
+from hotspot_erc.data.synthetic import generate_synthetic_corpus
+from hotspot_erc.nn.encoder import AttentionPool, FrameEncoder
+from hotspot_erc.nn.model import HotspotERC, drop_modalities
+
+SMALL = dict(d_model=16, num_heads=2, classifier_hidden=16, dropout=0.0)
+
+
+def tiny_corpus(path, n=8, missing=0.0, seed=0):
+    return generate_synthetic_corpus(path, num_dialogues=n, seed=seed, utterances=(3, 5), missing_prob=missing,
+                                     frames={"t": (2, 7), "a": (3, 8), "v": (1, 6)})
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return open_corpus(tiny_corpus(tmp_path_factory.mktemp("syn") / "c", missing=0.3))
+
+
+@pytest.fixture(scope="module")
+def batch(corpus):
+    ds = DialogueDataset(corpus, "train")
+    return collate_dialogues([ds[i] for i in range(min(3, len(ds)))])
+
+
+def _model(corpus, **kw):
+    torch.manual_seed(0)
+    return HotspotERC(corpus.dims, len(corpus.label_names), **{**SMALL, **kw})
+
+
+def test_full_model_forward_backward(corpus, batch):
+    assert any((batch.lengths(m) == 0).any() for m in "tav"), "the fixture must hold missing modalities"
+    model = _model(corpus)
+    out = model(batch)
+    S = batch.num_utterances
+    assert out.logits.shape == (S, len(corpus.label_names))
+    assert torch.isfinite(out.logits).all() and out.lb_loss.dim() == 0 and torch.isfinite(out.lb_loss)
+    for m in "tav":
+        n = batch.features[m].shape[0]
+        assert out.gates[m].shape == (n, 16) and out.hotspot_mask[m].shape == (n,)
+    assert set(out.routing) == {f"{a}->{b}" for a in "tav" for b in "tav" if a != b}
+    assert out.routing["a->t"].experts.shape == (S, 2)
+    (torch.nn.functional.cross_entropy(out.logits, batch.labels.clamp(min=0)) + out.lb_loss).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    # The graph, MoA and HGF all receive gradient.
+    for name in ("gnn.0", "moa.", "hgf.t", "pool.a", "encoder.v"):
+        assert any(n.startswith(name) and p.grad.abs().sum() > 0 for n, p in model.named_parameters()), name
+
+
+ABLATIONS = {
+    "no_hgf": dict(hgf=False),
+    "no_moa": dict(moa=False),
+    "no_graph": dict(graph=False),
+    "no_cross_modal_edges": dict(cross_modal_edges=False),
+    "no_temporal_edges": dict(temporal_edges=False),
+    "scalar_gate": dict(gate="scalar"),
+    "hotspots_data": dict(hotspot_source="data"),
+    "hotspots_learned": dict(hotspot_source="learned"),
+    "hotspots_norm": dict(rule_kind="norm"),
+    "experts_1_top1": dict(num_experts=1, top_k=1),
+    "experts_3_top1": dict(num_experts=3, top_k=1),
+    "text_audio": dict(modalities="ta"),
+    "text_only": dict(modalities="t", moa=False),
+    "speaker_graph": dict(graph_scheme="speaker"),
+    "two_encoder_layers": dict(encoder_layers=2, graph_layers=1),
+}
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_ablation_switches(corpus, batch, name):
+    kw = ABLATIONS[name]
+    model = _model(corpus, **kw)
+    out = model(batch)
+    mods = kw.get("modalities", "tav")
+    assert out.logits.shape == (batch.num_utterances, 6) and torch.isfinite(out.logits).all()
+    width = len(mods) * 16 * (1 + int(kw.get("graph", True)))
+    assert model.classifier[1].in_features == width
+    if kw.get("hgf") is False:
+        assert out.gates == {} and not hasattr(model, "hgf")
+    else:
+        g = 1 if kw.get("gate") == "scalar" else 16
+        assert all(out.gates[m].shape[1] == g for m in mods)
+    if kw.get("moa") is False:
+        assert out.routing == {} and float(out.lb_loss) == 0.0 and not hasattr(model, "moa")
+    else:
+        assert all(r.experts.shape[1] == kw.get("top_k", 2) for r in out.routing.values())
+        assert all(r.usage.shape == (kw.get("num_experts", 4),) for r in out.routing.values())
+    if kw.get("graph") is False:
+        assert not hasattr(model, "gnn")
+    if "cross_modal_edges" in kw or "temporal_edges" in kw:
+        full = _model(corpus)
+        assert 0 < len(model.relation_names) < len(full.relation_names)
+    out.logits.sum().backward()
+    if kw.get("hotspot_source") == "learned":  # the soft windows pass gradient to the scorer
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.scorer.parameters())
+
+
+def test_hotspot_switch_changes_the_prediction(corpus, batch):
+    """HGF off means global content only: the outputs differ from the gated model with the same weights."""
+    on, off = _model(corpus).eval(), _model(corpus, hgf=False).eval()
+    off.load_state_dict({k: v for k, v in on.state_dict().items() if not k.startswith("hgf.")})
+    assert not torch.allclose(on(batch).logits, off(batch).logits)
+
+
+def test_utterances_do_not_see_other_dialogues(corpus):
+    """Dialogues are independent in a batch (block-diagonal graph, per-utterance attention), so
+    splitting a batch (as DDP does) cannot change any utterance's logits."""
+    ds = DialogueDataset(corpus, "train")
+    model = _model(corpus).eval()
+    a, b = ds[0], ds[1]
+    both = model(collate_dialogues([a, b])).logits
+    alone = torch.cat([model(collate_dialogues([a])).logits, model(collate_dialogues([b])).logits])
+    torch.testing.assert_close(both, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_modality_dropout(corpus, batch):
+    mods = ("t", "a", "v")
+    gen = torch.Generator().manual_seed(0)
+    feats, cus, inten = drop_modalities(batch.features, batch.cu_seqlens, batch.intensity, 0.6, mods, gen)
+    before = torch.stack([batch.lengths(m) > 0 for m in mods])
+    after = torch.stack([cus[m].diff() > 0 for m in mods])
+    assert (after <= before).all() and (after < before).any()
+    assert (after.any(0) == before.any(0)).all(), "an utterance must keep one of its modalities"
+    for m in mods:
+        assert feats[m].shape[0] == int(cus[m][-1]) == inten[m].shape[0]
+        kept = torch.repeat_interleave(after[mods.index(m)], batch.lengths(m))
+        torch.testing.assert_close(feats[m], batch.features[m][kept])
+    model = _model(corpus, modality_dropout=0.5)
+    model.train()
+    out = model(batch)
+    assert torch.isfinite(out.logits).all()
+    model.eval()
+    torch.testing.assert_close(model(batch).logits, model(batch).logits)
+    assert all(torch.equal(model(batch).cu_seqlens[m], batch.cu_seqlens[m]) for m in mods)
+
+
+def test_pooling_of_empty_segments_is_zero_with_finite_gradients():
+    torch.manual_seed(0)
+    pool, enc = AttentionPool(8, 2), FrameEncoder(8, 1, 2)
+    cu = torch.tensor([0, 3, 3, 4, 4, 9])
+    x = torch.randn(9, 8, requires_grad=True)
+    y = pool(enc(x, cu), cu)
+    assert y.shape == (5, 8)
+    assert torch.equal(y[1], torch.zeros(8)) and torch.equal(y[3], torch.zeros(8))
+    assert y[[0, 2, 4]].abs().sum(-1).gt(0).all()
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    # Pooling equals softmax attention of the learned query over each segment's frames.
+    h, dh = 2, 4
+    k, v = pool.key(x.detach()).view(9, h, dh), pool.value(x.detach()).view(9, h, dh)
+    seg = slice(4, 9)
+    att = torch.softmax(torch.einsum("hd,nhd->hn", pool.query.detach(), k[seg]) * dh ** -0.5, -1)
+    ref = pool.out(torch.einsum("hn,nhd->hd", att, v[seg]).reshape(8))
+    torch.testing.assert_close(pool(x.detach(), cu)[4], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_inputs(corpus, batch):
+    with pytest.raises(ValueError, match="at least two"):
+        _model(corpus, modalities="t")
+    with pytest.raises(ValueError, match="modalities"):
+        _model(corpus, modalities="tx")
+    with pytest.raises(ValueError, match="top_k|num_experts|experts"):
+        _model(corpus, num_experts=1, top_k=2)(batch)
+    with pytest.raises(ValueError, match="no edge types"):
+        _model(corpus, modalities="t", moa=False, temporal_edges=False)
+    model = _model(corpus)
+    with pytest.raises(ValueError, match="feature size"):
+        model(dataclasses.replace(batch, features={**batch.features, "a": batch.features["a"][:, :5]}))
+    with pytest.raises(ValueError, match="lacks"):
+        model(dataclasses.replace(batch, features={k: v for k, v in batch.features.items() if k != "v"}))
+    with pytest.raises(ValueError, match="intensity"):
+        _model(corpus, hotspot_source="data")(dataclasses.replace(batch, intensity=None))
+
+
+@pytest.mark.gpu
+def test_cpu_and_gpu_agree(corpus, batch):
+    model = _model(corpus).eval()
+    ref = model(batch).logits
+    out = model.to("cuda")(batch.to("cuda")).logits.cpu()
+    torch.testing.assert_close(out, ref, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.gpu
+def test_compiles_on_gpu(corpus, batch):
+    model = _model(corpus).cuda().eval()
+    b = batch.to("cuda")
+    ref = model(b).logits
+    out = torch.compile(model, dynamic=True)(b).logits
+    torch.testing.assert_close(out, ref, rtol=2e-3, atol=2e-3)

@@ -1,0 +1,283 @@
+"""relational_aggregate / relational_message_sum: C++ (and CUDA) kernels against the reference."""
+import pytest
+import torch
+
+from hotspot_erc import _ext
+from hotspot_erc.ops import _backend
+from hotspot_erc.ops.relational import RelationalGraph, relational_aggregate, relational_message_sum
+from hotspot_erc.reference import relational as ref
+from conftest import rel_err
+
+
+def random_graph(n, r, e, device, self_loops=True, duplicates=True, isolated=2, unused=1):
+    """Random typed edges with the shapes that hurt: isolated nodes, unused relations, self loops
+    and duplicate edges."""
+    hi = max(n - isolated, 1)
+    ei = torch.randint(0, hi, (2, e), device=device)
+    et = torch.randint(0, max(r - unused, 1), (e,), device=device)
+    if self_loops and e >= 2 and n > 0:
+        ei[1, :2] = ei[0, :2]
+    if duplicates and e >= 4:
+        ei[:, 3] = ei[:, 2]
+        et[3] = et[2]
+    return ei, et
+
+
+def _low_precision_tol(dtype):
+    return {torch.float32: 1e-6, torch.float64: 1e-12, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+
+
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+@pytest.mark.parametrize("n,r,d,e", [(1, 1, 1, 0), (1, 2, 3, 4), (7, 3, 5, 20), (100, 4, 33, 400), (37, 8, 16, 9)])
+def test_aggregate_matches_reference(device, reduce, n, r, d, e):
+    ei, et = random_graph(n, r, e, device)
+    g = RelationalGraph(ei, et, n, r)
+    x = torch.randn(n, d, device=device)
+    out = relational_aggregate(x, g, reduce)
+    want = ref.relational_aggregate(x.double(), ei, et, n, r, reduce)
+    assert out.shape == (n, r, d) and out.dtype == x.dtype
+    assert rel_err(out, want) < 1e-6
+    # buckets without edges are written as exact zeros (an unwritten element would show here)
+    empty = g.in_degree() == 0
+    assert torch.equal(out[empty], torch.zeros_like(out[empty]))
+    h = torch.randn(n, r, d, device=device)
+    msg = relational_message_sum(h, g, reduce)
+    assert msg.shape == (n, d)
+    assert rel_err(msg, ref.relational_message_sum(h.double(), ei, et, n, reduce)) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_dtypes_accumulate_in_float32(device, dtype):
+    n, r, d, e = 50, 3, 24, 600  # ~4 edges per bucket so rounding of a low-precision sum shows
+    ei, et = random_graph(n, r, e, device)
+    g = RelationalGraph(ei, et, n, r)
+    x = torch.randn(n, d, device=device).to(dtype)
+    want = ref.relational_aggregate(x.double(), ei, et, n, r, "mean")
+    out = relational_aggregate(x, g)
+    assert out.dtype == dtype
+    # FlashAttention's rule: at most 2x the error of PyTorch's own computation in that dtype
+    torch_err = rel_err(ref.relational_aggregate(x, ei, et, n, r, "mean"), want)
+    assert rel_err(out, want) <= 2 * torch_err + _low_precision_tol(dtype)
+    xg = x.detach().requires_grad_()
+    gz = torch.randn(n, r, d, device=device).to(dtype)
+    (grad,) = torch.autograd.grad(relational_aggregate(xg, g), xg, gz)
+    xr = x.double().requires_grad_()
+    (want_grad,) = torch.autograd.grad(ref.relational_aggregate(xr, ei, et, n, r, "mean"), xr, gz.double())
+    assert grad.dtype == dtype
+    assert rel_err(grad, want_grad) < 4 * _low_precision_tol(dtype)
+
+
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+def test_gradcheck_float64(reduce):
+    n, r, d = 9, 3, 4
+    ei, et = random_graph(n, r, 30, "cpu")
+    g = RelationalGraph(ei, et, n, r)
+    x = torch.randn(n, d, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(n, r, d, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: relational_aggregate(x, g, reduce), (x,))
+    assert torch.autograd.gradgradcheck(lambda x: relational_aggregate(x, g, reduce), (x,))
+    assert torch.autograd.gradcheck(lambda h: relational_message_sum(h, g, reduce), (h,))
+    assert torch.autograd.gradgradcheck(lambda h: relational_message_sum(h, g, reduce), (h,))
+
+
+def test_backward_matches_reference_and_is_deterministic(device):
+    n, r, d = 64, 5, 31
+    ei, et = random_graph(n, r, 1000, device)
+    g = RelationalGraph(ei, et, n, r)
+    x = torch.randn(n, d, device=device, requires_grad=True)
+    gz = torch.randn(n, r, d, device=device)
+    grads = [torch.autograd.grad(relational_aggregate(x, g), x, gz)[0] for _ in range(2)]
+    assert torch.equal(grads[0], grads[1])  # bitwise: fixed summation order, no atomics
+    xr = x.detach().double().requires_grad_()
+    (want,) = torch.autograd.grad(ref.relational_aggregate(xr, ei, et, n, r, "mean"), xr, gz.double())
+    assert rel_err(grads[0], want) < 1e-6
+    h = torch.randn(n, r, d, device=device, requires_grad=True)
+    go = torch.randn(n, d, device=device)
+    gh = [torch.autograd.grad(relational_message_sum(h, g, "sum"), h, go)[0] for _ in range(2)]
+    assert torch.equal(gh[0], gh[1])
+    hr = h.detach().double().requires_grad_()
+    (want_h,) = torch.autograd.grad(ref.relational_message_sum(hr, ei, et, n, "sum"), hr, go.double())
+    assert rel_err(gh[0], want_h) < 1e-6
+
+
+def test_empty_graphs(device):
+    g0 = RelationalGraph(torch.empty(2, 0, dtype=torch.long, device=device),
+                         torch.empty(0, dtype=torch.long, device=device), 0, 3)
+    x0 = torch.randn(0, 4, device=device, requires_grad=True)
+    z0 = relational_aggregate(x0, g0)
+    assert z0.shape == (0, 3, 4)
+    z0.sum().backward()
+    assert x0.grad.shape == (0, 4)
+    g = RelationalGraph(torch.empty(2, 0, dtype=torch.long, device=device),
+                        torch.empty(0, dtype=torch.long, device=device), 5, 2)
+    x = torch.randn(5, 4, device=device, requires_grad=True)
+    z = relational_aggregate(x, g)
+    assert torch.equal(z, torch.zeros(5, 2, 4, device=device))
+    z.sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+    assert relational_message_sum(torch.randn(5, 2, 4, device=device), g).abs().sum() == 0
+
+
+def test_int32_ids_and_graph_reuse(device):
+    n, r = 11, 3
+    ei, et = random_graph(n, r, 40, device)
+    g64 = RelationalGraph(ei, et, n, r)
+    g32 = RelationalGraph(ei.int(), et.int(), n, r)
+    x = torch.randn(n, 6, device=device)
+    assert torch.equal(relational_aggregate(x, g64), relational_aggregate(x, g32))
+    assert g64.in_degree().sum() == 40
+    assert "num_relations=3" in repr(g64)
+
+
+def test_bad_inputs():
+    n, r = 6, 2
+    ei, et = random_graph(n, r, 10, "cpu")
+    with pytest.raises(ValueError, match="out of range"):
+        RelationalGraph(torch.tensor([[0, 6], [1, 2]]), torch.tensor([0, 1]), n, r)
+    with pytest.raises(ValueError, match="out of range"):
+        RelationalGraph(torch.tensor([[0, -1], [1, 2]]), torch.tensor([0, 1]), n, r)
+    with pytest.raises(ValueError, match="type 2"):
+        RelationalGraph(torch.tensor([[0, 1], [1, 2]]), torch.tensor([0, 2]), n, r)
+    with pytest.raises(TypeError, match="edge_index must have dtype"):
+        RelationalGraph(ei.float(), et, n, r)
+    with pytest.raises(TypeError, match="edge_type must have dtype"):
+        RelationalGraph(ei, et.float(), n, r)
+    with pytest.raises(ValueError, match="one entry per edge"):
+        RelationalGraph(ei, et[:-1], n, r)
+    with pytest.raises(ValueError, match=r"shape \[2, E\]"):
+        RelationalGraph(ei[:1], et, n, r)
+    with pytest.raises(TypeError, match="num_nodes must be a Python int"):
+        RelationalGraph(ei, et, torch.tensor(n), r)
+    with pytest.raises(ValueError, match="num_relations must be >= 1"):
+        RelationalGraph(ei, et, n, 0)
+    g = RelationalGraph(ei, et, n, r)
+    x = torch.randn(n, 4)
+    with pytest.raises(ValueError, match="contiguous"):
+        relational_aggregate(torch.randn(4, n).t(), g)
+    with pytest.raises(ValueError, match="one row per node"):
+        relational_aggregate(torch.randn(n + 1, 4), g)
+    with pytest.raises(TypeError, match="x must have dtype"):
+        relational_aggregate(x.long(), g)
+    with pytest.raises(ValueError, match="x must be on cpu"):
+        relational_aggregate(torch.randn(n, 4, device="meta"), g)
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        relational_aggregate(x, g, "max")
+    with pytest.raises(TypeError, match="RelationalGraph"):
+        relational_aggregate(x, (ei, et))
+    with pytest.raises(ValueError, match=r"h must have shape \[N, 2, d\]"):
+        relational_message_sum(torch.randn(n, 3, 4), g)
+
+
+def test_unvalidated_invalid_edges_are_dropped_not_written():
+    """What an unvalidated CUDA graph does with bad ids, checked on CPU: the edge is ignored."""
+    n, r = 5, 2
+    ei = torch.tensor([[0, 1, 7, 2, -3, 4], [1, 2, 3, 9, 0, 4]])
+    et = torch.tensor([0, 1, 0, 1, 1, 5])
+    g = RelationalGraph(ei, et, n, r, validate=False)
+    x = torch.randn(n, 3, requires_grad=True)
+    z = relational_aggregate(x, g, "sum")
+    keep = torch.tensor([True, True, False, False, False, False])
+    want = ref.relational_aggregate(x, ei[:, keep], et[keep], n, r, "sum")
+    assert torch.equal(z, want)
+    z.sum().backward()
+    assert torch.equal(x.grad[:, 0], torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0]))
+
+
+def _op_args(g, x, mean=True):
+    return (x, g.rowptr, g.col, g.key, g.t_node_ptr, g.t_key, g.t_key, g.rowptr, mean)
+
+
+def test_compiled_op_rejects_malformed_structures():
+    n, r = 6, 2
+    ei, et = random_graph(n, r, 10, "cpu")
+    g = RelationalGraph(ei, et, n, r)
+    x = torch.randn(n, 3)
+    op = torch.ops.hotspot_erc.relational_gather
+    bad_col = g.col.clone()
+    bad_col[0] = n + 5
+    with pytest.raises(RuntimeError, match="idx.*out of range"):
+        op(x, g.rowptr, bad_col, g.key, g.t_node_ptr, g.t_key, g.t_key, g.rowptr, True)
+    with pytest.raises(RuntimeError, match="must be int64"):
+        op(x, g.rowptr.int(), g.col, g.key, g.t_node_ptr, g.t_key, g.t_key, g.rowptr, True)
+    with pytest.raises(RuntimeError, match="same length"):
+        op(x, g.rowptr, g.col, g.key[:-1], g.t_node_ptr, g.t_key, g.t_key, g.rowptr, True)
+    with pytest.raises(RuntimeError, match="non-decreasing"):
+        op(x, g.rowptr.flip(0), g.col, g.key, g.t_node_ptr, g.t_key, g.t_key, g.rowptr, True)
+    with pytest.raises(RuntimeError, match="src must be contiguous"):
+        op(torch.randn(3, n).t(), g.rowptr, g.col, g.key, g.t_node_ptr, g.t_key, g.t_key, g.rowptr, True)
+    with pytest.raises(RuntimeError, match="t_ptr must have"):
+        op(x, g.rowptr, g.col, g.key, g.rowptr, g.t_key, g.t_key, g.rowptr, True)
+    with pytest.raises(RuntimeError, match="src must be float32"):
+        op(x.long(), *_op_args(g, x)[1:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck(device, dtype):
+    n, r = 10, 3
+    ei, et = random_graph(n, r, 30, device)
+    g = RelationalGraph(ei, et, n, r)
+    x = torch.randn(n, 5, device=device, dtype=dtype, requires_grad=True)
+    torch.library.opcheck(torch.ops.hotspot_erc.relational_gather.default, _op_args(g, x))
+    h = torch.randn(n * r, 5, device=device, dtype=dtype, requires_grad=True)
+    torch.library.opcheck(torch.ops.hotspot_erc.relational_gather.default,
+                          (h, g.node_ptr, g.col_rel, g.key, g.t_rowptr, g.t_dst, g.t_key, g.rowptr, False))
+
+
+def test_torch_compile_fullgraph(device):
+    n, r = 12, 3
+    ei, et = random_graph(n, r, 40, device)
+
+    def layer(x, ei, et):
+        g = RelationalGraph(ei, et, n, r)  # built inside the graph too: no host sync, no break
+        return relational_aggregate(x, g).sum(1) + relational_message_sum(x[:, None].expand(-1, r, -1).contiguous(), g)
+
+    x = torch.randn(n, 4, device=device, requires_grad=True)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    out = compiled(x, ei, et)
+    want = layer(x, ei, et)
+    assert torch.allclose(out, want, atol=1e-6)
+    (g1,) = torch.autograd.grad(out.sum(), x)
+    (g2,) = torch.autograd.grad(want.sum(), x)
+    assert torch.allclose(g1, g2, atol=1e-6)
+    g = RelationalGraph(ei, et, n, r)
+    compiled2 = torch.compile(lambda x, g: relational_aggregate(x, g, "sum"), fullgraph=True, dynamic=True)
+    assert torch.allclose(compiled2(x, g), relational_aggregate(x, g, "sum"), atol=1e-6)
+
+
+def test_backend_choice():
+    n, r = 4, 2
+    g = RelationalGraph(torch.tensor([[0, 1], [1, 2]]), torch.tensor([0, 1]), n, r)
+    x = torch.randn(n, 3)
+    assert _backend.choose("relational_aggregate", None, x.device, _backend.OPS["relational_aggregate"]) == "cpu"
+    assert torch.equal(relational_aggregate(x, g, backend="cpu"), relational_aggregate(x, g, backend="reference"))
+    with pytest.raises(_backend.BackendUnavailable, match="needs CUDA tensors|unavailable"):
+        relational_aggregate(x, g, backend="cuda")
+    with pytest.raises(_backend.BackendUnavailable, match="no 'triton' backend"):
+        relational_aggregate(x, g, backend="triton")
+
+
+def test_cuda_kernel_registered_when_cuda_built():
+    """A CUDA syntax error in csrc/relational must fail CI even without a GPU."""
+    if not _ext.cuda_built():
+        pytest.skip(f"extension built without CUDA: {_ext.cuda_unavailable_reason()}")
+    assert _ext.has_kernel("relational_gather", "CUDA")
+    assert _ext.has_kernel("relational_gather", "CPU")
+    assert _ext.has_kernel("relational_gather", "Autograd")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d", [3, 64])  # the one-feature and the four-feature CUDA kernels
+def test_cuda_matches_cpu_bitwise(d):
+    n, r = 300, 5
+    ei, et = random_graph(n, r, 3000, "cpu")
+    g_cpu = RelationalGraph(ei, et, n, r)
+    g_gpu = g_cpu.to("cuda")
+    x = torch.randn(n, d)
+    # same shared per-row arithmetic, same edge order: identical up to FMA contraction
+    out_gpu = relational_aggregate(x.cuda(), g_gpu).cpu()
+    assert torch.allclose(out_gpu, relational_aggregate(x, g_cpu), rtol=1e-6, atol=1e-6)
+    bad = RelationalGraph(torch.tensor([[0, n + 3], [1, 1]], device="cuda"), torch.tensor([0, 0], device="cuda"),
+                          n, r, validate=False)
+    z = relational_aggregate(x.cuda(), bad, "sum")
+    torch.cuda.synchronize()
+    assert torch.equal(z[1, 0].cpu(), x[0])

@@ -1,0 +1,166 @@
+"""Trainer, configuration and reports: resume reproduces the uninterrupted run, early stopping,
+LR schedule, class weights, config precedence, report files and collapse warnings."""
+import argparse
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from hotspot_erc.data.synthetic import generate_synthetic_corpus
+from hotspot_erc.train import config as C
+from hotspot_erc.train import run
+from hotspot_erc.train.checkpoint import load_checkpoint
+from hotspot_erc.train.reports import collapse_warnings, routing_entropy
+from hotspot_erc.train.trainer import epoch_batches, inverse_frequency_weights, lr_lambda
+
+
+@pytest.fixture(scope="module")
+def corpus_path(tmp_path_factory):
+    return generate_synthetic_corpus(tmp_path_factory.mktemp("syn") / "c", num_dialogues=10, seed=1,
+                                     utterances=(3, 5), frames={"t": (2, 6), "a": (3, 7), "v": (2, 5)})
+
+
+def tiny_config(corpus_path, **train):
+    cfg = C.RunConfig()
+    cfg.data.corpus = str(corpus_path)
+    cfg.model.d_model, cfg.model.num_heads, cfg.model.classifier_hidden = 16, 2, 16
+    cfg.model.modality_dropout = 0.2  # exercises the per-epoch RNG stream across a resume
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.progress, cfg.train.patience = 2, 3, False, 0
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _stop_after(epoch_index):
+    def cb(trainer, epoch, rec):
+        if epoch == epoch_index:
+            raise Interrupt()
+    return cb
+
+
+def test_resume_matches_uninterrupted_run(corpus_path, tmp_path):
+    cfg = tiny_config(corpus_path)
+    full = run.train(cfg, run_dir=str(tmp_path / "full"))
+    with pytest.raises(Interrupt):
+        run.train(cfg, run_dir=str(tmp_path / "cut"), callbacks=[_stop_after(0)])
+    ck = load_checkpoint(str(tmp_path / "cut" / "checkpoints" / "last.safetensors"))
+    assert ck.state["epoch"] == 0 and ck.optim["state"]
+    resumed = run.train(cfg, run_dir=str(tmp_path / "cut"), resume=True)
+    a = load_checkpoint(str(tmp_path / "full" / "checkpoints" / "last.safetensors"))
+    b = load_checkpoint(str(tmp_path / "cut" / "checkpoints" / "last.safetensors"))
+    assert a.model.keys() == b.model.keys()
+    for k in a.model:
+        assert torch.equal(a.model[k], b.model[k]), k
+    ha, hb = json.load(open(tmp_path / "full" / "history.json")), json.load(open(tmp_path / "cut" / "history.json"))
+    for ra, rb in zip(ha, hb):
+        for key in ("train_loss", "dev_weighted_f1", "dev_loss", "lr"):
+            assert ra[key] == rb[key], key
+    assert full["metrics"]["test"] == resumed["metrics"]["test"]
+    # The run folder holds every report artefact.
+    names = set(os.listdir(tmp_path / "full"))
+    assert {"config.json", "metrics.json", "history.json", "confusion_matrix.csv", "confusion_matrix.png",
+            "learning_curves.png", "gates.png", "experts.png", "load_balance.png", "predictions_test.csv",
+            "checkpoints"} <= names
+    metrics = json.load(open(tmp_path / "full" / "metrics.json"))
+    assert set(metrics["diagnostics"]["gates"]) == {"t", "a", "v"} and len(metrics["diagnostics"]["routing"]) == 6
+    assert metrics["test"]["support"] > 0 and len(metrics["test"]["confusion_matrix"]) == 6
+
+
+def test_resume_refuses_a_different_config(corpus_path, tmp_path):
+    cfg = tiny_config(corpus_path, epochs=1)
+    run.train(cfg, run_dir=str(tmp_path / "r"))
+    last = tmp_path / "r" / "checkpoints" / "last.safetensors"
+    before = last.read_bytes()
+    cfg.model.d_model = 32
+    with pytest.raises(run.CheckpointProblem, match="model config differs"):
+        run.train(cfg, run_dir=str(tmp_path / "r"), resume=True)
+    cfg.model.d_model = 16
+    cfg.train.seed = 5
+    with pytest.raises(run.CheckpointProblem, match="seed"):
+        run.train(cfg, run_dir=str(tmp_path / "r"), resume=True)
+    assert last.read_bytes() == before
+
+
+def test_early_stopping_and_best_epoch(corpus_path, tmp_path):
+    # A learning rate this small cannot change the predictions: dev F1 never improves after epoch 1.
+    cfg = tiny_config(corpus_path, epochs=6, patience=2, lr=1e-12)
+    res = run.train(cfg, run_dir=str(tmp_path / "es"))
+    assert res["metrics"]["epochs_run"] == 3 and res["metrics"]["best_epoch"] == 1
+    best = load_checkpoint(str(tmp_path / "es" / "checkpoints" / "best.safetensors"))
+    assert best.state["epoch"] == 0
+
+
+def test_class_weights_and_schedule_units():
+    w = inverse_frequency_weights(np.array([0, 0, 0, 1, -1, 2, 2]), 4)
+    torch.testing.assert_close(w, torch.tensor([6 / 12, 6 / 4, 6 / 8, 1.0]))
+    f = lr_lambda(100, 0.1, "cosine")
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5))) and f(100) == pytest.approx(0.0)
+    assert lr_lambda(10, 0.0, "linear")(5) == pytest.approx(0.5)
+    assert lr_lambda(10, 0.0, "constant")(9) == 1.0
+    a, b = epoch_batches(10, 3, seed=0, epoch=1), epoch_batches(10, 3, seed=0, epoch=1)
+    assert a == b and sorted(sum(a, [])) == list(range(10)) and epoch_batches(10, 3, 0, 2) != a
+
+
+def test_class_weighted_training_runs(corpus_path, tmp_path):
+    cfg = tiny_config(corpus_path, epochs=1, class_weights=True, lb_weight=0.0)
+    cfg.model.moa, cfg.model.graph = False, False
+    res = run.train(cfg, run_dir=str(tmp_path / "cw"))
+    assert math.isfinite(json.load(open(tmp_path / "cw" / "history.json"))[0]["train_loss"])
+    assert res["metrics"]["diagnostics"]["routing"] == {}
+
+
+def test_config_precedence_and_errors(tmp_path):
+    parser = argparse.ArgumentParser()
+    C.add_arguments(parser)
+    toml = tmp_path / "c.toml"
+    toml.write_text('[model]\nd_model = 32\nhgf = false\n[train]\nlr = 1\nepochs = 3\n')
+    cfg = C.from_args(parser.parse_args(["--epochs", "5", "--no-graph"]), str(toml))
+    assert cfg.model.d_model == 32 and cfg.model.hgf is False and cfg.model.graph is False
+    assert cfg.train.lr == 1.0 and cfg.train.epochs == 5  # flag beats file
+    assert C.RunConfig.from_dict(cfg.to_dict()) == cfg
+    bad = tmp_path / "bad.toml"
+    for text, msg in (('[model]\nd_modle = 3\n', "unknown setting 'd_modle'"),
+                      ('[model]\nd_model = "x"\n', "must be int"),
+                      ('[model]\ngate = "both"\n', "must be one of"),
+                      ('[modle]\n', "unknown sections"),
+                      ('[model\n', "not valid TOML")):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=msg):
+            C.from_args(parser.parse_args([]), str(bad))
+    for flags, msg in ((["--top-k", "5"], "top_k"), (["--modalities", "tx"], "modalities"),
+                       (["--d-model", "30", "--num-heads", "4"], "divisible")):
+        with pytest.raises(ValueError, match=msg):
+            C.from_args(parser.parse_args(flags))
+    with pytest.raises(ValueError, match="does not exist"):
+        C.from_args(parser.parse_args([]), str(tmp_path / "absent.toml"))
+
+
+def test_collapse_warnings():
+    diag = {"gates": {"t": {"frames": 100, "std": 0.001, "mean": 0.999}, "a": {"frames": 100, "std": 0.2, "mean": 0.5}},
+            "routing": {"a->t": {"entropy": routing_entropy([100, 0, 0, 0]), "usage_share": [1, 0, 0, 0]},
+                        "t->a": {"entropy": routing_entropy([1, 1, 1, 1]), "usage_share": [.25] * 4}}}
+    w = collapse_warnings(diag)
+    assert len(w) == 2 and "'t'" in w[0] and "a->t" in w[1]
+    assert routing_entropy([1, 1, 1, 1]) == pytest.approx(1.0) and routing_entropy([5, 0]) == 0.0
+
+
+def test_empty_split_and_missing_corpus(corpus_path, tmp_path):
+    import shutil
+
+    broken = tmp_path / "c"
+    shutil.copytree(corpus_path, broken)
+    splits = json.load(open(broken / "splits.json"))
+    splits["train"], splits["dev"] = splits["train"] + splits["dev"], []
+    json.dump(splits, open(broken / "splits.json", "w"))
+    with pytest.raises(run.DataError, match="split 'dev' .* is empty"):
+        run.train(tiny_config(broken), run_dir=str(tmp_path / "x"))
+    with pytest.raises(run.DataError, match="does not exist"):
+        run.train(tiny_config(tmp_path / "nowhere"), run_dir=str(tmp_path / "y"))

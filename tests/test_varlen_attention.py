@@ -1,0 +1,352 @@
+"""varlen_cross_attention (DESIGN §3.3): every backend against the float64 reference and against
+torch's scaled_dot_product_attention segment by segment; gradients, edge segments, bad input,
+torch.library registration. Triton runs through TRITON_INTERPRET=1 when there is no GPU."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import rel_err
+from hotspot_erc.ops import _backend
+from hotspot_erc.ops.varlen_attention import (
+    OP,
+    _bwd_op,
+    _fwd_op,
+    varlen_cross_attention,
+)
+from hotspot_erc.reference.varlen_attention import (
+    padded_attention_reference,
+    padded_sdpa_attention,
+    varlen_cross_attention_reference,
+)
+
+# Segment-length patterns (queries, keys) that hurt: empty segments on either side, one token,
+# odd sizes, lengths straddling the 16-row tiles the interpreter uses, one long segment.
+LAYOUTS = {
+    "mixed": ([5, 0, 17, 1, 33, 2], [9, 4, 0, 1, 20, 31]),
+    "one_token": ([1, 1, 1], [1, 1, 1]),
+    "one_long": ([70], [45]),
+    "tile_edges": ([16, 15, 17, 32], [16, 17, 15, 1]),
+}
+
+
+def cu(lens, dtype=torch.int64, device="cpu"):
+    return torch.tensor([0] + list(lens), dtype=torch.int64).cumsum(0).to(device=device, dtype=dtype)
+
+
+def make(lq, lk, heads=2, head_dim=24, dtype=torch.float32, device="cpu", cu_dtype=torch.int64):
+    q = torch.randn(sum(lq), heads, head_dim, dtype=dtype, device=device)
+    k = torch.randn(sum(lk), heads, head_dim, dtype=dtype, device=device)
+    v = torch.randn(sum(lk), heads, head_dim, dtype=dtype, device=device)
+    return q, k, v, cu(lq, cu_dtype, device), cu(lk, cu_dtype, device)
+
+
+def backends_for(device):
+    return ["cpu", "triton"] if device.type == "cpu" else ["triton"]
+
+
+def ref64(q, k, v, cq, ck, scale=None):
+    return varlen_cross_attention_reference(q.double(), k.double(), v.double(), cq, ck, scale)
+
+
+@pytest.fixture
+def poison_empty(monkeypatch):
+    """Fresh float allocations are NaN, so any element a kernel forgets to write shows."""
+    real_empty, real_empty_like = torch.empty, torch.empty_like
+
+    def poison(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **kw: poison(real_empty(*a, **kw)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **kw: poison(real_empty_like(*a, **kw)))
+
+
+# ----------------------------------------------------------------------------- forward
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_forward_matches_reference(layout, backend, poison_empty):
+    lq, lk = LAYOUTS[layout]
+    q, k, v, cq, ck = make(lq, lk)
+    out = varlen_cross_attention(q, k, v, cq, ck, backend=backend)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert torch.isfinite(out).all()
+    assert rel_err(out, ref64(q, k, v, cq, ck)) < 1e-5
+
+
+def test_forward_matches_sdpa_per_segment(device):
+    lq, lk = LAYOUTS["mixed"]
+    q, k, v, cq, ck = make(lq, lk, heads=3, head_dim=16, device=device)
+    for backend in backends_for(device):
+        for scale in (None, 0.3):
+            out = varlen_cross_attention(q, k, v, cq, ck, scale=scale, backend=backend)
+            for s in range(len(lq)):
+                o_s = out[cq[s]:cq[s + 1]]
+                if lk[s] == 0:
+                    assert torch.equal(o_s, torch.zeros_like(o_s))
+                    continue
+                # SDPA wants [H, L, Dh].
+                want = F.scaled_dot_product_attention(
+                    q[cq[s]:cq[s + 1]].transpose(0, 1), k[ck[s]:ck[s + 1]].transpose(0, 1),
+                    v[ck[s]:ck[s + 1]].transpose(0, 1), scale=scale,
+                ).transpose(0, 1)
+                torch.testing.assert_close(o_s, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("head_dim", [8, 16, 24, 64, 100, 128])
+def test_triton_head_dims(head_dim):
+    lq, lk = [3, 18, 0, 7], [20, 2, 5, 7]
+    q, k, v, cq, ck = make(lq, lk, heads=1, head_dim=head_dim)
+    out = varlen_cross_attention(q, k, v, cq, ck, backend="triton")
+    assert rel_err(out, ref64(q, k, v, cq, ck)) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_half_precision(dtype):
+    """FlashAttention's rule: error at most 2x that of PyTorch's own attention in the dtype."""
+    lq, lk = LAYOUTS["mixed"]
+    q, k, v, cq, ck = make(lq, lk, dtype=dtype, head_dim=32)
+    want = ref64(q, k, v, cq, ck)
+    torch_err = rel_err(varlen_cross_attention_reference(q, k, v, cq, ck), want)
+    out = varlen_cross_attention(q, k, v, cq, ck, backend="triton")
+    assert out.dtype == dtype
+    assert rel_err(out, want) <= 2 * torch_err + 1e-3
+
+
+def test_int32_cu_seqlens_and_strided_inputs():
+    lq, lk = LAYOUTS["mixed"]
+    q, k, v, cq, ck = make(lq, lk, cu_dtype=torch.int32)
+    # Views with a non-unit last stride and a head stride that is not Dh.
+    qkv = torch.randn(q.shape[0], q.shape[1], 3 * q.shape[2])
+    q_view = qkv[..., ::3]
+    want = ref64(q_view, k, v, cq, ck)
+    for backend in ("cpu", "triton"):
+        out = varlen_cross_attention(q_view, k, v, cq, ck, backend=backend)
+        assert rel_err(out, want) < 1e-5
+
+
+def test_empty_batches():
+    for lq, lk in (([], []), ([0, 0], [3, 0]), ([2, 1], [0, 0])):
+        q, k, v, cq, ck = make(lq, lk)
+        q.requires_grad_(True), k.requires_grad_(True), v.requires_grad_(True)
+        for backend in ("cpu", "triton"):
+            out = varlen_cross_attention(q, k, v, cq, ck, backend=backend)
+            assert out.shape == q.shape
+            assert torch.equal(out, torch.zeros_like(out))
+            dq, dk, dv = torch.autograd.grad(out.sum(), (q, k, v), allow_unused=True)
+            for g, x in ((dq, q), (dk, k), (dv, v)):
+                assert g is not None and g.shape == x.shape and torch.equal(g, torch.zeros_like(g))
+
+
+# ----------------------------------------------------------------------------- backward
+
+@pytest.mark.parametrize("layout", ["mixed", "tile_edges"])
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_gradients_match_reference(layout, backend, poison_empty):
+    lq, lk = LAYOUTS[layout]
+    q, k, v, cq, ck = make(lq, lk)
+    grad = torch.randn_like(q)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    out = varlen_cross_attention(*leaves, cq, ck, scale=0.2, backend=backend)
+    got = torch.autograd.grad(out, leaves, grad)
+    leaves64 = [t.double().requires_grad_(True) for t in (q, k, v)]
+    want = torch.autograd.grad(varlen_cross_attention_reference(*leaves64, cq, ck, 0.2), leaves64, grad.double(),
+                               allow_unused=True)
+    for name, g, w in zip("qkv", got, want):
+        assert torch.isfinite(g).all(), name
+        w = torch.zeros_like(g, dtype=torch.float64) if w is None else w
+        assert rel_err(g, w) < 1e-5, name
+    # Keys of segments without queries, and queries of segments without keys, get zero gradients.
+    dq, dk, _ = got
+    for s, (nq, nk) in enumerate(zip(lq, lk)):
+        if nq == 0:
+            assert torch.equal(dk[ck[s]:ck[s + 1]], torch.zeros_like(dk[ck[s]:ck[s + 1]]))
+        if nk == 0:
+            assert torch.equal(dq[cq[s]:cq[s + 1]], torch.zeros_like(dq[cq[s]:cq[s + 1]]))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_gradcheck_float64(backend):
+    lq, lk = [3, 0, 1, 4], [2, 3, 0, 5]
+    q, k, v, cq, ck = make(lq, lk, heads=2, head_dim=3, dtype=torch.float64)
+    inputs = tuple(t.requires_grad_(True) for t in (q, k, v))
+    assert torch.autograd.gradcheck(
+        lambda q_, k_, v_: varlen_cross_attention(q_, k_, v_, cq, ck, backend=backend), inputs)
+
+
+@pytest.mark.parametrize("aten_flash", [True, False], ids=["aten_flash", "explicit"])
+@pytest.mark.parametrize("budget", [1 << 22, 64], ids=["one_group", "many_groups"])
+def test_cpu_path_variants(aten_flash, budget, monkeypatch):
+    """The CPU path with and without ATen's flash kernels, in one padded group or many."""
+    from hotspot_erc.ops import varlen_attention as mod
+
+    monkeypatch.setattr(mod, "_CPU_SCORE_BUDGET", budget)
+    if not aten_flash:
+        monkeypatch.setattr(mod, "_CPU_FLASH", None)
+        monkeypatch.setattr(mod, "_CPU_FLASH_BWD", None)
+    lq, lk = LAYOUTS["mixed"]
+    q, k, v, cq, ck = make(lq, lk, dtype=torch.float64, heads=2, head_dim=5)
+    assert len(mod._cpu_chunks(cq, ck, 2)) == (1 if budget > 64 else 4)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    grad = torch.randn_like(q)
+    out = varlen_cross_attention(*leaves, cq, ck, backend="cpu")
+    got = torch.autograd.grad(out, leaves, grad)
+    leaves64 = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    ref = varlen_cross_attention_reference(*leaves64, cq, ck)
+    want = torch.autograd.grad(ref, leaves64, grad)
+    assert rel_err(out, ref) < 1e-12
+    for g, w in zip(got, want):
+        assert rel_err(g, w) < 1e-12
+    for dtype in (torch.bfloat16, torch.float16):
+        low = [t.to(dtype) for t in (q, k, v)]
+        out = varlen_cross_attention(*low, cq, ck, backend="cpu")
+        assert out.dtype == dtype
+        torch_err = rel_err(varlen_cross_attention_reference(*low, cq, ck), ref)
+        assert rel_err(out, ref) <= 2 * torch_err + 1e-3
+
+
+def test_lse_gradient_folds_into_backward():
+    """The registered op also returns the log-sum-exp; its gradient must be right too."""
+    lq, lk = [3, 2, 1], [2, 0, 4]
+    q, k, v, cq, ck = make(lq, lk, heads=1, head_dim=4, dtype=torch.float64)
+    inputs = tuple(t.requires_grad_(True) for t in (q, k, v))
+
+    def f(q_, k_, v_):
+        out, lse = _fwd_op(q_, k_, v_, cq, ck, 0.5, "cpu")
+        return out, torch.where(torch.isfinite(lse), lse, 0.0)
+
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+def test_triton_backward_is_deterministic():
+    lq, lk = LAYOUTS["mixed"]
+    q, k, v, cq, ck = make(lq, lk)
+    grad = torch.randn_like(q)
+    runs = []
+    for _ in range(2):
+        leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        out = varlen_cross_attention(*leaves, cq, ck, backend="triton")
+        runs.append(torch.autograd.grad(out, leaves, grad))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------- baselines used by benchmarks
+
+def test_padded_baselines_match_reference():
+    lq, lk = LAYOUTS["mixed"]
+    q, k, v, cq, ck = make(lq, lk)
+    want = ref64(q, k, v, cq, ck)
+    for fn in (padded_attention_reference, padded_sdpa_attention):
+        out = fn(q, k, v, cq, ck)
+        assert torch.isfinite(out).all()
+        assert rel_err(out, want) < 1e-5, fn.__name__
+
+
+def test_block_table_covers_every_tile_once():
+    from hotspot_erc.kernels.varlen_attention import block_table
+
+    lens = [5, 0, 17, 1, 33, 16, 0, 32]
+    table = block_table(cu(lens), 16, sum(lens))
+    seg, blk = table.tolist()
+    want = [(s, b) for s, n in enumerate(lens) for b in range(math.ceil(n / 16))]
+    assert [(s, b) for s, b in zip(seg, blk) if s >= 0] == want
+    assert len(seg) == math.ceil(sum(lens) / 16) + len(lens) and all(s == -1 for s in seg[len(want):])
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_bad_input_messages():
+    lq, lk = [2, 3], [4, 1]
+    q, k, v, cq, ck = make(lq, lk)
+    call = varlen_cross_attention
+    with pytest.raises(ValueError, match="cu_seqlens_q must start at 0"):
+        call(q, k, v, cq + 1, ck)
+    with pytest.raises(ValueError, match="cu_seqlens_k must be non-decreasing"):
+        call(q, k, v, cq, torch.tensor([0, 4, 3, 5]))
+    with pytest.raises(ValueError, match="cu_seqlens_q must end at the token count 5"):
+        call(q, k, v, torch.tensor([0, 2, 4]), ck)
+    with pytest.raises(ValueError, match="same number of segments"):
+        call(q, k, v, cq, torch.tensor([0, 5]))
+    with pytest.raises(TypeError, match="cu_seqlens_q must have dtype"):
+        call(q, k, v, cq.float(), ck)
+    with pytest.raises(ValueError, match="k must be"):
+        call(q, k[:, :1], v, cq, ck)
+    with pytest.raises(ValueError, match="v must have k's shape"):
+        call(q, k, v[:, :, :5], cq, ck)
+    with pytest.raises(TypeError, match="k must have dtype"):
+        call(q, k.double(), v, cq, ck)
+    with pytest.raises(ValueError, match="q must have 3 dimensions"):
+        call(q[0], k, v, cq, ck)
+    with pytest.raises(ValueError, match="scale must be a finite number"):
+        call(q, k, v, cq, ck, scale=float("nan"))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        call(q, k, v, cq, ck, backend="cuDNN")
+    with pytest.raises(ValueError, match="head dims up to 128"):
+        big = make(lq, lk, head_dim=129)
+        call(*big, backend="triton")
+    with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
+        call(q.double(), k.double(), v.double(), cq, ck, backend="triton")
+
+
+def test_registered_for_info():
+    assert OP in _backend.OPS
+    assert _backend.explain(OP, "cpu", _backend.OPS[OP]) == "cpu"
+
+
+# ----------------------------------------------------------------------------- torch.library
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_opcheck(backend):
+    lq, lk = [3, 0, 5], [2, 4, 0]
+    q, k, v, cq, ck = make(lq, lk, heads=2, head_dim=16)
+    q.requires_grad_(True), k.requires_grad_(True), v.requires_grad_(True)
+    torch.library.opcheck(_fwd_op, (q, k, v, cq, ck, 0.25, backend))
+    out, lse = _fwd_op(q, k, v, cq, ck, 0.25, backend)
+    grads = (torch.randn_like(out), torch.zeros_like(lse))
+    torch.library.opcheck(_bwd_op, (grads[0], q.detach(), k.detach(), v.detach(), out.detach(),
+                                    lse.detach(), grads[1], cq, ck, 0.25, backend))
+
+
+def test_torch_compile_fullgraph():
+    lq, lk = LAYOUTS["mixed"]
+    q, k, v, cq, ck = make(lq, lk)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+
+    def f(q_, k_, v_):
+        return varlen_cross_attention(q_, k_, v_, cq, ck).square().sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    loss = compiled(*leaves)
+    got = torch.autograd.grad(loss, leaves)
+    leaves2 = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    want = torch.autograd.grad(f(*leaves2), leaves2)
+    torch.testing.assert_close(loss, f(q, k, v))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+# ----------------------------------------------------------------------------- GPU
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_gpu_conversation_shapes(dtype):
+    gen = torch.Generator().manual_seed(1)
+    lq = torch.randint(0, 300, (40,), generator=gen).tolist()
+    lk = torch.randint(0, 300, (40,), generator=gen).tolist()
+    q, k, v, cq, ck = make(lq, lk, heads=4, head_dim=64, dtype=dtype, device="cuda")
+    grad = torch.randn_like(q)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    out = varlen_cross_attention(*leaves, cq, ck)
+    got = torch.autograd.grad(out, leaves, grad)
+    leaves64 = [t.double().requires_grad_(True) for t in (q, k, v)]
+    ref = varlen_cross_attention_reference(*leaves64, cq, ck)
+    want = torch.autograd.grad(ref, leaves64, grad.double())
+    low = [t.detach().requires_grad_(True) for t in (q, k, v)]
+    torch_out = padded_sdpa_attention(*low, cq, ck)
+    torch_grads = torch.autograd.grad(torch_out, low, grad)
+    assert rel_err(out, ref) <= 2 * rel_err(torch_out, ref) + 1e-4
+    for g, w, t in zip(got, want, torch_grads):
+        assert torch.isfinite(g).all()
+        assert rel_err(g, w) <= 2 * rel_err(t, w) + 1e-3
