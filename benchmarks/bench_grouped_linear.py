@@ -87,7 +87,11 @@ def run(quick: bool) -> list[dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="two small cases (CPU smoke run)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is steadier on a shared machine)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     records, device = run(args.quick)
     print_table(records, ["name", "kind", "tokens", "d", "E", "k", "ms", "peak_mb", "tflops",
                           "speedup_vs_loop"])

@@ -82,7 +82,11 @@ def run(quick: bool):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one small case (CPU smoke run)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is steadier on a shared machine)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     records, device = run(args.quick)
     print_table(records, ["name", "utterances", "frames", "d", "E", "k", "ms", "peak_mb",
                           "moa_overhead", "speedup_vs_reference"])

@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_convert_arguments(c)
     sub.add_parser("info", help="versions, build facts and which backend each op uses")
-    b = sub.add_parser("bench", formatter_class=_formatter, help="run the benchmarks (python -m benchmarks.run_all)")
-    b.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments passed on (e.g. --quick)")
+    sub.add_parser("bench", formatter_class=_formatter, help="run the benchmarks (python -m benchmarks.run_all)",
+                   description="Run `python -m benchmarks.run_all` from the repository root; every further "
+                               "argument (e.g. --quick) is passed on to it.")
     return p
 
 
@@ -234,7 +235,7 @@ def cmd_bench(args) -> int:
               f"{root} (benchmarks are not installed with the package; run it from the repository root)",
               file=sys.stderr)
         return 2
-    extra = [a for a in args.bench_args if a != "--"]
+    extra = [a for a in args.extra if a != "--"]
     return subprocess.call([sys.executable, "-m", "benchmarks.run_all", *extra], cwd=root)
 
 
@@ -247,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     from hotspot_erc.train.run import UserError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     if not args.command:
         parser.print_help()
         return 2

@@ -154,14 +154,14 @@ def _expert_weight_grad_kernel(
         for m0 in range(r0, r1, BLOCK_M):
             rows = m0 + tl.arange(0, BLOCK_M)
             rmask = rows < r1
-            xt = tl.load(x_ptr + rows[None, :] * stride_xm + ks[:, None] * stride_xk,
-                         mask=kmask[:, None] & rmask[None, :], other=0.0)
+            xa = tl.load(x_ptr + rows[:, None] * stride_xm + ks[None, :] * stride_xk,
+                         mask=rmask[:, None] & kmask[None, :], other=0.0)
             dy = tl.load(dy_ptr + rows[:, None] * stride_ym + ns[None, :] * stride_yn,
                          mask=rmask[:, None] & nmask[None, :], other=0.0)
             if UPCAST:
-                xt = xt.to(tl.float32)
+                xa = xa.to(tl.float32)
                 dy = dy.to(tl.float32)
-            part = tl.dot(xt, dy, part, input_precision=PRECISION)
+            part = tl.dot(tl.trans(xa), dy, part, input_precision=PRECISION)
             if HAS_BIAS:
                 part_b += tl.sum(dy.to(tl.float32), axis=0)
         acc += g * part
@@ -324,7 +324,7 @@ def grouped_linear_backward(dy, x, cu_seqlens, experts, gates, weight, bias,
         block_n = _block(d_out, 64)
         split = _weight_split(num_experts, d_in, d_out, block_k, block_n, n * k, dev)
         flat_e = experts.reshape(-1).to(torch.int64)
-        order = torch.sort(flat_e, stable=True).indices
+        sorted_e, order = torch.sort(flat_e, stable=True)
         cu = cu_seqlens.to(torch.int64)
         lengths = cu[1:] - cu[:-1]
         asg_seg = order // k
@@ -332,9 +332,8 @@ def grouped_linear_backward(dy, x, cu_seqlens, experts, gates, weight, bias,
         asg_len = lengths[asg_seg]
         cum = torch.zeros(order.numel() + 1, dtype=torch.int64, device=dev)
         torch.cumsum(asg_len, 0, out=cum[1:])
-        counts = torch.bincount(flat_e, minlength=num_experts)
-        first = torch.zeros(num_experts + 1, dtype=torch.int64, device=dev)
-        torch.cumsum(counts, 0, out=first[1:])
+        # first[e] = assignments with expert < e (bincount would sync on CUDA to size its output)
+        first = torch.searchsorted(sorted_e, torch.arange(num_experts + 1, device=dev))
         lo, hi = cum[first[:-1]], cum[first[1:]]
         j = torch.arange(split + 1, device=dev)
         split_v = lo[:, None] + ((hi - lo)[:, None] * j[None, :]) // split  # [E, SPLIT+1]

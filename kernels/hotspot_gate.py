@@ -320,14 +320,16 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
-def _tiles(d: int) -> dict:
-    """Tile sizes for the GEMM-shaped kernels (tl.dot needs every dimension >= 16)."""
+def _tiles(d: int, elem: int) -> dict:
+    """Tile sizes for the GEMM-shaped kernels (tl.dot needs every dimension >= 16). ``elem``:
+    bytes per element; 4-byte tiles get a shorter K so three pipeline stages of the four operand
+    tiles (c, h, W_c, W_h) stay within the ~228 KB of shared memory of an H100."""
     if triton_interpret():
         # The interpreter pays per program and per op, not per FLOP: few, large tiles.
         b = max(16, min(64, triton.next_power_of_2(d)))
         return dict(BLOCK_M=64, BLOCK_N=b, BLOCK_K=b, num_warps=4)
     bn = max(16, min(128 if d >= 512 else 64, triton.next_power_of_2(d)))
-    bk = max(16, min(64, triton.next_power_of_2(d)))
+    bk = max(16, min(32 if (elem >= 4 and d >= 512) else 64, triton.next_power_of_2(d)))
     return dict(BLOCK_M=128 if d >= 512 else 64, BLOCK_N=bn, BLOCK_K=bk, num_warps=8 if d >= 512 else 4,
                 num_stages=3)
 
@@ -381,7 +383,7 @@ def forward(c: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.
                 c, h, weight, bias, out, a_arg, n, d, c.stride(0), h.stride(0), out.stride(0),
                 WRITE_ALPHA=write_alpha, BLOCK_M=bm, BLOCK_D=bd, num_warps=nw)
         else:
-            t = _tiles(d)
+            t = _tiles(d, c.element_size())
             grid = (triton.cdiv(n, t["BLOCK_M"]) * triton.cdiv(d, t["BLOCK_N"]),)
             _fwd_vector_kernel[grid](
                 c, h, weight, bias, out, a_arg, n, d, c.stride(0), h.stride(0), weight.stride(0),
@@ -429,7 +431,7 @@ def backward(grad_out: torch.Tensor, grad_alpha: torch.Tensor | None, c: torch.T
             db = dz.sum().view(1).to(bias.dtype)
             return dc, dh, dw, db
 
-        t = _tiles(d)
+        t = _tiles(d, c.element_size())
         prec = _precision(c.dtype)
         # dz in the storage dtype feeds the tensor cores directly (as eager autograd would).
         dz = _empty((n, d), c.dtype, c.device)

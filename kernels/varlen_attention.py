@@ -7,7 +7,9 @@ Scheduling. Each program owns one tile of one segment (tiles never cross segment
 Tiles are mapped to programs by a *block table* built on the device with a handful of tiny torch
 ops (diff, cumsum, searchsorted), so a call makes one attention launch and never synchronises with
 the host: the grid size is the bound ``cdiv(N, BLOCK) + S`` (every segment wastes at most one
-partial tile), known from shapes alone; programs past the last real tile exit at once.
+partial tile), known from shapes alone; programs past the last real tile exit at once. The
+table's tile size follows the average segment length (shapes only); the other tile, the warps
+and the pipeline stages are autotuned per head dim and dtype.
 
 Forward (``_fwd_kernel``): online softmax over the segment's key tiles; saves the row
 log-sum-exp (natural log, -inf for rows whose segment has no keys) for the backward.
@@ -270,17 +272,18 @@ def block_table(cu_seqlens: torch.Tensor, block: int, num_tokens: int) -> torch.
     return torch.stack((seg, pid - first)).to(torch.int32)
 
 
-def _table_tile(num_tokens: int, num_segments: int) -> int:
+def _table_tile(num_tokens: int, num_segments: int, largest: int) -> int:
     """Rows per tile of the side that indexes the block table, from shapes only (no sync):
     short segments get short tiles, since tile waste on ragged segment ends, not peak FLOPs,
-    dominates conversation shapes; long ones get the larger tile of FlashAttention's kernels."""
+    dominates conversation shapes; long ones get up to ``largest`` (128 forward; 64 backward,
+    where 128-row dK/dV or dQ accumulators spill registers on sm_90 by ptxas' count)."""
     if _interpreting():
         return 16
     avg = num_tokens / max(num_segments, 1)
     if avg <= 48:
         return 32
     if avg >= 1024:
-        return 128
+        return largest
     return 64
 
 
@@ -310,7 +313,7 @@ def forward(q, k, v, cu_q, cu_k, scale: float):
     lse = torch.empty((nq, heads), device=q.device, dtype=torch.float32)
     if nq == 0 or heads == 0 or num_segments == 0:
         return out, lse
-    bm = _table_tile(nq, num_segments)
+    bm = _table_tile(nq, num_segments, 128)
     tbl = block_table(cu_q, bm, nq)
     dot_f32, precision = _dot_args(q.dtype)
     _fwd_kernel[(tbl.shape[1], heads)](
@@ -340,7 +343,7 @@ def backward(do, q, k, v, lse, delta, cu_q, cu_k, scale: float):
     dot_f32, precision = _dot_args(q.dtype)
     bd = _head_tile(head_dim)
     if nk > 0:
-        bn = _table_tile(nk, num_segments)
+        bn = _table_tile(nk, num_segments, 64)
         tbl_k = block_table(cu_k, bn, nk)
         _bwd_dkdv_kernel[(tbl_k.shape[1], heads)](
             q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, tbl_k, tbl_k.shape[1],
@@ -351,7 +354,7 @@ def backward(do, q, k, v, lse, delta, cu_q, cu_k, scale: float):
             BLOCK_N=bn, BLOCK_D=bd, DOT_F32=dot_f32, PRECISION=precision,
         )
     if nq > 0:
-        bm = _table_tile(nq, num_segments)
+        bm = _table_tile(nq, num_segments, 64)
         tbl_q = block_table(cu_q, bm, nq)
         _bwd_dq_kernel[(tbl_q.shape[1], heads)](
             q, k, v, do, lse, delta, dq, cu_q, cu_k, tbl_q, tbl_q.shape[1],

@@ -145,8 +145,8 @@ CORRUPTIONS = {
                       r"feature dim 5 disagrees with meta.json dims\['t'\] = 6"),
     "dtype disagrees": (lambda p: _edit_meta(p, feature_dtype="float16"), "features_t.npy",
                         "dtype float32 disagrees with meta.json feature_dtype float16"),
-    "offsets out of order": (lambda p: _save(p, "offsets_t.npy", _load(p, "offsets_t.npy")[[0, 2, 1, *range(3, len(_load(p, "offsets_t.npy")))]]),
-                             "offsets_t.npy", "offsets out of order"),
+    "offsets out of order": (lambda p: _poke(p, "offsets_t.npy", 1, _load(p, "offsets_t.npy")[2] + 1),
+                             "offsets_t.npy", r"offsets out of order: entry 2 \(\d+\) < entry 1"),
     "offsets out of range": (lambda p: _poke(p, "offsets_a.npy", -1, 10**6), "offsets_a.npy",
                              "last offset 1000000 out of range"),
     "offsets not from 0": (lambda p: _poke(p, "offsets_a.npy", 0, 1), "offsets_a.npy", "must start at 0"),
@@ -156,18 +156,23 @@ CORRUPTIONS = {
                                       "out of range"),
     "unknown label": (lambda p: _poke(p, "label.npy", 2, 3), "label.npy", "utterance 2 has label 3, outside -1..2"),
     "label below -1": (lambda p: _poke(p, "label.npy", 0, -2), "label.npy", "has label -2"),
-    "nan feature": (lambda p: _poke(p, "features_a.npy", (1, 1), np.nan), "features_a.npy", "row 1 contains NaN or Inf"),
-    "inf feature": (lambda p: _poke(p, "features_t.npy", (0, 0), np.inf), "features_t.npy", "row 0 contains NaN or Inf"),
+    "nan feature": (lambda p: _poke(p, "features_a.npy", (1, 1), np.nan), "features_a.npy",
+                    "row 1 contains NaN or Inf"),
+    "inf feature": (lambda p: _poke(p, "features_t.npy", (0, 0), np.inf), "features_t.npy",
+                    "row 0 contains NaN or Inf"),
     "inf intensity": (lambda p: _poke(p, "intensity_t.npy", 0, -np.inf), "intensity_t.npy", "NaN or Inf"),
     "nan score": (lambda p: _poke(p, "score.npy", 0, np.nan), "score.npy", "NaN or Inf"),
     "intensity length": (lambda p: _save(p, "intensity_t.npy", _load(p, "intensity_t.npy")[:-1]), "intensity_t.npy",
                          "values for"),
-    "speaker length": (lambda p: _save(p, "speaker.npy", _load(p, "speaker.npy")[:-1]), "speaker.npy", "entries, label.npy has"),
+    "speaker length": (lambda p: _save(p, "speaker.npy", _load(p, "speaker.npy")[:-1]), "speaker.npy",
+                       "entries, label.npy has"),
     "negative speaker": (lambda p: _poke(p, "speaker.npy", 0, -1), "speaker.npy", "negative speaker id"),
-    "float labels": (lambda p: _save(p, "label.npy", _load(p, "label.npy").astype(np.float32)), "label.npy", "unexpected dtype"),
+    "float labels": (lambda p: _save(p, "label.npy", _load(p, "label.npy").astype(np.float32)), "label.npy",
+                     "unexpected dtype"),
     "2-d offsets": (lambda p: _save(p, "offsets_t.npy", _load(p, "offsets_t.npy")[:, None]), "offsets_t.npy",
                     "expected a 1-d array"),
-    "not npy": (lambda p: open(os.path.join(p, "speaker.npy"), "wb").write(b"garbage"), "speaker.npy", "not a readable .npy"),
+    "not npy": (lambda p: open(os.path.join(p, "speaker.npy"), "wb").write(b"garbage"), "speaker.npy",
+                "not a readable .npy"),
     "ids count": (lambda p: _edit_json(p, "ids.json", lambda o: {**o, "utterances": o["utterances"][:-1]}), "ids.json",
                   "utterance ids for"),
     "split out of range": (lambda p: _edit_json(p, "splits.json", lambda o: {**o, "test": [7]}), "splits.json",
@@ -205,14 +210,23 @@ def test_writer_rejects_bad_dialogues(tmp_path):
         w.add(DialogueRecord("d2", [0, 1], [0], {"t": [np.zeros((3, 2))]}))
     with pytest.raises(ValueError, match="no features for modality 't'"):
         w.add(DialogueRecord("d3", [0], [0], {}))
+    with pytest.raises(ValueError, match="label 1 outside -1..0"):
+        w.add(DialogueRecord("d4", [0], [1], {"t": [np.zeros((3, 2))]}))
+    with pytest.raises(ValueError, match="speaker ids must be >= 0"):
+        w.add(DialogueRecord("d5", [-1], [0], {"t": [np.zeros((3, 2))]}))
     # Rejected dialogues left nothing behind: the corpus holds exactly the good one.
     path = w.close({"train": ["d0"]})
     c = open_corpus(path)
     assert c.num_utterances == 1 and c.features["t"].shape == (3, 2)
     with pytest.raises(FileExistsError, match="not empty"):
         CorpusWriter(path, modalities=["t"], dims={"t": 2}, label_names=["x"])
+    opts = dict(modalities=["t"], dims={"t": 2}, label_names=["x"])
     with pytest.raises(ValueError, match="unknown dialogue id"):
-        write_corpus(tmp_path / "w2", [good], {"train": ["nope"]}, modalities=["t"], dims={"t": 2}, label_names=["x"])
+        write_corpus(tmp_path / "w2", [good], {"train": ["nope"]}, **opts)
+    with pytest.raises(ValueError, match="'d0' is already in split 'train'"):
+        write_corpus(tmp_path / "w3", [good], {"train": [0], "test": ["d0"]}, **opts)
+    with pytest.raises(ValueError, match="dialogue index 3 outside 0..0"):
+        write_corpus(tmp_path / "w4", [good], {"train": [3]}, **opts)
 
 
 def test_interrupted_write_is_refused(tmp_path):

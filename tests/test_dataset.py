@@ -27,7 +27,8 @@ def ragged(tmp_path_factory):
     recs = []
     for d, dl in enumerate(lens):
         recs.append(DialogueRecord(
-            dialogue_id=f"d{d}", speakers=[u % 2 for u in range(len(dl))], labels=[(d + u) % 3 - (u == 2) for u in range(len(dl))],
+            dialogue_id=f"d{d}", speakers=[u % 2 for u in range(len(dl))],
+            labels=[(d + u) % 3 - (u == 2) for u in range(len(dl))],
             features={m: [rng.standard_normal((row[i], DIMS[m])) for row in dl] for i, m in enumerate("tav")},
             intensity={m: [rng.random(row[i]) for row in dl] for i, m in enumerate("tav")},
         ))
@@ -97,6 +98,21 @@ def test_graph_fn_is_called_and_moves_with_batch(ragged):
     assert isinstance(moved, Batch) and isinstance(moved.graph, ToyGraph) and moved.graph.num_nodes == 5
 
 
+def test_conversation_graph_fn_in_workers(synthetic):
+    """The project's graph builder plugs into the collate, in worker processes too."""
+    from hotspot_erc.data.graph import ConversationGraph, conversation_graph_fn
+
+    loader = make_loader(synthetic, "train", batch_size=4, num_workers=2, graph_fn=conversation_graph_fn(),
+                         pin_memory=False)
+    for batch in loader:
+        g = batch.graph
+        assert isinstance(g, ConversationGraph) and g.num_nodes == 3 * batch.num_utterances
+        # missing modalities (missing_prob=0.3) are nodes without edges
+        absent = (~batch.present()).reshape(-1).nonzero().flatten()
+        assert not torch.isin(g.edge_index, absent).any()
+        assert isinstance(batch.to("cpu").graph, ConversationGraph)
+
+
 def test_dataset_modalities_subset(ragged):
     corpus, _, _ = ragged
     ds = DialogueDataset(corpus, "train", modalities=["v", "t"])
@@ -117,8 +133,12 @@ def test_bucket_sampler_covers_and_sorts(synthetic):
     spans = sorted((min(ds.num_frames(i) for i in b), max(ds.num_frames(i) for i in b)) for b in batches)
     assert all(hi <= nxt_lo for (_, hi), (nxt_lo, _) in zip(spans, spans[1:]))
     assert batches == list(LengthBucketSampler(ds, 3, shuffle=True, seed=5, pool_batches=100))
+    second = [i for b in s for i in b]  # a second pass reshuffles by itself
+    assert second != [i for b in batches for i in b]
     s.set_epoch(1)
-    assert [i for b in s for i in b] != [i for b in batches for i in b]
+    assert [i for b in s for i in b] == second
+    s.set_epoch(0)
+    assert list(s) == batches
     dropped = LengthBucketSampler(ds, 3, shuffle=True, seed=5, drop_last=True)
     assert all(len(b) == 3 for b in dropped) and len(list(dropped)) == len(dropped) == len(ds) // 3
 
@@ -130,11 +150,14 @@ def _flatten(loader):
 def test_loader_workers_match_single_process(synthetic):
     kw = dict(batch_size=3, shuffle=True, seed=11, pin_memory=False)
     one = _flatten(make_loader(synthetic, "train", num_workers=0, **kw))
-    two = _flatten(make_loader(synthetic, "train", num_workers=2, graph_fn=chain_graph, **kw))
+    loader = make_loader(synthetic, "train", num_workers=2, graph_fn=chain_graph, **kw)
+    two = _flatten(loader)
     assert one == two
+    assert _flatten(loader) != one  # the next epoch is reshuffled (persistent workers)
     assert _flatten(make_loader(synthetic, "train", num_workers=0, **kw)) == one  # seeded
     plain = list(make_loader(synthetic, "test", batch_size=2))
-    assert [d for b in plain for d in b.dialogue_ids] == [synthetic.dialogue_ids[i] for i in synthetic.split_dialogues("test")]
+    stored = [synthetic.dialogue_ids[i] for i in synthetic.split_dialogues("test")]
+    assert [d for b in plain for d in b.dialogue_ids] == stored  # no shuffle, no bucketing: stored order
 
 
 def test_dataset_pickles_without_frames(synthetic):

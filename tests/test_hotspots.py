@@ -200,7 +200,7 @@ def test_learned_scorer_trains_end_to_end():
         return burst[peaks].float().mean().item()
 
     before = hit_rate()
-    for _ in range(60):
+    for _ in range(25):
         hs = extract_hotspots(x, cu, scorer(x), num_windows=1, radius=0, soft=True, pool="attention")
         # Reward: how much of `direction` the hotspot features carry, per utterance.
         loss = -(hs.hotspot @ direction).sum() / s_count - (hs.content @ direction).mean()
@@ -208,7 +208,6 @@ def test_learned_scorer_trains_end_to_end():
         loss.backward()
         opt.step()
     after = hit_rate()
-    print(before, after)
     assert after >= 0.9 and after > before, (before, after)
 
 

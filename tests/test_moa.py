@@ -173,6 +173,19 @@ def test_single_expert_equals_plain_cross_attention():
     assert all(float(info.gates.detach().min()) == 1.0 for info in a.routing.values())
 
 
+def test_autocast_bfloat16():
+    """Under autocast the query is bfloat16 while features stay float32: the module casts the
+    expert path to match, routes in float32 and still trains every parameter."""
+    moa = MixtureOfAligners(16, num_experts=4, top_k=2, num_heads=2)
+    feats, cu = make_batch(16, torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = moa(feats, cu)
+    assert all(torch.isfinite(o).all() for o in out.outputs.values())
+    assert all(info.gates.dtype == torch.float32 for info in out.routing.values())
+    (sum(o.float().sum() for o in out.outputs.values()) + out.lb_loss).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in moa.parameters())
+
+
 def test_routing_functions():
     logits = torch.tensor([[2.0, 1.0, -1.0, 0.5], [0.0, 3.0, 1.0, 2.0]])
     experts, gates, probs = topk_masked_softmax(logits, 2)
@@ -225,3 +238,18 @@ def test_bad_configuration_and_inputs():
         moa({**feats, "a": feats["a"][:, :8]}, cu)
     with pytest.raises(ValueError, match="same utterances"):
         moa(feats, {**cu, "v": cu["v"][:-1]})
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    cpu = MixtureOfAligners(64, num_experts=8, top_k=2, num_heads=4)
+    gpu = MixtureOfAligners(64, num_experts=8, top_k=2, num_heads=4).cuda()
+    gpu.load_state_dict(cpu.state_dict())
+    lens = {m: torch.randint(0, 200, (32,)).tolist() for m in "tav"}
+    feats, cu = make_batch(64, torch.float32, lens=lens)
+    a = cpu(feats, cu)
+    b = gpu({m: x.cuda() for m, x in feats.items()}, {m: c.cuda() for m, c in cu.items()})
+    for m in "tav":
+        assert rel_err(b.outputs[m], a.outputs[m]) < 1e-2  # TF32 may be on for the GPU path
+    for key, info in a.routing.items():
+        assert torch.equal(b.routing[key].experts.cpu(), info.experts)

@@ -96,8 +96,11 @@ def test_ablation_switches(corpus, batch, name):
     if kw.get("graph") is False:
         assert not hasattr(model, "gnn")
     if "cross_modal_edges" in kw or "temporal_edges" in kw:
-        full = _model(corpus)
-        assert 0 < len(model.relation_names) < len(full.relation_names)
+        present = torch.stack([batch.lengths(m) > 0 for m in mods])
+        g = model._build_graph(batch.dialogue, batch.speaker, present)
+        used = {model.relation_names[i] for i in g.edge_type.unique().tolist()}
+        cross = {n for n in used if "->" in n}
+        assert used and (not cross if "cross_modal_edges" in kw else cross == used)
     out.logits.sum().backward()
     if kw.get("hotspot_source") == "learned":  # the soft windows pass gradient to the scorer
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.scorer.parameters())
@@ -169,7 +172,7 @@ def test_bad_inputs(corpus, batch):
         _model(corpus, modalities="tx")
     with pytest.raises(ValueError, match="top_k|num_experts|experts"):
         _model(corpus, num_experts=1, top_k=2)(batch)
-    with pytest.raises(ValueError, match="no edge types"):
+    with pytest.raises(ValueError, match="no edges"):
         _model(corpus, modalities="t", moa=False, temporal_edges=False)
     model = _model(corpus)
     with pytest.raises(ValueError, match="feature size"):

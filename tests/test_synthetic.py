@@ -57,10 +57,16 @@ def test_reuse_and_refuse(tmp_path):
     stamp = os.path.getmtime(os.path.join(path, "features_t.npy"))
     assert generate_synthetic_corpus(tmp_path / "r", num_dialogues=5) == path
     assert os.path.getmtime(os.path.join(path, "features_t.npy")) == stamp  # same recipe: reused
-    with pytest.raises(FileExistsError, match="does not hold this synthetic corpus"):
-        generate_synthetic_corpus(tmp_path / "r", num_dialogues=6)
-    generate_synthetic_corpus(tmp_path / "r", num_dialogues=6, overwrite=True)
+    generate_synthetic_corpus(tmp_path / "r", num_dialogues=6)  # another recipe: regenerated
     assert open_corpus(path).num_dialogues == 6
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a corpus")
+    with pytest.raises(FileExistsError, match="does not hold a synthetic corpus"):
+        generate_synthetic_corpus(other, num_dialogues=5)
+    assert (other / "notes.txt").exists()
+    generate_synthetic_corpus(other, num_dialogues=5, overwrite=True)
+    assert not (other / "notes.txt").exists() and open_corpus(other).num_dialogues == 5
     with pytest.raises(TypeError, match="unknown synthetic corpus options"):
         generate_synthetic_corpus(tmp_path / "x", burst_amplitud=2.0)
 
@@ -102,16 +108,18 @@ def test_mean_pooling_is_diluted_hotspots_are_not(probe):
 
 
 def test_confusable_pairs_need_two_modalities(probe):
+    """hap/exc and ang/fru share their valence (text); hap/fru and exc/ang share arousal (audio)."""
     c, _, peak, truth = probe
-    for a, b in (("hap", "exc"), ("ang", "fru")):
-        ia, ib = LABEL_NAMES.index(a), LABEL_NAMES.index(b)
-        sel = np.isin(c.label, [ia, ib]) & truth["evidence_t"] & truth["evidence_a"] & ~truth["decoy"]
-        y = c.label[sel] == ia
-        text_only = _cv_acc(peak["t"][sel], y)
-        audio_only = _cv_acc(peak["a"][sel], y)
-        both = _cv_acc(np.concatenate([peak["t"][sel], peak["a"][sel]], 1), y)
-        assert text_only < 0.7 and audio_only < 0.7, (a, b, text_only, audio_only)
-        assert both > 0.85, (a, b, both)
+    classes = [LABEL_NAMES.index(n) for n in ("hap", "exc", "ang", "fru")]
+    sel = np.isin(c.label, classes) & truth["evidence_t"] & truth["evidence_a"] & ~truth["decoy"]
+    y = c.label[sel]
+    text_only = _cv_acc(peak["t"][sel], y)
+    audio_only = _cv_acc(peak["a"][sel], y)
+    both = _cv_acc(np.concatenate([peak["t"][sel], peak["a"][sel]], 1), y)
+    assert text_only < 0.6 and audio_only < 0.6, (text_only, audio_only)  # each alone: about 1 in 2
+    assert both > 0.85, both
+    pair = np.isin(y, classes[:2])
+    assert _cv_acc(peak["t"][sel][pair], y[pair]) < 0.65  # text cannot split hap from exc
 
 
 def test_silent_utterances_follow_context(probe):

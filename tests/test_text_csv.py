@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hotspot_erc.text.csv_reader import (EMORYNLP_EMOTIONS, MELD_EMOTIONS, MELD_SENTIMENTS, CsvFormatError,
-                                         make_layout, read_conversation_csv)
+                                         make_layout, read_conversation_csv, split_files_in)
 from hotspot_erc.text.mojibake import repair_mojibake
 
 MELD_HEADER = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
@@ -77,6 +77,21 @@ def test_meld_layout(meld_files):
     assert "duplicated 'Sr No.'" in notes and "train_sent_emo.csv:6" in notes
 
 
+def test_folder_of_split_files(tmp_path, meld_files):
+    assert split_files_in(tmp_path) == {k: str(v) for k, v in meld_files.items()}
+    table = read_conversation_csv(tmp_path, "meld")  # a folder works wherever files do
+    assert [d.dialogue_id for d in table.dialogues] == ["train/0", "train/1", "dev/0"]
+    emory = tmp_path / "emory"
+    emory.mkdir()
+    for split in ("train", "dev", "test"):
+        (emory / f"emorynlp_{split}_final.csv").write_text(",".join(EMORY_HEADER) + "\n")
+    (emory / "notes.txt").write_text("not a csv")
+    assert sorted(split_files_in(emory)) == ["dev", "test", "train"]
+    (emory / "valid.csv").write_text("")
+    with pytest.raises(CsvFormatError, match=r"several dev CSVs \['emorynlp_dev_final.csv', 'valid.csv'\]"):
+        split_files_in(emory)
+
+
 def test_meld_sentiment_task(meld_files):
     table = read_conversation_csv(meld_files, make_layout("meld", label="sentiment"))
     assert table.label_names == list(MELD_SENTIMENTS)
@@ -132,6 +147,8 @@ def test_generic_overrides_and_split_column(tmp_path):
     assert any("empty text" in n and "mine.csv:5" in n for n in table.notes)
     fixed = read_conversation_csv(path, layout, label_names=["sad", "happy", "calm"])
     assert fixed.label_names == ["sad", "happy", "calm"]
+    # A file given for one split is that split: its split column is not consulted.
+    assert read_conversation_csv({"test": path}, layout).split_names() == ["test"]
 
 
 def test_single_file_without_split_column_is_train(tmp_path):
@@ -185,7 +202,8 @@ def test_cp1252_file_and_bom(tmp_path):
 
 def test_repair_can_be_turned_off(tmp_path):
     path = write_csv(tmp_path / "m.csv", MELD_HEADER, [meld_row(1, mojibake("don’t"), "A", "joy", "positive", 0, 0)])
-    assert read_conversation_csv({"train": path}, "meld", repair=False).dialogues[0].utterances[0].text == "donâ€™t"
+    table = read_conversation_csv({"train": path}, "meld", repair=False)
+    assert table.dialogues[0].utterances[0].text == "donâ€™t"
 
 
 def test_unknown_preset_and_label_column_override():
@@ -195,7 +213,8 @@ def test_unknown_preset_and_label_column_override():
     assert layout.label == "Sentiment_2" and layout.label_names is None
 
 
-@pytest.mark.parametrize("text", ["naïve café", "Zoë’s “quote” — 😀", "plain ascii", "Ünïcödé ß ©", "€5…"])
+@pytest.mark.parametrize("text", ["naïve café", "Zoë’s “quote” — 😀", "plain ascii", "Ünïcödé ß ©",
+                                  "€5…"])
 def test_mojibake_round_trip(text):
     assert repair_mojibake(mojibake(text)) == text
     assert repair_mojibake(mojibake(mojibake(text))) == text  # damaged twice
@@ -205,7 +224,8 @@ def test_mojibake_round_trip(text):
 
 # Typographic punctuation, emoji and CJK (no accented Latin letters: a lead byte followed by
 # continuation bytes is genuinely ambiguous, e.g. "é’“" is also the mojibake of one CJK char).
-_ALPHABET = st.sampled_from(list("abcXYZ 0123.,!?'\"") + list("’‘“”—–…€™•") + ["😀", "你", "好", "\u00a0"])
+_ALPHABET = st.sampled_from(list("abcXYZ 0123.,!?'\"") + list("’‘“”—–…€™•")
+                            + ["😀", "你", "好", "\u00a0"])
 
 
 @settings(max_examples=60, deadline=None)

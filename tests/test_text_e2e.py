@@ -59,7 +59,8 @@ def test_csv_to_trained_and_evaluated_text_model(tmp_path, meld_csvs, capsys):
     files = ["--train", meld_csvs["train"], "--dev", meld_csvs["dev"], "--test", meld_csvs["test"]]
     # 1. Words out for the external tagger; the stand-in tagger marks the emotion words.
     words_file = tmp_path / "words.jsonl"
-    assert text_convert.main([*files, "--preset", "meld", "--export-words", str(words_file)]) == 0
+    # (The CSVs' folder works as input too: the files are recognised by their MELD names.)
+    assert text_convert.main(["--csv", str(tmp_path), "--preset", "meld", "--export-words", str(words_file)]) == 0
     hot = {w for ws in EMOTION_WORDS.values() for w in ws if w not in ("okay", "sure")}
     with open(words_file, encoding="utf-8") as fh, open(tmp_path / "tagged.jsonl", "w") as out:
         for line in fh:
@@ -81,12 +82,13 @@ def test_csv_to_trained_and_evaluated_text_model(tmp_path, meld_csvs, capsys):
     assert any("I’m" in t for t in corpus.texts) and not any("â€" in t for t in corpus.texts)
     inten = np.asarray(corpus.intensity["t"])
     assert set(np.unique(inten)) <= {0.0, 1.0} and inten.sum() > 0
-    # 3. One epoch, text only (MoA aligns pairs of modalities, so it is off), then evaluation.
+    # 3. One epoch, text only (MoA aligns pairs of modalities, so it is off; the graph keeps temporal
+    #    and speaker relations), then evaluation.
     run_dir = tmp_path / "run"
     common = ["--device", "cpu", "--no-progress"]
     rc = cli.main(["train", "--corpus", str(corpus_dir), "--modalities", "t", "--no-moa", "--hotspot-source", "data",
-                   "--epochs", "1", "--d-model", "16", "--num-heads", "2", "--classifier-hidden", "16",
-                   "--run-dir", str(run_dir), *common])
+                   "--graph-scheme", "speaker", "--epochs", "1", "--d-model", "16", "--num-heads", "2",
+                   "--classifier-hidden", "16", "--run-dir", str(run_dir), *common])
     assert rc == 0, capsys.readouterr().err
     with open(run_dir / "metrics.json") as fh:
         metrics = json.load(fh)
@@ -123,7 +125,7 @@ def test_stand_in_encoder_and_corpus_contents(tmp_path):
     out = convert_conversation_csv(tmp_path / "c", path, columns={"dialogue": "conv", "order": "turn",
                                                                    "speaker": "who", "text": "line",
                                                                    "label": "feeling"},
-                                   encoder=enc, intensity="none", dev_fraction=0.34, batch_size=2, progress=False)
+                                   encoder=enc, intensity="none", dev_fraction=0.3, batch_size=2, progress=False)
     corpus = open_corpus(out)
     assert corpus.label_names == ["calm", "happy", "sad"]
     assert corpus.intensity["t"] is None

@@ -75,7 +75,7 @@ def test_resume_matches_uninterrupted_run(corpus_path, tmp_path):
 
 def test_resume_refuses_a_different_config(corpus_path, tmp_path):
     cfg = tiny_config(corpus_path, epochs=1)
-    run.train(cfg, run_dir=str(tmp_path / "r"))
+    run.train(cfg, run_dir=str(tmp_path / "r"), plots=False)
     last = tmp_path / "r" / "checkpoints" / "last.safetensors"
     before = last.read_bytes()
     cfg.model.d_model = 32
@@ -91,7 +91,8 @@ def test_resume_refuses_a_different_config(corpus_path, tmp_path):
 def test_early_stopping_and_best_epoch(corpus_path, tmp_path):
     # A learning rate this small cannot change the predictions: dev F1 never improves after epoch 1.
     cfg = tiny_config(corpus_path, epochs=6, patience=2, lr=1e-12)
-    res = run.train(cfg, run_dir=str(tmp_path / "es"))
+    cfg.model.moa = False  # keeps it quick; stopping does not depend on the architecture
+    res = run.train(cfg, run_dir=str(tmp_path / "es"), plots=False)
     assert res["metrics"]["epochs_run"] == 3 and res["metrics"]["best_epoch"] == 1
     best = load_checkpoint(str(tmp_path / "es" / "checkpoints" / "best.safetensors"))
     assert best.state["epoch"] == 0
@@ -112,7 +113,7 @@ def test_class_weights_and_schedule_units():
 def test_class_weighted_training_runs(corpus_path, tmp_path):
     cfg = tiny_config(corpus_path, epochs=1, class_weights=True, lb_weight=0.0)
     cfg.model.moa, cfg.model.graph = False, False
-    res = run.train(cfg, run_dir=str(tmp_path / "cw"))
+    res = run.train(cfg, run_dir=str(tmp_path / "cw"), plots=False)
     assert math.isfinite(json.load(open(tmp_path / "cw" / "history.json"))[0]["train_loss"])
     assert res["metrics"]["diagnostics"]["routing"] == {}
 

@@ -350,3 +350,18 @@ def test_gpu_conversation_shapes(dtype):
     for g, w, t in zip(got, want, torch_grads):
         assert torch.isfinite(g).all()
         assert rel_err(g, w) <= 2 * rel_err(t, w) + 1e-3
+
+
+@pytest.mark.gpu
+def test_gpu_no_host_sync():
+    lq, lk = [120, 0, 33, 257], [64, 9, 0, 300]
+    q, k, v, cq, ck = make(lq, lk, heads=4, head_dim=64, dtype=torch.bfloat16, device="cuda")
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    varlen_cross_attention(*leaves, cq, ck).sum().backward()  # autotuning may sync: warm up first
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = varlen_cross_attention(*leaves, cq, ck)
+        torch.autograd.grad(out, leaves, torch.ones_like(out))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

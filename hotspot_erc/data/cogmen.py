@@ -41,8 +41,9 @@ def read_cogmen(src: str | os.PathLike, out_dir: str | os.PathLike, *, label_nam
     """
     data = safe_load(src, record_classes=RECORD_CLASSES)
     if not isinstance(data, dict) or not any(k in data for k in SPLIT_NAMES):
+        keys = f" with keys {sorted(map(str, data))}" if isinstance(data, dict) else ""
         raise ReaderError(f"{src}: expected a dict with keys 'train', 'dev', 'test' holding lists of samples, "
-                          f"got {type(data).__name__}" + (f" with keys {sorted(map(str, data))}" if isinstance(data, dict) else ""))
+                          f"got {type(data).__name__}{keys}")
     names = list(label_names) if label_names else list(IEMOCAP_LABELS)
     by_split = {}
     for key, items in data.items():

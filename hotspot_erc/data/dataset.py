@@ -81,15 +81,13 @@ class Batch:
     def to(self, device, non_blocking: bool = False) -> "Batch":
         """A copy on ``device``; the graph moves too (see :func:`_map_graph`)."""
         device = torch.device(device)
-        return self._map(lambda t: t.to(device, non_blocking=non_blocking),
-                         lambda g: g.to(device))
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking), "to", (device,))
 
     def pin_memory(self) -> "Batch":
         """Called by DataLoader(pin_memory=True) so host-to-device copies can be asynchronous."""
-        return self._map(lambda t: t.pin_memory(),
-                         lambda g: g.pin_memory() if hasattr(g, "pin_memory") else g)
+        return self._map(lambda t: t.pin_memory(), "pin_memory", ())
 
-    def _map(self, fn, graph_method) -> "Batch":
+    def _map(self, fn, method: str, args: tuple) -> "Batch":
         def opt(d):
             return None if d is None else {k: fn(v) for k, v in d.items()}
 
@@ -102,28 +100,30 @@ class Batch:
             speaker=fn(self.speaker),
             labels=fn(self.labels),
             scores=None if self.scores is None else fn(self.scores),
-            graph=_map_graph(self.graph, fn, graph_method),
+            graph=_map_graph(self.graph, fn, method, args),
         )
 
 
-def _map_graph(graph, fn, graph_method):
-    """Apply ``fn`` to the tensors of whatever ``graph_fn`` produced, without knowing its type.
+def _map_graph(graph, fn, method: str, args: tuple):
+    """Move (or pin) whatever ``graph_fn`` produced, without knowing its type.
 
-    Tensors, dataclasses (tensor fields) and dicts (tensor values) are mapped field by field; any
-    other object with a ``.to`` (e.g. a PyG ``Data``) is handed to ``graph_method``.
+    An object with its own ``to``/``pin_memory`` (the conversation graph, a PyG ``Data``) knows
+    best what to move and which caches to drop, so that method is used; otherwise tensors,
+    dataclass tensor fields and dict tensor values are mapped one by one.
     """
     if graph is None:
         return None
     if isinstance(graph, torch.Tensor):
         return fn(graph)
+    own = getattr(graph, method, None)
+    if callable(own) and not isinstance(graph, type):
+        return own(*args)
     if dataclasses.is_dataclass(graph) and not isinstance(graph, type):
         changes = {f.name: fn(getattr(graph, f.name)) for f in dataclasses.fields(graph)
                    if f.init and isinstance(getattr(graph, f.name), torch.Tensor)}
         return dataclasses.replace(graph, **changes)
     if isinstance(graph, dict):
         return {k: fn(v) if isinstance(v, torch.Tensor) else v for k, v in graph.items()}
-    if hasattr(graph, "to"):
-        return graph_method(graph)
     return graph
 
 
@@ -244,7 +244,8 @@ class _Collate:
 class LengthBucketSampler(Sampler[list[int]]):
     """Batches of dialogues with similar frame counts, so batches have similar cost.
 
-    Shuffles the dialogues (seeded, reshuffled per epoch via :meth:`set_epoch`), cuts them into
+    Shuffles the dialogues (seeded by ``(seed, epoch)``; each complete pass advances the epoch, and
+    :meth:`set_epoch` sets it explicitly, e.g. to resume), cuts them into
     pools of ``pool_batches * batch_size``, sorts each pool by total frames, cuts the pool into
     batches and shuffles the batch order. Without ``shuffle`` the order is deterministic: sorted
     by length within consecutive pools of the stored order.
@@ -275,7 +276,9 @@ class LengthBucketSampler(Sampler[list[int]]):
             batches = [b for b in batches if len(b) == self.batch_size]
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        return iter(batches)
+        yield from batches
+        # Advance only after a complete pass: DataLoader creates (and drops) an iterator it never reads.
+        self.epoch += 1
 
     def __len__(self) -> int:
         n = len(self.lengths)

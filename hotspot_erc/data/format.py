@@ -11,7 +11,7 @@ A corpus is one directory::
     label.npy                 [U] int64 class index, -1 = unlabelled (kept as context, ignored by losses)
     score.npy                 [U] float32 continuous target (optional, e.g. MOSEI sentiment)
     ids.json                  dialogue ids, utterance ids (and optional utterance texts)
-    splits.json               {"train": [dialogue index, ...], "dev": [...], "test": [...]}
+    splits.json               {"train": [dialogue index, ...], "dev": [...], "test": [...]} (disjoint)
 
 Utterances are stored dialogue by dialogue in turn order, so a dialogue is a contiguous range and
 its frames are a contiguous range of every ``features_<m>.npy``: a loader reads one slice per
@@ -132,6 +132,12 @@ class CorpusWriter:
         where = f"dialogue {rec.dialogue_id!r}"
         if len(rec.speakers) != n:
             raise ValueError(f"{where}: {len(rec.speakers)} speakers for {n} labels")
+        bad = [y for y in rec.labels if not -1 <= int(y) < len(self.label_names)]
+        if bad:
+            raise ValueError(f"{where}: label {bad[0]} outside -1..{len(self.label_names) - 1} "
+                             f"(label_names has {len(self.label_names)} classes)")
+        if any(int(s) < 0 for s in rec.speakers):
+            raise ValueError(f"{where}: speaker ids must be >= 0, got {list(rec.speakers)}")
         if str(rec.dialogue_id) in self._seen_ids:
             raise ValueError(f"{where}: duplicate dialogue id")
         for m in self.modalities:
@@ -205,6 +211,15 @@ class CorpusWriter:
                 else:
                     raise ValueError(f"split {name!r}: unknown dialogue id {x!r}")
             split_idx[str(name)] = out
+        owner: dict[int, str] = {}
+        for name, members in split_idx.items():
+            for i in members:
+                if not 0 <= i < len(self._dialogue_ids):
+                    raise ValueError(f"split {name!r}: dialogue index {i} outside 0..{len(self._dialogue_ids) - 1}")
+                if i in owner:
+                    raise ValueError(f"split {name!r}: dialogue {self._dialogue_ids[i]!r} is already in split "
+                                     f"{owner[i]!r}")
+                owner[i] = name
         num_frames = {}
         for m in self.modalities:
             lengths = np.asarray(self._lengths[m], dtype=np.int64)
@@ -257,8 +272,10 @@ class CorpusWriter:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None and not self._closed:
+            # meta.json was never written, so the folder stays unreadable; free the scratch space.
             for fh in [*self._frames.values(), *self._inten.values()]:
                 fh.close()
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def write_corpus(
@@ -374,7 +391,8 @@ def _load_into(corpus: Corpus, path: str, check_values: bool) -> None:
     except json.JSONDecodeError as exc:
         fail("meta.json", f"not valid JSON ({exc})")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        fail("meta.json", f"'format' must be {FORMAT_NAME!r}, got {meta.get('format') if isinstance(meta, dict) else meta!r}")
+        found = meta.get("format") if isinstance(meta, dict) else meta
+        fail("meta.json", f"'format' must be {FORMAT_NAME!r}, got {found!r}")
     if meta.get("version") != FORMAT_VERSION:
         fail("meta.json", f"unsupported format version {meta.get('version')!r} (this reader reads {FORMAT_VERSION})")
     for key in ("label_names", "modalities", "dims"):
@@ -467,7 +485,8 @@ def _load_into(corpus: Corpus, path: str, check_values: bool) -> None:
         features[m], offsets[m], intensity[m] = feats, off, inten
 
     ids = load_json("ids.json")
-    if not isinstance(ids, dict) or not isinstance(ids.get("dialogues"), list) or not isinstance(ids.get("utterances"), list):
+    if not (isinstance(ids, dict) and isinstance(ids.get("dialogues"), list)
+            and isinstance(ids.get("utterances"), list)):
         fail("ids.json", "must hold lists 'dialogues' and 'utterances'")
     if len(ids["dialogues"]) != len(dlg) - 1:
         fail("ids.json", f"{len(ids['dialogues'])} dialogue ids for {len(dlg) - 1} dialogues")

@@ -59,10 +59,12 @@ def num_relations(modalities=("t", "a", "v"), scheme: str = "default") -> int:
     return len(relation_names(tuple(modalities), scheme))
 
 
+@functools.lru_cache(maxsize=None)
 def relation_table(modalities: tuple[str, ...], scheme: str, temporal: bool = True,
                    cross_modal: bool = True) -> torch.Tensor:
     """[3 directions (past, future, same utterance), M src, M dst, 2 (same / other speaker)] ->
-    relation id, or -1 where the scheme (or a disabled flag) has no edge."""
+    relation id, or -1 where the scheme (or a disabled flag) has no edge. Cached: treat as
+    read-only."""
     names = {n: i for i, n in enumerate(relation_names(modalities, scheme))}
     m_count = len(modalities)
     table = torch.full((3, m_count, m_count, 2), -1, dtype=torch.long)
@@ -167,28 +169,37 @@ def build_conversation_graph(dialogue: torch.Tensor, speaker: torch.Tensor, moda
 
     dialogue = dialogue.long()
     speaker = speaker.long()
-    table = relation_table(modalities, scheme, temporal, cross_modal).to(device)
+    table = relation_table(modalities, scheme, temporal, cross_modal).to(device).view(-1)
     # offsets o: source utterance = destination + o (o < 0 past, o > 0 future, 0 same utterance)
     offsets = torch.arange(-window_past, window_future + 1, device=device)  # [K]
+    k_count = offsets.shape[0]
     direction = torch.where(offsets < 0, _PAST, torch.where(offsets > 0, _FUTURE, _SAME_UTT))
     dst = torch.arange(s_count, device=device)  # [S]
     src = dst[None, :] + offsets[:, None]  # [K, S]
     in_range = (src >= 0) & (src < s_count)
     src_c = src.clamp(0, max(s_count - 1, 0))
-    same_dialogue = in_range & (dialogue[src_c] == dialogue[None, :])
-    other_speaker = (speaker[src_c] != speaker[None, :]).long()  # [K, S]
-    # type[a, b, k, s] = table[direction[k], a, b, other_speaker[k, s]]
-    typ = table[direction[None, None, :, None], torch.arange(m_count, device=device)[:, None, None, None],
-                torch.arange(m_count, device=device)[None, :, None, None], other_speaker[None, None]]
-    # present[a, source utterance] and present[b, destination utterance]
-    valid = (typ >= 0) & same_dialogue[None, None] & present[:, src_c][:, None] & present[None, :, None, :]
+    # index_select, not advanced indexing: several times faster on CPU for these 1-D gathers
+    flat_src = src_c.view(-1)
+    same_dialogue = in_range & (dialogue.index_select(0, flat_src).view_as(src) == dialogue[None, :])
+    other_speaker = (speaker.index_select(0, flat_src).view_as(src) != speaker[None, :]).long()  # [K, S]
+    # Candidate edge (a, b, k, s): modality a of utterance s + offsets[k] -> modality b of s. Its
+    # relation is table[direction[k], a, b, other_speaker[k, s]], read through one flat index.
     mods = torch.arange(m_count, device=device)
-    src_node = mods[:, None, None, None] * s_count + src_c[None, None]
-    dst_node = mods[None, :, None, None] * s_count + dst[None, None, None, :]
-    keep = valid.nonzero(as_tuple=True)  # the one data-dependent size: a single sync on GPU
-    edge_index = torch.stack([src_node.expand_as(valid)[keep], dst_node.expand_as(valid)[keep]])
+    flat = ((direction[None, None, :, None] * m_count + mods[:, None, None, None]) * m_count
+            + mods[None, :, None, None]) * 2 + other_speaker[None, None]
+    typ = table.index_select(0, flat.view(-1)).view(flat.shape)  # [M, M, K, S]
+    # present[a, source utterance] and present[b, destination utterance]
+    valid = (typ >= 0) & same_dialogue[None, None] & present.index_select(1, flat_src).view(m_count, 1, k_count, s_count) & present[None, :, None, :]
+    keep = valid.view(-1).nonzero().squeeze(1)  # the one data-dependent size: a single sync on GPU
+    s_idx = keep % s_count
+    k_idx = (keep // s_count) % k_count
+    ab = keep // (s_count * k_count)
+    src_node = (ab // m_count) * s_count + s_idx + offsets.index_select(0, k_idx)
+    dst_node = (ab % m_count) * s_count + s_idx
+    edge_index = torch.stack([src_node, dst_node])
+    edge_type = typ.view(-1).index_select(0, keep)
     names = list(relation_names(modalities, scheme))
-    return ConversationGraph(edge_index=edge_index, edge_type=typ[keep], num_nodes=m_count * s_count,
+    return ConversationGraph(edge_index=edge_index, edge_type=edge_type, num_nodes=m_count * s_count,
                              num_relations=len(names), relation_names=names, modalities=modalities,
                              num_utterances=s_count)
 

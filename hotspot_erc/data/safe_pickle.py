@@ -63,7 +63,12 @@ class Record:
 
 
 def _resolve(module: str, name: str):
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:
+        if module.startswith("numpy._core."):  # numpy 1.x has only numpy.core
+            return getattr(importlib.import_module("numpy.core." + module[len("numpy._core."):]), name)
+        raise
 
 
 class RestrictedUnpickler(pickle.Unpickler):

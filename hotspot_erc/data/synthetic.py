@@ -31,7 +31,7 @@ same options give byte-identical files):
    missing, zero frames, with probability ``missing_prob``, never all three). Every frame is
    ``nuisance_u + style_speaker + noise``: the per-utterance nuisance vector is large
    (``nuisance_scale``) and constant over the utterance, so mean pooling an utterance mostly returns
-   nuisance; the evidence lives elsewhere:
+   nuisance. The evidence lives in bursts.
 
 4. **Hotspots.** Evidence is planted as one short burst (2-5 frames, bump profile, amplitude
    ``burst_amplitude``) per modality, centred at a shared relative position plus a per-modality
@@ -40,7 +40,8 @@ same options give byte-identical files):
    the utterance's random alignment key (mapped into each modality's key subspace). Per modality,
    evidence is dropped with probability ``drop_evidence_prob`` (visual more often: ``video_evidence``).
 
-5. **Decoys (alignment).** With probability ``decoy_prob`` the text of an emotional utterance holds
+5. **Decoys (alignment).** With probability ``decoy_prob`` the text of an emotional utterance (with
+   at least 12 text frames) holds
    a second, equally strong burst with a *different* valence and a *different* random key, far from
    the true one. Pooled text then shows two valences; the true one is the burst whose key matches
    the audio/visual bursts: cross-modal alignment resolves it, per-modality pooling cannot.
@@ -54,7 +55,14 @@ same options give byte-identical files):
    bursts noisily and cannot tell true from decoy bursts.
 
 Splits are 70/15/15 by dialogue (shuffled). Per-utterance generation flags (``silent``, ``decoy``,
-``evidence`` per modality) are saved in ``synthetic_truth.npz`` for analysis; models never read it.
+``evidence_<m>``) are saved in ``synthetic_truth.npz`` for analysis; models never read it.
+
+What simple probes see (logistic regression, 3-fold CV, 160 dialogues, seeds 1 and 2; asserted
+with margins in ``tests/test_synthetic.py``): mean-pooled frames of all modalities reach 0.20-0.21
+accuracy (the majority class is 0.25), the frame the intensity marks (minus the utterance mean)
+reaches 0.73-0.74; on hap/exc/ang/fru, text alone and audio alone reach about 0.5 while text+audio
+reach 0.99; a classifier trained on the other utterances gets silent ones right under 35% of the
+time, while the same speaker's previous label matches theirs more than 60% of the time.
 """
 from __future__ import annotations
 
@@ -109,7 +117,8 @@ def generate_synthetic_corpus(out_dir: str | os.PathLike, num_dialogues: int = 1
 
     ``options`` override :data:`DEFAULTS` (e.g. ``missing_prob=0.2``, ``dims={"t": 64, ...}``).
     If ``out_dir`` already holds a synthetic corpus generated with the same arguments it is reused
-    as is; a non-empty directory holding anything else is refused unless ``overwrite=True``.
+    as is; one generated with other arguments is replaced; a non-empty folder holding anything
+    else is refused unless ``overwrite=True``.
     """
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
@@ -121,11 +130,13 @@ def generate_synthetic_corpus(out_dir: str | os.PathLike, num_dialogues: int = 1
     opts["dims"] = {**DEFAULTS["dims"], **dict(options.get("dims", {}))}
     recipe = json.loads(json.dumps({"num_dialogues": num_dialogues, "seed": seed, **opts}))
     out_dir = os.fspath(out_dir)
-    if _same_recipe(out_dir, recipe):
+    previous = _previous_recipe(out_dir)
+    if previous == recipe:
         return out_dir
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-        raise FileExistsError(f"{out_dir} is not empty and does not hold this synthetic corpus "
-                              "(pass overwrite=True to regenerate it there)")
+    # Another synthetic corpus is ours to replace; anything else in the folder is not.
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and previous is None and not overwrite:
+        raise FileExistsError(f"{out_dir} is not empty and does not hold a synthetic corpus "
+                              "(choose another folder, or pass overwrite=True to replace its contents)")
 
     rng = np.random.default_rng(seed)
     world = _World(rng, opts)
@@ -149,18 +160,22 @@ def generate_synthetic_corpus(out_dir: str | os.PathLike, num_dialogues: int = 1
             "dev": sorted(order[n_train:n_train + n_dev].tolist()),
             "test": sorted(order[n_train + n_dev:].tolist()),
         }
-        np.savez(os.path.join(out_dir, "synthetic_truth.npz"), **{k: np.asarray(v, dtype=bool) for k, v in truth.items()})
+        np.savez(os.path.join(out_dir, "synthetic_truth.npz"),
+                 **{k: np.asarray(v, dtype=bool) for k, v in truth.items()})
         writer.close(splits)
     return out_dir
 
 
-def _same_recipe(out_dir: str, recipe: dict) -> bool:
+def _previous_recipe(out_dir: str) -> dict | None:
+    """The generator arguments of the synthetic corpus already in ``out_dir``, if there is one."""
     try:
         with open(os.path.join(out_dir, "meta.json")) as fh:
             meta = json.load(fh)
     except (OSError, json.JSONDecodeError):
-        return False
-    return meta.get("format") == FORMAT_NAME and meta.get("generator") == recipe
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("name") != "synthetic":
+        return None
+    return meta.get("generator")
 
 
 class _World:

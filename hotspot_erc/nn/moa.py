@@ -82,15 +82,18 @@ class PairAligner(nn.Module):
         from hotspot_erc.ops.varlen_attention import varlen_cross_attention
 
         logits = self.router(pooled_target)
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()  # top-k ties and the softmax are better decided in float32
         experts, gates, probs = topk_masked_softmax(logits, self.top_k)
         lb, usage = load_balancing_loss(probs, experts, self.num_experts, valid)
-        # Cast like nn.Linear under autocast: the op wants the weight in the features' dtype.
-        kv = grouped_expert_linear(source, cu_source, experts, gates,
-                                   self.expert_weight.to(source.dtype), self.expert_bias.to(source.dtype),
-                                   backend=backend)
         heads = self.num_heads
         d = target.shape[1]
         q = self.query(target).view(-1, heads, d // heads)
+        # Everything in the query's dtype (under autocast nn.Linear picks it; the custom op
+        # does not): the op wants source and weight in one dtype, attention q/k/v in one too.
+        dt = q.dtype
+        kv = grouped_expert_linear(source.to(dt), cu_source, experts, gates,
+                                   self.expert_weight.to(dt), self.expert_bias.to(dt), backend=backend)
         k, v = kv.view(-1, 2, heads, d // heads).unbind(1)
         attn = varlen_cross_attention(q, k, v, cu_target, cu_source, backend=backend)
         return self.out(attn.reshape(-1, d)), lb, RoutingInfo(experts, gates, usage)

@@ -165,9 +165,13 @@ class HotspotERC(nn.Module):
         if graph:
             from hotspot_erc.nn.rgcn import RGCNConv
 
-            self.relation_names = self._relation_names()
-            if not self.relation_names:
-                raise ValueError("the conversation graph has no edge types with these options "
+            from hotspot_erc.data.graph import relation_names, relation_table
+
+            # The relation vocabulary depends only on (modalities, scheme); the edge flags only
+            # decide which relations get edges, so num_relations is fixed for a given scheme.
+            self.relation_names = list(relation_names(mods, graph_scheme))
+            if not bool((relation_table(mods, graph_scheme, temporal_edges, cross_modal_edges) >= 0).any()):
+                raise ValueError("the conversation graph has no edges with these options "
                                  "(temporal and cross-modal edges both off, or one modality without "
                                  "temporal edges); turn the graph off with graph=False / --no-graph")
             self.num_speakers = num_speakers
@@ -193,19 +197,11 @@ class HotspotERC(nn.Module):
         return build_conversation_graph(dialogue, speaker, modalities=self.modalities, present=present,
                                         **self.graph_options)
 
-    def _relation_names(self) -> list[str]:
-        # The graph builder owns the relation vocabulary; ask it with a two-utterance dialogue.
-        probe = self._build_graph(torch.zeros(2, dtype=torch.long), torch.tensor([0, 1]))
-        return list(probe.relation_names)
-
     def _graph_branch(self, pooled: dict, cu_seqlens: dict, dialogue, speaker) -> torch.Tensor:
-        from hotspot_erc.ops.relational import RelationalGraph
-
         mods = self.modalities
         s = pooled[mods[0]].shape[0]
         present = torch.stack([segment_lengths(cu_seqlens[m]) > 0 for m in mods])
-        g = self._build_graph(dialogue, speaker, present)
-        graph = RelationalGraph(g.edge_index, g.edge_type, g.num_nodes, len(self.relation_names))
+        graph = self._build_graph(dialogue, speaker, present).relational()  # prepared once, used by every layer
         spk = self.speaker(speaker.clamp(0, self.num_speakers - 1))
         h = torch.cat([pooled[m] + spk for m in mods], 0)  # node id = m*S + s (modality-major)
         for conv, norm in zip(self.gnn, self.gnn_norm):

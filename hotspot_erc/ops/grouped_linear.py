@@ -59,22 +59,31 @@ def _pairs_by_expert(cu_seqlens, experts, num_tokens):
     return order, inverse, order // k, seg, counts
 
 
+def _slot_sum(rows: torch.Tensor, inverse: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """Rows of the expert-sorted pairs back in (token, slot) order, the k slots summed: a gather
+    and a fixed-order sum instead of a scatter-add."""
+    back = rows.index_select(0, inverse)
+    return back if k == 1 else back.view(n, k, -1).sum(1)
+
+
 def _aten_forward(x, cu_seqlens, experts, gates, weight, bias):
     n, k, d_out = x.shape[0], experts.shape[1], weight.shape[2]
+    if n == 0:
+        return x.new_zeros(0, d_out)
     order, inverse, tok, seg, counts = _pairs_by_expert(cu_seqlens, experts, n)
     g = gates.to(x.dtype).index_select(0, seg).reshape(-1).index_select(0, order)[:, None]
     xs = x.index_select(0, tok)
-    pieces, start = [], 0
+    ys = x.new_empty(n * k, d_out)
+    start = 0
     for e, cnt in enumerate(counts):
         if cnt:
-            y = xs[start:start + cnt] @ weight[e]
-            pieces.append(y + bias[e] if bias is not None else y)
+            sl = slice(start, start + cnt)
+            if bias is not None:
+                torch.addmm(bias[e], xs[sl], weight[e], out=ys[sl])
+            else:
+                torch.mm(xs[sl], weight[e], out=ys[sl])
             start += cnt
-    if not pieces:
-        return x.new_zeros(n, d_out)
-    # Each pair's row back in (token, slot) order, then the k slots summed: no scatter-add.
-    ys = torch.cat(pieces) * g
-    return ys.index_select(0, inverse).view(n, k, d_out).sum(1)
+    return _slot_sum(ys.mul_(g), inverse, n, k)
 
 
 def _aten_backward(dy, x, cu_seqlens, experts, gates, weight, bias):
@@ -89,24 +98,26 @@ def _aten_backward(dy, x, cu_seqlens, experts, gates, weight, bias):
     g = gates.to(x.dtype).index_select(0, seg).reshape(-1).index_select(0, order)[:, None]
     xs = x.index_select(0, tok)
     dys = dy.index_select(0, tok)
-    dx_pieces, dg_pieces, start = [], [], 0
+    gdy = dys * g
+    t = x.new_empty(n * k, d_in)
+    dg_bias = torch.zeros(n * k, dtype=acc, device=x.device) if bias is not None else None
+    start = 0
     for e, cnt in enumerate(counts):
         if not cnt:
             continue
         sl = slice(start, start + cnt)
-        t = dys[sl] @ weight[e].transpose(0, 1)
-        dx_pieces.append(t)
-        # d gate = dy · (x W_e + b_e) = x · (dy W_eᵀ) + dy · b_e
-        dg = (t.to(acc) * xs[sl].to(acc)).sum(-1)
-        gdy = dys[sl] * g[sl]
+        torch.mm(dys[sl], weight[e].transpose(0, 1), out=t[sl])
+        torch.mm(xs[sl].transpose(0, 1), gdy[sl], out=dweight[e])
         if bias is not None:
-            dg = dg + dys[sl].to(acc) @ bias[e].to(acc)
-            dbias[e] = gdy.sum(0)
-        dg_pieces.append(dg)
-        dweight[e] = xs[sl].transpose(0, 1) @ gdy
+            dbias[e] = gdy[sl].sum(0)
+            dg_bias[sl] = dys[sl].to(acc) @ bias[e].to(acc)
         start += cnt
-    dx = (torch.cat(dx_pieces) * g).index_select(0, inverse).view(n, k, d_in).sum(1)
-    dg_tok = torch.cat(dg_pieces).index_select(0, inverse).view(n, k)
+    # d gate = dy · (x W_e + b_e) = x · (dy W_eᵀ) + dy · b_e, per pair, then summed per segment
+    dg = (t.to(acc) * xs.to(acc)).sum(-1)
+    if dg_bias is not None:
+        dg = dg + dg_bias
+    dx = _slot_sum(t.mul_(g), inverse, n, k)
+    dg_tok = dg.index_select(0, inverse).view(n, k)
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
     dgates = torch.segment_reduce(dg_tok, "sum", lengths=lengths, unsafe=True, initial=0)
     return dx, dgates.to(gates.dtype), dweight, dbias

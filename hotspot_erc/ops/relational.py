@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from hotspot_erc import _ext  # noqa: F401  (loads the compiled ops)
+from hotspot_erc import _ext  # loads the compiled ops
 from hotspot_erc.ops import _backend
 
 OP = "relational_aggregate"
@@ -62,6 +62,17 @@ def _check_int(name: str, value, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def _bucket_ptr(key: torch.Tensor, num_buckets: int) -> torch.Tensor:
+    """CSR pointer [num_buckets+1] of bucket ids in [0, num_buckets] (the last one is the
+    discarded bucket of invalid edges). Integer scatter-add: exact, and unlike ``bincount`` it
+    needs no device-to-host read of the largest id."""
+    counts = torch.zeros(num_buckets + 1, dtype=torch.long, device=key.device)
+    counts.scatter_add_(0, key, torch.ones_like(key))
+    ptr = torch.zeros(num_buckets + 1, dtype=torch.long, device=key.device)
+    torch.cumsum(counts[:num_buckets], 0, out=ptr[1:])
+    return ptr
 
 
 class RelationalGraph:
@@ -110,18 +121,18 @@ class RelationalGraph:
         safe_src = torch.where(bad, 0, src)
         safe_dst = torch.where(bad, 0, dst)
         safe_typ = torch.where(bad, 0, typ)
-        buckets = torch.arange(nb + 1, device=self.device)
         # Stable sorts keep edges of one bucket in input order: sums are reproducible run to run.
         key_sorted, perm = torch.sort(key, stable=True)
-        self.rowptr = torch.searchsorted(key_sorted, buckets)
-        self.col = safe_src[perm].contiguous()
-        self.key = torch.where(key_sorted == nb, 0, key_sorted).contiguous()
-        self.col_rel = (safe_src[perm] * num_relations + safe_typ[perm]).contiguous()
+        self.rowptr = _bucket_ptr(key, nb)
+        # index_select, not advanced indexing: the faster 1-D gather on CPU
+        self.col = safe_src.index_select(0, perm)
+        self.key = torch.where(key_sorted == nb, 0, key_sorted)
+        self.col_rel = self.col * num_relations + safe_typ.index_select(0, perm)
         self.node_ptr = self.rowptr[::num_relations].contiguous()
-        tkey_sorted, tperm = torch.sort(tkey, stable=True)
-        self.t_rowptr = torch.searchsorted(tkey_sorted, buckets)
-        self.t_dst = safe_dst[tperm].contiguous()
-        self.t_key = torch.where(bad[tperm], 0, key[tperm]).contiguous()
+        _, tperm = torch.sort(tkey, stable=True)
+        self.t_rowptr = _bucket_ptr(tkey, nb)
+        self.t_dst = safe_dst.index_select(0, tperm)
+        self.t_key = torch.where(bad.index_select(0, tperm), 0, key.index_select(0, tperm))
         self.t_node_ptr = self.t_rowptr[::num_relations].contiguous()
 
     @property
@@ -198,7 +209,101 @@ def relational_message_sum(h: torch.Tensor, graph: RelationalGraph, reduce: str 
         reduce == "mean")
 
 
-@torch.library.register_fake("hotspot_erc::relational_gather")
 def _relational_gather_fake(src, ptr, idx, wkey, t_ptr, t_idx, t_wkey, count_ptr, mean):
     torch._check(src.dim() == 2, lambda: "relational_gather: src must be 2-D")
     return src.new_empty((ptr.shape[0] - 1, src.shape[1]))
+
+
+# Shapes for FakeTensor / torch.compile; the op exists only when the extension loaded (without it
+# every call takes the reference path).
+if _ext.available() and hasattr(torch.ops.hotspot_erc, _KERNEL):
+    torch.library.register_fake(f"hotspot_erc::{_KERNEL}")(_relational_gather_fake)
+
+
+# ----------------------------------------------------------------------------- fused R-GCN term
+
+_BLOCK_BYTES = 4 * 2**20  # per-block intermediate: stays in cache and in malloc's reusable heap
+
+
+def _block_rows(bytes_per_row: int) -> int:
+    return max(1, _BLOCK_BYTES // max(bytes_per_row, 1))
+
+
+def _gather(src, ptr, idx, wkey, t_ptr, t_idx, t_wkey, count_ptr, mean):
+    return torch.ops.hotspot_erc.relational_gather(src, ptr, idx, wkey, t_ptr, t_idx, t_wkey, count_ptr, mean)
+
+
+class _BlockedRelationalMatmul(torch.autograd.Function):
+    """CPU: ``out = sum_r agg_r(x) W_r`` one block of destination nodes at a time.
+
+    The [N, R, in] aggregate never exists in full: each block's Z (a few MiB) is gathered and
+    multiplied straight into its rows of ``out``; backward recomputes the blocks for the weight
+    gradient (summed block after block: deterministic) and gathers the output gradient through
+    the transposed structure, block by source node, for the input gradient. Large fresh buffers
+    cost page faults on every call on the CPU; these blocks are reused from the heap.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, graph, mean):
+        n, r, i, o = graph.num_nodes, graph.num_relations, x.shape[1], weight.shape[2]
+        wf = weight.reshape(r * i, o)
+        out = x.new_empty(n, o)
+        rows = _block_rows(r * i * x.element_size())
+        for a in range(0, n, rows):
+            b = min(n, a + rows)
+            z = _gather(x, graph.rowptr[a * r:b * r + 1], graph.col, graph.key, graph.t_node_ptr, graph.t_key,
+                        graph.t_key, graph.rowptr, mean)
+            torch.mm(z.view(b - a, r * i), wf, out=out[a:b])
+        ctx.save_for_backward(x, weight)
+        ctx.graph, ctx.mean = graph, mean
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        graph, mean = ctx.graph, ctx.mean
+        n, r, i, o = graph.num_nodes, graph.num_relations, x.shape[1], weight.shape[2]
+        g = grad_out.contiguous()
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[1]:
+            gw = torch.zeros(r * i, o, dtype=weight.dtype, device=weight.device)
+            rows = _block_rows(r * i * x.element_size())
+            for a in range(0, n, rows):
+                b = min(n, a + rows)
+                z = _gather(x, graph.rowptr[a * r:b * r + 1], graph.col, graph.key, graph.t_node_ptr, graph.t_key,
+                            graph.t_key, graph.rowptr, mean)
+                gw.addmm_(z.view(b - a, r * i).t(), g[a:b])
+            grad_w = gw.view(r, i, o)
+        if ctx.needs_input_grad[0]:
+            # grad_x[j] = sum_r G[j, r] W_r^T with G[j, r] = sum_{(j->i) of type r} w * grad_out[i]
+            wt = weight.transpose(1, 2).reshape(r * o, i)
+            grad_x = x.new_empty(n, i)
+            rows = _block_rows(r * o * g.element_size())
+            for a in range(0, n, rows):
+                b = min(n, a + rows)
+                gz = _gather(g, graph.t_rowptr[a * r:b * r + 1], graph.t_dst, graph.t_key, graph.node_ptr,
+                             graph.col_rel, graph.key, graph.rowptr, mean)
+                torch.mm(gz.view(b - a, r * o), wt, out=grad_x[a:b])
+        return grad_x, grad_w, None, None
+
+
+def relational_matmul(x: torch.Tensor, weight: torch.Tensor, graph: RelationalGraph, reduce: str = "mean",
+                      backend: str | None = None) -> torch.Tensor:
+    """R-GCN's relational term ``out[i] = sum_r reduce_{(j -> i) of type r} x[j] @ weight[r]`` -> [N, out].
+
+    ``weight`` is [R, in, out]. On the CPU (eager) this runs blocked over destination nodes
+    (no [N, R, in] intermediate); on CUDA, and under torch.compile, it is
+    :func:`relational_aggregate` followed by one GEMM.
+    """
+    _check_inputs("x", x, graph, reduce, 2)
+    _backend.check_tensor("weight", weight, ndim=3, dtypes=(x.dtype,), device=x.device)
+    if weight.shape[:2] != (graph.num_relations, x.shape[1]):
+        raise ValueError(f"weight must have shape [{graph.num_relations}, {x.shape[1]}, out], got "
+                         f"{tuple(weight.shape)}")
+    backend = _choose(backend, x.device)
+    n, r, i, o = graph.num_nodes, graph.num_relations, x.shape[1], weight.shape[2]
+    if backend == "cpu" and not torch.compiler.is_compiling():
+        return _BlockedRelationalMatmul.apply(x, weight, graph, reduce == "mean")
+    z = relational_aggregate(x, graph, reduce, backend=backend)
+    return z.view(n, r * i) @ weight.reshape(r * i, o)

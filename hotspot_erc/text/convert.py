@@ -24,9 +24,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from hotspot_erc.text.csv_reader import SPLITS, ConversationTable, CsvLayout, PRESETS, make_layout, \
-    read_conversation_csv
+    read_conversation_csv, split_files_in
 from hotspot_erc.text.encoders import ENCODERS, WordEncoder, get_encoder
-from hotspot_erc.text.lexicon import LexiconScorer, read_tagger_file, write_word_file
+from hotspot_erc.text.lexicon import LexiconScorer, TaggerFileError, read_tagger_file, write_word_file
 from hotspot_erc.text.words import split_words
 
 logger = logging.getLogger("hotspot_erc.text")
@@ -59,8 +59,9 @@ def convert_conversation_csv(
 ) -> str:
     """Convert conversation CSV(s) into a text-only (modality ``"t"``) native corpus; returns its path.
 
-    ``files``: ``{"train": path, "dev": path, "test": path}`` (any subset), or one path whose rows
-    carry a split column (else all rows are train). ``preset``: ``"meld"``, ``"emorynlp"`` or
+    ``files``: ``{"train": path, "dev": path, "test": path}`` (any subset), one path whose rows
+    carry a split column (else all rows are train), or a folder holding per-split CSVs named like
+    MELD's ``train_sent_emo.csv`` or EmoryNLP's ``emorynlp_dev_final.csv``. ``preset``: ``"meld"``, ``"emorynlp"`` or
     ``"generic"``; ``label="sentiment"`` on MELD is the 3-way task. ``columns`` overrides column
     names (keys of :class:`CsvLayout`: dialogue, order, speaker, text, label, split). Without a dev
     split, the first ``dev_fraction`` of the train dialogues (file order) become dev.
@@ -81,7 +82,10 @@ def convert_conversation_csv(
     columns = dict(columns or {})
     label = columns.pop("label", None) if label is None else label
     layout = preset if isinstance(preset, CsvLayout) else make_layout(preset, label=label, **columns)
-    file_map = {None: files} if isinstance(files, (str, os.PathLike)) else dict(files)
+    if isinstance(files, (str, os.PathLike)):
+        file_map = split_files_in(files) if os.path.isdir(files) else {None: files}
+    else:
+        file_map = dict(files)
     for split in file_map:
         if split is not None and split not in SPLITS:
             raise ValueError(f"split names are {SPLITS}, got {split!r}")
@@ -99,25 +103,23 @@ def convert_conversation_csv(
         raise FileExistsError(f"{out_dir} exists and holds something else (different inputs or not a corpus); "
                               "pass overwrite=True (--overwrite) to replace it")
 
+    # Optional packages first: a missing extra fails before minutes of reading and encoding.
+    enc = encoder if isinstance(encoder, WordEncoder) else get_encoder(encoder, **dict(encoder_options or {}))
+    scorer = LexiconScorer() if intensity == "lexicon" else None
+    tagged = read_tagger_file(tagger_file) if intensity == "tagger" else None
+
     table = read_conversation_csv(file_map, layout, label_names=label_names, repair=repair,
                                   on_conflict=on_conflict, multi_speaker=multi_speaker)
     for note in table.notes:
         log(f"note: {note}")
     splits = _splits(table, dev_fraction, log)
-
-    enc = encoder if isinstance(encoder, WordEncoder) else get_encoder(encoder, **dict(encoder_options or {}))
-    scorer = None
-    tagged = None
-    if intensity == "lexicon":
-        scorer = LexiconScorer()
-    elif intensity == "tagger":
-        tagged = read_tagger_file(tagger_file)
+    if tagged is not None:
         known = {u.utterance_id for d in table.dialogues for u in d.utterances}
         stray = [uid for uid in tagged if uid not in known]
         if stray:
             first = tagged[stray[0]].where
-            raise ValueError(f"{first}: utterance id {stray[0]!r} is not in the CSV(s) ({len(stray)} such ids); "
-                             "ids look like " + ", ".join(sorted(known)[:3]))
+            raise TaggerFileError(f"{first}: utterance id {stray[0]!r} is not in the CSV(s) ({len(stray)} such "
+                                  "ids); ids look like " + ", ".join(sorted(known)[:3]))
 
     from hotspot_erc.data.format import write_corpus
 
@@ -140,6 +142,10 @@ def convert_conversation_csv(
             bar.close()
     if untagged:
         log(f"note: {len(untagged)} utterance(s) absent from the tagger file score 0 (e.g. {untagged[:3]})")
+    most = max((len({u.speaker for u in d.utterances}) for d in table.dialogues), default=0)
+    if most > 8:
+        log(f"note: a dialogue has {most} speakers; train with --num-speakers {most} so each keeps its own "
+            "speaker embedding (the default table has 8)")
     oov = getattr(enc, "oov", None)
     if oov is not None and getattr(enc, "seen", 0):
         log(f"note: {oov} of {enc.seen} words ({100.0 * oov / enc.seen:.1f}%) are not in the {enc.name} vocabulary "
@@ -288,7 +294,8 @@ def add_csv_arguments(parser: argparse.ArgumentParser) -> None:
         if not any(f in parser._option_string_actions for f in flags):
             g.add_argument(*flags, **kw)
 
-    add("--csv", metavar="FILE", help="one CSV holding every split (split column, else all train)")
+    add("--csv", metavar="PATH", help="one CSV holding every split (split column, else all train), or a folder "
+                                      "of per-split CSVs (train_sent_emo.csv, emorynlp_dev_final.csv, ...)")
     for split in SPLITS:
         add(f"--{split}", metavar="FILE", dest=f"csv_{split}", help=f"the {split} CSV")
     add("--preset", choices=sorted(k for k in PRESETS if "-" not in k), default="generic",
@@ -340,7 +347,6 @@ def run_csv_convert(args) -> int:
     """Run the conversion the parsed ``args`` describe; returns a process exit code."""
     from hotspot_erc.text.csv_reader import CsvFormatError
     from hotspot_erc.text.encoders import MissingTextExtra
-    from hotspot_erc.text.lexicon import TaggerFileError
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr)

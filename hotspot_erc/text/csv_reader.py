@@ -164,6 +164,29 @@ class _Notes:
         return out
 
 
+def split_files_in(directory: str | os.PathLike) -> dict[str, str]:
+    """The train/dev/test CSVs of a folder, recognised by name: ``train_sent_emo.csv`` (MELD),
+    ``emorynlp_dev_final.csv`` (EmoryNLP), ``valid.csv``, ... One file per split at most."""
+    directory = os.fspath(directory)
+    aliases = {"train": ("train",), "dev": ("dev", "valid", "validation", "val"), "test": ("test",)}
+    found: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for name in sorted(os.listdir(directory)):
+        if not name.lower().endswith(".csv"):
+            continue
+        tokens = set(re.split(r"[^a-z]+", name.lower()[:-4]))
+        for split, words in aliases.items():
+            if tokens & set(words):
+                found[split].append(os.path.join(directory, name))
+    for split, paths in found.items():
+        if len(paths) > 1:
+            raise CsvFormatError(f"{directory}: several {split} CSVs {[os.path.basename(p) for p in paths]}; "
+                                 "name the files with --train/--dev/--test")
+    files = {split: paths[0] for split, paths in found.items() if paths}
+    if not files:
+        raise CsvFormatError(f"{directory}: no CSV named for a split (train/dev/test) in this folder")
+    return files
+
+
 def read_conversation_csv(
     files: Mapping[str, str | os.PathLike] | str | os.PathLike,
     layout: CsvLayout | str = "generic",
@@ -173,7 +196,8 @@ def read_conversation_csv(
     on_conflict: str = "error",
     multi_speaker: str = "joint",
 ) -> ConversationTable:
-    """Read one CSV per split (``{"train": path, ...}``) or one CSV with a split column.
+    """Read one CSV per split (``{"train": path, ...}``), one CSV with a split column, or a folder
+    of per-split CSVs (:func:`split_files_in`).
 
     A single file without a split column is all ``"train"``. ``label_names`` fixes the class order
     (default: the preset's, else the sorted labels found). Rows with an empty label are kept as
@@ -186,7 +210,7 @@ def read_conversation_csv(
     if multi_speaker not in ("joint", "first"):
         raise ValueError(f"multi_speaker must be 'joint' or 'first', got {multi_speaker!r}")
     if isinstance(files, (str, os.PathLike)):
-        files = {None: files}
+        files = split_files_in(files) if os.path.isdir(files) else {None: files}
     notes = _Notes()
     rows: list[Utterance] = []
     for split, path in files.items():
@@ -252,7 +276,8 @@ def _read_file(path: str, split: str | None, layout: CsvLayout, notes: _Notes, r
             f"{path}:1: missing column(s) {missing} for the {layout.name!r} layout; the header has {header}. "
             "Pick another preset or name the columns (--dialogue-col, --order-col, --speaker-col, "
             "--text-col, --label-col)")
-    split_col = col.get(layout.split) if layout.split else None
+    # A file given for one split is that split, whatever columns it has.
+    split_col = col.get(layout.split) if layout.split and split is None else None
     if split is None and split_col is None:
         split = "train"
     rownum_col = col.get(layout.row_number) if layout.row_number else None
@@ -305,7 +330,8 @@ def _read_file(path: str, split: str | None, layout: CsvLayout, notes: _Notes, r
         if rownum_col is not None:
             rn = fields[rownum_col].strip()
             if rn in seen_rownum:
-                notes.add(f"duplicated {layout.row_number!r} (not used as a key)", f"{where} (first at {seen_rownum[rn]})")
+                notes.add(f"duplicated {layout.row_number!r} (not used as a key)",
+                          f"{where} (first at {seen_rownum[rn]})")
             else:
                 seen_rownum[rn] = where
         uid = layout.id_format.format(dialogue=dialogue, order=order, **key_parts)

@@ -26,7 +26,8 @@ class MissingTextExtra(ImportError):
     """An optional text package is not installed; the message says what to install."""
 
 
-def _require(module: str, package: str, what: str):
+def _require(module: str, package: str, what: str,
+             instead: str = "use --encoder hashing for the dependency-free baseline"):
     import importlib
 
     try:
@@ -34,8 +35,7 @@ def _require(module: str, package: str, what: str):
     except ImportError as exc:
         raise MissingTextExtra(
             f"the {what} needs the '{package}' package, which is not installed: "
-            f"pip install \"hotspot-erc[text]\" (or pip install {package}), or use --encoder hashing "
-            f"for the dependency-free baseline ({exc})") from exc
+            f"pip install \"hotspot-erc[text]\" (or pip install {package}), or {instead} ({exc})") from exc
 
 
 class WordEncoder:

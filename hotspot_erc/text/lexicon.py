@@ -30,7 +30,8 @@ def vader_lexicon() -> dict[str, float]:
 
     from hotspot_erc.text.encoders import _require
 
-    _require("vaderSentiment", "vaderSentiment", "VADER lexicon")
+    _require("vaderSentiment", "vaderSentiment", "VADER lexicon",
+             instead="use --intensity tagger (an external tagger's file) or none")
     table = {}
     text = resources.files("vaderSentiment").joinpath("vader_lexicon.txt").read_text(encoding="utf-8")
     for line in text.splitlines():

@@ -68,6 +68,7 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the model")
     device: str = _f("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
     progress: bool = _f(True, "show progress bars")
+    plots: bool = _f(True, "write the PNG plots into the run folder (JSON/CSV reports are always written)")
 
 
 @dataclass

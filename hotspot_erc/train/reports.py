@@ -266,8 +266,8 @@ def plot_load_balance(history: list[dict], path: str) -> str | None:
 
 
 def write_report(run_dir: str, metrics: dict, history: list[dict], diag: Diagnostics | None,
-                 label_names) -> dict[str, str]:
-    """Write everything into ``run_dir``; returns {artifact: path}."""
+                 label_names, plots: bool = True) -> dict[str, str]:
+    """Write everything into ``run_dir`` (PNG plots unless ``plots=False``); returns {artifact: path}."""
     os.makedirs(run_dir, exist_ok=True)
     files = {"metrics": write_json(os.path.join(run_dir, "metrics.json"), metrics),
              "history": write_json(os.path.join(run_dir, "history.json"), history)}
@@ -275,8 +275,11 @@ def write_report(run_dir: str, metrics: dict, history: list[dict], diag: Diagnos
     if test is not None:
         files["confusion_csv"] = write_confusion_csv(os.path.join(run_dir, "confusion_matrix.csv"),
                                                      test["confusion_matrix"], label_names)
-        files["confusion_png"] = plot_confusion(test["confusion_matrix"], label_names,
-                                                os.path.join(run_dir, "confusion_matrix.png"))
+        if plots:
+            files["confusion_png"] = plot_confusion(test["confusion_matrix"], label_names,
+                                                    os.path.join(run_dir, "confusion_matrix.png"))
+    if not plots:
+        return files
     if history:
         files["learning_curves"] = plot_learning_curves(history, os.path.join(run_dir, "learning_curves.png"))
         lb = plot_load_balance(history, os.path.join(run_dir, "load_balance.png"))

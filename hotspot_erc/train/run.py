@@ -111,8 +111,9 @@ def ensure_writable(folder: str) -> None:
 # ----------------------------------------------------------------------------- train
 
 def train(cfg: RunConfig, run_dir: str | None = None, resume: bool = False, callbacks=(),
-          dist_info: DistInfo | None = None, root: str = "runs") -> dict:
-    """Train, pick the best dev epoch, evaluate on test and write the run folder.
+          dist_info: DistInfo | None = None, root: str = "runs", plots: bool | None = None) -> dict:
+    """Train, pick the best dev epoch, evaluate on test and write the run folder (without the
+    PNG plots when ``plots=False``; default: ``cfg.train.plots``).
 
     Returns ``{"run_dir", "metrics", "files"}`` (``files`` only on rank 0).
     """
@@ -173,7 +174,7 @@ def train(cfg: RunConfig, run_dir: str | None = None, resume: bool = False, call
         metrics["note"] = "the corpus has no test split: diagnostics are computed on dev"
     metrics["diagnostics"] = diag.summary()
     metrics["warnings"] = collapse_warnings(metrics["diagnostics"])
-    files = write_report(run_dir, metrics, history, diag, labels)
+    files = write_report(run_dir, metrics, history, diag, labels, plots=cfg.train.plots if plots is None else plots)
     files["best_checkpoint"] = os.path.join(trainer.checkpoint_dir, BEST)
     return {"run_dir": run_dir, "metrics": metrics, "files": files}
 

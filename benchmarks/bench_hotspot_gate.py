@@ -1,0 +1,137 @@
+"""Benchmark hotspot_gate (DESIGN §3.1, §6) against the eager reference and torch.compile(reference).
+
+    python -m benchmarks.bench_hotspot_gate [--quick]
+
+Forward and forward+backward, both gate kinds, N tokens x d features. GPU: bfloat16, N in
+{4k, 64k, 1M}, d in {128, 256, 1024}, the op's Triton kernels; reports time, peak memory, the
+bytes the op must move (DESIGN §6), achieved bandwidth and its fraction of the card's measured
+copy bandwidth, TFLOP/s, and speed-ups over eager and compiled references. CPU: float32, a subset
+of shapes, the op's CPU backend; the speed-up over eager is the number that matters there
+(the compiled reference is timed too unless --quick).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from benchmarks import harness
+from hotspot_erc.ops.hotspot_gate import hotspot_gate
+from hotspot_erc.reference.hotspot_gate import hotspot_gate_reference
+
+
+def copy_bandwidth_gbps(device: torch.device) -> float | None:
+    """Device-to-device copy bandwidth (read + write) on this card, measured now."""
+    if device.type != "cuda":
+        return None
+    src = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    ms = harness.time_ms(lambda: dst.copy_(src), device)
+    return 2 * src.numel() / (ms * 1e-3) / 1e9
+
+
+def bytes_and_flops(n: int, d: int, g: int, elem: int, passes: str) -> tuple[float, float]:
+    """Bytes the op must move and FLOPs it must do (DESIGN §6's floors)."""
+    fwd_bytes = elem * (3 * n * d + 2 * d * g + g)
+    fwd_flops = 4 * n * d * g
+    if passes == "fwd":
+        return fwd_bytes, fwd_flops
+    # Backward with recomputed α: read c, h, dout; write dc, dh; read W, write dW/db.
+    bwd_bytes = elem * (5 * n * d + 4 * d * g + 2 * g)
+    return fwd_bytes + bwd_bytes, fwd_flops + 12 * n * d * g
+
+
+def make_case(n, d, g, dtype, device):
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen) * scale).to(device=device, dtype=dtype)
+
+    # nn.Linear-scale weights: an unsaturated gate (saturated gates make CPU math denormal-slow).
+    inputs = [rnd(n, d), rnd(n, d), rnd(2 * d, g, scale=1 / math.sqrt(2 * d)), rnd(g, scale=0.1)]
+    return inputs, rnd(n, d)
+
+
+def runner(impl, inputs, grad_out, passes):
+    if passes == "fwd":
+        def fwd():
+            with torch.no_grad():
+                return impl(*inputs)
+        return fwd
+    params = [t.detach().requires_grad_() for t in inputs]
+
+    def fwd_bwd():
+        out = impl(*params)
+        return torch.autograd.grad(out, params, grad_out)
+    return fwd_bwd
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer shapes (CPU: no torch.compile baseline)")
+    args = ap.parse_args(argv)
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    on_gpu = device.type == "cuda"
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    elem = torch.finfo(dtype).bits // 8
+    if on_gpu:
+        ns = [4096, 65536] if args.quick else [4096, 65536, 1 << 20]
+        ds = [128, 256, 1024]
+    else:
+        ns = [4096] if args.quick else [4096, 65536]
+        ds = [128, 256] if args.quick else [128, 256, 1024]
+    with_compiled = on_gpu or not args.quick
+    copy_bw = copy_bandwidth_gbps(device)
+
+    impls = {
+        "op": lambda c, h, w, b: hotspot_gate(c, h, w, b),
+        "eager": hotspot_gate_reference,
+    }
+    if with_compiled:
+        impls["compiled"] = torch.compile(hotspot_gate_reference, dynamic=False)
+
+    records = []
+    for n in ns:
+        for d in ds:
+            for gate in ("vector", "scalar"):
+                g = d if gate == "vector" else 1
+                inputs, grad_out = make_case(n, d, g, dtype, device)
+                for passes in ("fwd", "fwd+bwd"):
+                    nbytes, flops = bytes_and_flops(n, d, g, elem, passes)
+                    case = {}
+                    for name, impl in impls.items():
+                        fn = runner(impl, inputs, grad_out, passes)
+                        rec = harness.measure(f"{name}/{passes}", fn, device, impl=name, **{"pass": passes},
+                                              gate=gate, N=n, d=d, dtype=str(dtype).replace("torch.", ""))
+                        sec = rec["ms"] * 1e-3
+                        rec["gbps"] = nbytes / sec / 1e9
+                        rec["tflops"] = flops / sec / 1e12
+                        if copy_bw:
+                            rec["bw_frac"] = rec["gbps"] / copy_bw
+                        case[name] = rec
+                    op = case["op"]
+                    op["speedup_vs_eager"] = case["eager"]["ms"] / op["ms"]
+                    if "compiled" in case:
+                        op["speedup_vs_compiled"] = case["compiled"]["ms"] / op["ms"]
+                    records.extend(case.values())
+                    print(f"N={n:<8d} d={d:<5d} {gate:6s} {passes:8s} op {op['ms']:.3f} ms  "
+                          f"eager {case['eager']['ms']:.3f} ms  x{op['speedup_vs_eager']:.2f}"
+                          + (f"  compiled {case['compiled']['ms']:.3f} ms  x{op['speedup_vs_compiled']:.2f}"
+                             if "compiled" in case else ""), flush=True)
+                del inputs, grad_out
+                if on_gpu:
+                    torch.cuda.empty_cache()
+
+    extra = {"quick": args.quick, "copy_bandwidth_gbps": copy_bw,
+             "bytes_model": "fwd: b(3Nd + 2dg + g); fwd+bwd adds b(5Nd + 4dg + 2g) (DESIGN §6)"}
+    path = harness.write_results("hotspot_gate", device, records, extra)
+    harness.print_table([r for r in records if r["impl"] == "op"],
+                        ["pass", "gate", "N", "d", "ms", "peak_mb", "gbps", "speedup_vs_eager", "speedup_vs_compiled"])
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

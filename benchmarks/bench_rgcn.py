@@ -1,0 +1,113 @@
+"""RGCNConv forward+backward: hotspot_erc vs torch_geometric's RGCNConv (and FastRGCNConv where
+its [E, in, out] weight gather fits in memory).
+
+Cases (issue 3): a large sparse graph (N=10k, E=100k, R=8, 256->256) and a conversation batch
+(32 dialogues x 50 utterances x 3 modalities, default relations, 128->128). Ours is timed with the
+graph prepared once (as a model reuses it across layers) and with the graph rebuilt from
+edge_index every call (the drop-in cost). Run: ``python -m benchmarks.bench_rgcn [--quick]``.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from benchmarks.harness import peak_memory_mb, print_table, time_ms, write_results
+from hotspot_erc.data.graph import build_conversation_graph
+from hotspot_erc.nn.rgcn import RGCNConv
+from hotspot_erc.ops.relational import RelationalGraph
+from hotspot_erc.reference import relational as ref
+
+
+def large_case(device, n=10_000, e=100_000, r=8, dim=256):
+    g = torch.Generator().manual_seed(0)
+    ei = torch.randint(0, n, (2, e), generator=g).to(device)
+    et = torch.randint(0, r, (e,), generator=g).to(device)
+    return {"case": f"random N={n} E={e} R={r} {dim}->{dim}", "n": n, "r": r, "dim": dim, "ei": ei, "et": et}
+
+
+def conversation_case(device, dialogues=32, utterances=50, dim=128):
+    dialogue = torch.arange(dialogues).repeat_interleave(utterances).to(device)
+    speaker = (torch.arange(dialogues * utterances) % 2).to(device)
+    cg = build_conversation_graph(dialogue, speaker)
+    return {"case": f"conversation {dialogues}x{utterances}x3 R={cg.num_relations} {dim}->{dim}",
+            "n": cg.num_nodes, "r": cg.num_relations, "dim": dim, "ei": cg.edge_index, "et": cg.edge_type}
+
+
+def step_fn(layer, x, *graph_args):
+    params = list(layer.parameters())
+
+    def step():
+        out = layer(x, *graph_args)
+        torch.autograd.grad(out, [x, *params], torch.ones_like(out))
+
+    return step
+
+
+def run_case(case, device, min_run_time, fast_budget_gb):
+    from torch_geometric.nn import FastRGCNConv, RGCNConv as PygRGCNConv
+
+    n, r, dim, ei, et = case["n"], case["r"], case["dim"], case["ei"], case["et"]
+    e = ei.shape[1]
+    x = torch.randn(n, dim, device=device, requires_grad=True)
+    ours = RGCNConv(dim, dim, r).to(device)
+    theirs = PygRGCNConv(dim, dim, r).to(device)
+    ours.load_state_dict(theirs.state_dict())
+    graph = RelationalGraph(ei, et, n, r)
+    def reference_layer(x, ei, et):  # the executable spec: per-relation loop, index_add
+        return ref.rgcn_conv(x, ei, et, ours.weight, None, ours.root, ours.bias, "mean")
+
+    reference_layer.parameters = ours.parameters
+    variants = [
+        ("hotspot_erc RGCNConv (prepared graph)", step_fn(ours, x, graph)),
+        ("hotspot_erc RGCNConv (edge_index)", step_fn(ours, x, ei, et)),
+        ("PyG RGCNConv", step_fn(theirs, x, ei, et)),
+        ("reference (plain PyTorch)", step_fn(reference_layer, x, ei, et)),
+    ]
+    fast_bytes = 3 * e * dim * dim * 4  # gathered weights, their gradient, the per-edge products
+    records = []
+    if fast_bytes <= fast_budget_gb * 2**30:
+        fast = FastRGCNConv(dim, dim, r).to(device)
+        fast.load_state_dict(theirs.state_dict())
+        variants.append(("PyG FastRGCNConv", step_fn(fast, x, ei, et)))
+    else:
+        records.append({"case": case["case"], "impl": "PyG FastRGCNConv", "ms": None, "peak_mb": None,
+                        "note": f"skipped: gathers [E, in, out] weights, ~{fast_bytes / 2**30:.1f} GiB "
+                                f"> budget {fast_budget_gb} GiB"})
+    with torch.no_grad():  # same parameters, same answer, before timing anything
+        diff = (ours(x, graph) - theirs(x, ei, et)).abs().max().item()
+    for name, fn in variants:
+        ms = time_ms(fn, device, min_run_time=min_run_time)
+        records.append({"case": case["case"], "impl": name, "ms": ms, "peak_mb": peak_memory_mb(fn, device),
+                        "nodes": n, "edges": e, "relations": r, "dim": dim, "max_abs_diff_vs_pyg": diff})
+    base = next(rec["ms"] for rec in records if rec["impl"] == "PyG RGCNConv")
+    for rec in records:
+        rec["speedup_vs_pyg"] = None if rec["ms"] is None else base / rec["ms"]
+    return records
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter timing runs (same sizes)")
+    parser.add_argument("--fast-rgcn-budget-gb", type=float, default=None,
+                        help="run FastRGCNConv only if its gathered weights fit (default: 2 on CPU, 16 on CUDA)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: torch's); 1 gives stable numbers on a shared machine")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    budget = args.fast_rgcn_budget_gb or (16.0 if device.type == "cuda" else 2.0)
+    min_run_time = 0.2 if args.quick else 1.0
+    records = []
+    for case in (large_case(device), conversation_case(device)):
+        records += run_case(case, device, min_run_time, budget)
+    print_table(records, ["case", "impl", "ms", "peak_mb", "speedup_vs_pyg"])
+    path = write_results("bench_rgcn", device, records, extra={
+        "what": "RGCNConv forward + backward (grads of x and all parameters), aggr=mean",
+        "quick": args.quick})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

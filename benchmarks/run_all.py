@@ -1,0 +1,154 @@
+"""Run every benchmark in this folder on the present device and collect one report.
+
+    python -m benchmarks.run_all [--quick] [--only NAME ...] [--no-readme]
+    hotspot-erc bench [--quick] ...
+
+Each ``benchmarks/bench_<name>.py`` runs in its own process (so one failure or a hung kernel does
+not take the rest down) and writes its JSON; this script merges them into
+``benchmarks/results/<device>-<date>.json``, draws ``<device>-<date>.png`` (speed-ups over each
+baseline), prints one table, and regenerates README.md's performance section from the latest
+merged results of every device (``benchmarks/readme.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+from benchmarks import harness
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# Keys that describe a record rather than the case it measured.
+RESULT_KEYS = {"name", "ms", "peak_mb", "impl", "pass", "tflops", "gbps", "bw_frac"}
+
+
+def discover() -> list[str]:
+    return sorted(os.path.basename(p)[len("bench_"):-3] for p in glob.glob(os.path.join(HERE, "bench_*.py")))
+
+
+def run_one(name: str, quick: bool, timeout: float) -> tuple[dict | None, str]:
+    """Run benchmarks.bench_<name>; returns (its JSON payload or None, status text)."""
+    started = time.time()
+    cmd = [sys.executable, "-m", f"benchmarks.bench_{name}"] + (["--quick"] if quick else [])
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout:.0f} s"
+    if proc.returncode != 0:
+        return None, f"failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:] }"
+    fresh = [p for p in glob.glob(os.path.join(harness.RESULTS_DIR, "*.json"))
+             if os.path.getmtime(p) >= started - 1 and _payload_name(p) not in (None, "all")]
+    if not fresh:
+        return None, "wrote no results JSON"
+    payload = json.load(open(max(fresh, key=os.path.getmtime)))
+    return payload, f"ok ({time.time() - started:.0f} s)"
+
+
+def _payload_name(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return json.load(fh).get("benchmark")
+    except (OSError, ValueError):
+        return None
+
+
+def speedups(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k.startswith("speedup") and isinstance(v, (int, float))}
+
+
+def case_text(rec: dict) -> str:
+    parts = []
+    for k, v in rec.items():
+        if k in RESULT_KEYS or k.startswith(("speedup", "h100_", "floor")) or isinstance(v, (dict, list)):
+            continue
+        parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
+    return " ".join(parts)
+
+
+def plot(merged: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for bench, payload in merged["benchmarks"].items():
+        for rec in payload.get("results", []):
+            for k, v in speedups(rec).items():
+                rows.append((f"{bench}: {rec['name']} {case_text(rec)[:60]}", k, v))
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(11, 0.28 * len(rows) + 1.5))
+    ax.barh(range(len(rows)), [r[2] for r in rows], color="tab:blue")
+    ax.set_yticks(range(len(rows)), [f"{r[0]} [{r[1]}]" for r in rows], fontsize=6)
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("speed-up (baseline time / ours), log scale")
+    ax.set_title(f"hotspot-erc benchmarks on {merged['environment']['device']}")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Run all hotspot-erc benchmarks and merge the results.")
+    p.add_argument("--quick", action="store_true", help="small cases only (a few minutes on a 2-core CPU)")
+    p.add_argument("--only", nargs="*", default=None, help=f"benchmarks to run (default all: {' '.join(discover())})")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per benchmark (default 170 quick, 300 full)")
+    p.add_argument("--no-readme", action="store_true", help="don't regenerate README.md's performance section")
+    args = p.parse_args(argv)
+    names = args.only or discover()
+    unknown = sorted(set(names) - set(discover()))
+    if unknown:
+        p.error(f"unknown benchmark(s) {unknown}; available: {discover()}")
+    timeout = args.timeout or (170.0 if args.quick else 300.0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    merged = {"benchmark": "all", "quick": args.quick, "environment": harness.environment(device),
+              "benchmarks": {}, "status": {}}
+    for name in names:
+        print(f"== bench_{name} ...", flush=True)
+        payload, status = run_one(name, args.quick, timeout)
+        merged["status"][name] = status
+        print(f"   {status}", flush=True)
+        if payload is not None:
+            merged["benchmarks"][name] = payload
+    slug = harness.environment(device)["device"]
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", slug).strip("-").lower()
+    base = os.path.join(harness.RESULTS_DIR, f"{slug}-{merged['environment']['date'][:10]}")
+    with open(base + ".json", "w") as fh:
+        json.dump(merged, fh, indent=1)
+    plot(merged, base + ".png")
+    table = []
+    for bench, payload in merged["benchmarks"].items():
+        for rec in payload.get("results", []):
+            row = {"bench": bench, "name": rec.get("name"), "case": case_text(rec)[:70],
+                   "ms": rec.get("ms"), "peak_mb": rec.get("peak_mb")}
+            sp = speedups(rec)
+            row["speedup"] = " ".join(f"{k[len('speedup'):].lstrip('_') or 'x'}={v:.2f}" for k, v in sp.items()) or None
+            table.append(row)
+    if table:
+        harness.print_table(table, ["bench", "name", "case", "ms", "peak_mb", "speedup"])
+    print(f"wrote {base}.json and {base}.png")
+    if not args.no_readme:
+        from benchmarks import readme
+
+        readme.update(os.path.join(ROOT, "README.md"))
+    failed = [n for n, s in merged["status"].items() if not s.startswith("ok")]
+    if failed:
+        print(f"benchmarks that did not finish: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
