@@ -126,6 +126,28 @@ def run(device: torch.device, quick: bool) -> list[dict]:
     return records
 
 
+def plot(records: list[dict], path: str) -> None:
+    """Bar chart of time per method, one panel per (case, mode), next to the JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in records if "ms" in r]
+    panels = sorted({(r["case"], r["mode"]) for r in ok})
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
+    for ax, (case, mode) in zip(axes[0], panels):
+        rows = [r for r in ok if r["case"] == case and r["mode"] == mode]
+        ax.bar([r["name"] for r in rows], [r["ms"] for r in rows],
+               color=["tab:red" if r["name"] == "varlen" else "tab:gray" for r in rows])
+        ax.set_title(f"{case}\n{mode}", fontsize=8)
+        ax.set_ylabel("ms")
+        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes (CPU smoke run)")
@@ -134,7 +156,8 @@ def main() -> None:
     records = run(device, args.quick)
     print_table(records, ["case", "mode", "name", "ms", "tflops", "peak_mb", "varlen_speedup", "error"])
     path = write_results("varlen_attention", device, records, extra={"quick": args.quick})
-    print(f"wrote {path}")
+    plot(records, path[:-len(".json")] + ".png")
+    print(f"wrote {path} and its .png")
 
 
 if __name__ == "__main__":

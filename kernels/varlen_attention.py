@@ -20,8 +20,8 @@ gives each query tile its own program, which walks the key tiles and accumulates
 Numerics: loads keep the input dtype; softmax statistics and accumulators are float32. On a GPU,
 half-precision inputs go to ``tl.dot`` in their own dtype (tensor cores, float32 accumulation,
 P rounded to the input dtype before P·V as FlashAttention does); float32 inputs use TF32 only
-when ``torch.backends.cuda.matmul.allow_tf32`` allows it. Under ``TRITON_INTERPRET=1`` every
-operand is upcast to float32 first (the interpreter has no bfloat16 arithmetic).
+when ``torch.backends.cuda.matmul.allow_tf32`` allows it. Under ``TRITON_INTERPRET=1``
+bfloat16 operands are upcast to float32 first (the interpreter has no bfloat16 arithmetic).
 
 Nothing here validates arguments: :mod:`hotspot_erc.ops.varlen_attention` does.
 """
@@ -294,7 +294,9 @@ def _head_tile(head_dim: int) -> int:
 def _dot_args(dtype: torch.dtype) -> tuple[bool, str]:
     """(upcast dot operands to float32, tl.dot input precision)."""
     if _interpreting():
-        return True, "ieee"
+        # The interpreter has float16 but no bfloat16 arithmetic: float16 inputs take the GPU's
+        # native-dtype dot path there, so the tests cover it.
+        return dtype != torch.float16, "ieee"
     if dtype == torch.float32:
         return True, "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
     return False, "tf32"  # half-precision operands: the setting only concerns float32 operands

@@ -18,10 +18,9 @@ FLAGS = ["--d-model", "16", "--num-heads", "2", "--classifier-hidden", "16", "--
 
 
 def _comparable(name, t):
-    """Attention key biases have an exactly zero gradient (softmax ignores a per-query constant), so
-    Adam turns their rounding-level gradients into full-size steps of either sign: leave them out."""
-    if name.endswith("key.bias"):
-        return t[:0]
+    """The key part of the self-attention bias has an exactly zero gradient (softmax ignores a
+    per-query constant), so Adam turns its rounding-level gradients into full-size steps of either
+    sign: leave it out."""
     if name.endswith("attn.qkv.bias"):
         d = t.shape[0] // 3
         return torch.cat([t[:d], t[2 * d:]])

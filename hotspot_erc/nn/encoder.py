@@ -84,7 +84,7 @@ class AttentionPool(nn.Module):
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
         self.query = nn.Parameter(torch.randn(num_heads, dim // num_heads) * (dim // num_heads) ** -0.5)
-        self.key = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim, bias=False)  # a key bias cannot change a softmax over keys
         self.value = nn.Linear(dim, dim)
         # No bias: an utterance without frames must stay an exact zero vector.
         self.out = nn.Linear(dim, dim, bias=False)

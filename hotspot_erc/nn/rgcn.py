@@ -6,7 +6,8 @@ PyG ``state_dict`` loads and gives the same outputs. Unlike PyG it never loops o
 one aggregation kernel plus one GEMM, in whichever order is cheaper for the layer's shape:
 
 * aggregate-then-transform: ``Z = relational_aggregate(x)`` [N, R, in], then ``Z @ W`` ([N, R*in]
-  times [R*in, out]);
+  times [R*in, out]) - on the CPU blocked over nodes (:func:`relational_matmul`) so the
+  [N, R, in] intermediate never exists in full;
 * transform-then-aggregate: ``H = x @ W`` [N, R, out], then ``relational_message_sum(H)``.
 
 Both cost ``2*N*R*in*out`` GEMM FLOPs (fewer with a basis decomposition, which is applied on the
@@ -20,7 +21,8 @@ import math
 import torch
 from torch import nn
 
-from hotspot_erc.ops.relational import RelationalGraph, relational_aggregate, relational_message_sum
+from hotspot_erc.ops.relational import (RelationalGraph, relational_aggregate, relational_matmul,
+                                        relational_message_sum)
 
 _AGGRS = {"mean": "mean", "add": "sum", "sum": "sum"}
 
@@ -91,9 +93,11 @@ class RGCNConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     # ------------------------------------------------------------------ planning
-    def plan(self, num_nodes: int = 1) -> tuple[str, bool]:
+    def plan(self, num_nodes: int = 1, device: torch.device | None = None) -> tuple[str, bool]:
         """(order, use_basis): order is "aggregate_first" or "transform_first"; use_basis says
-        whether the basis is applied on the feature side instead of composing W_r."""
+        whether the basis is applied on the feature side instead of composing W_r. On the CPU
+        (eager) dense weights always go aggregate-first through the blocked
+        :func:`relational_matmul`, whose intermediates are a few MiB whatever the shape."""
         n, r, i, o = num_nodes, self.num_relations, self.in_channels, self.out_channels
         dense = 2 * n * r * i * o
         if self.num_bases is not None:
@@ -107,6 +111,9 @@ class RGCNConv(nn.Module):
         else:
             order = "aggregate_first" if i <= o else "transform_first"
         use_basis = self.num_bases is not None and (min(agg, tra) < dense)
+        if (device is not None and torch.device(device).type == "cpu" and not use_basis
+                and self.num_blocks is None and not torch.compiler.is_compiling()):
+            order = "aggregate_first"
         return order, use_basis
 
     def _dense_weight(self) -> torch.Tensor:
@@ -144,17 +151,18 @@ class RGCNConv(nn.Module):
         reduce = _AGGRS[self.aggr]
         x = x.contiguous()
         n, r, i, o = x.shape[0], self.num_relations, self.in_channels, self.out_channels
-        order, use_basis = self.plan(n)
+        order, use_basis = self.plan(n, x.device)
         if order == "aggregate_first":
-            z = relational_aggregate(x, graph, reduce)  # [N, R, in]
             if self.num_blocks is not None:
                 nb = self.num_blocks
+                z = relational_aggregate(x, graph, reduce)  # [N, R, in]
                 out = torch.einsum("nrbi,rbio->nbo", z.view(n, r, nb, i // nb), self.weight).reshape(n, o)
             elif use_basis:
+                z = relational_aggregate(x, graph, reduce)
                 zb = torch.einsum("nri,rb->nbi", z, self.comp)  # R -> B first: the GEMM shrinks by R/B
                 out = zb.reshape(n, self.num_bases * i) @ self.weight.view(self.num_bases * i, o)
             else:
-                out = z.view(n, r * i) @ self._dense_weight().reshape(r * i, o)
+                out = relational_matmul(x, self._dense_weight(), graph, reduce)
         else:
             if self.num_blocks is not None:
                 nb = self.num_blocks

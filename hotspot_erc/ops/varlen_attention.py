@@ -254,10 +254,13 @@ def varlen_cross_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, scale=None, back
         [Nq, H, Dh] in q's dtype; zeros for segments without keys.
 
     The Triton backend takes float32/float16/bfloat16 and head dims up to 128 (any size:
-    non-powers of two are masked); float64 and larger heads need ``"cpu"`` or ``"reference"``.
+    non-powers of two are masked); larger heads need ``"cpu"`` or ``"reference"``, and float64
+    CUDA tensors go to the reference automatically.
     """
     _check(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
     name = _backend.choose(OP, backend, q.device, SUPPORTS)
+    if backend is None and name == "triton" and q.dtype == torch.float64:
+        name = "reference"  # float64 on CUDA (e.g. gradcheck): only the reference computes in it
     scale = 1.0 / math.sqrt(q.shape[2]) if scale is None else float(scale)
     if name == "reference":
         return varlen_cross_attention_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
