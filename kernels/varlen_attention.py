@@ -311,7 +311,7 @@ def forward(q, k, v, cu_q, cu_k, scale: float):
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
     nq, heads, head_dim = q.shape
     num_segments = cu_q.numel() - 1
-    out = torch.empty_like(q)
+    out = torch.empty(q.shape, device=q.device, dtype=q.dtype)
     lse = torch.empty((nq, heads), device=q.device, dtype=torch.float32)
     if nq == 0 or heads == 0 or num_segments == 0:
         return out, lse
@@ -337,9 +337,9 @@ def backward(do, q, k, v, lse, delta, cu_q, cu_k, scale: float):
     nq, heads, head_dim = q.shape
     nk = k.shape[0]
     num_segments = cu_q.numel() - 1
-    dq = torch.empty_like(q)
-    dk = torch.empty_like(k)
-    dv = torch.empty_like(v)
+    dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)
+    dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
+    dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
     if heads == 0 or num_segments == 0:
         return dq, dk, dv
     dot_f32, precision = _dot_args(q.dtype)

@@ -19,6 +19,7 @@ CASES = {
     "empty_ends": [0, 7, 1, 0],
     "one_long": [71],
     "all_empty": [0, 0, 0],
+    "no_segments": [],
 }
 
 

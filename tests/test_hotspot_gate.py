@@ -47,8 +47,11 @@ def assert_close_all(got, want, tol):
     for name, a, b in zip(names, flat_got, flat_want):
         assert a.shape == b.shape, (name, a.shape, b.shape)
         assert torch.isfinite(a).all(), f"{name} has non-finite values (an unwritten element?)"
+        # dweight/dbias sum over all N tokens and can cancel: their norm is small next to the
+        # terms summed, so float32 rounding shows more in a relative error.
+        bound = tol * (10 if name in ("dweight", "dbias") else 1)
         err = rel_err(a, b)
-        assert err < tol, f"{name}: relative error {err:.2e} >= {tol:.0e}"
+        assert err < bound, f"{name}: relative error {err:.2e} >= {bound:.0e}"
 
 
 @pytest.fixture
@@ -64,7 +67,7 @@ def poison(monkeypatch):
 
 # ----------------------------------------------------------------------------- numerics
 
-SHAPES = [(1, 16), (7, 100), (100, 256), (1023, 16), (1023, 100), (7, 256), (100, 16)]
+SHAPES = [(n, d) for n in (1, 7, 100, 1023) for d in (16, 100, 256)]  # the odd sizes
 
 
 @pytest.mark.parametrize("gate", ["vector", "scalar"])
@@ -210,8 +213,9 @@ def test_opcheck(backend, gate):
     torch.library.opcheck(_hotspot_gate_backward_op, (torch.randn(9, 16), torch.randn(9, g), *args, alpha, backend))
 
 
-def test_torch_compile_fullgraph():
-    fusion = HotspotGatedFusion(16)
+@pytest.mark.parametrize("backend", [None, "triton"])
+def test_torch_compile_fullgraph(backend):
+    fusion = HotspotGatedFusion(16, backend=backend)
     c, h = torch.randn(20, 16, requires_grad=True), torch.randn(20, 16, requires_grad=True)
 
     def step(c, h):

@@ -4,7 +4,9 @@ import torch
 
 from hotspot_erc import _ext
 from hotspot_erc.ops import _backend
-from hotspot_erc.ops.relational import RelationalGraph, relational_aggregate, relational_message_sum
+import hotspot_erc.ops.relational as relational_ops
+from hotspot_erc.ops.relational import (RelationalGraph, relational_aggregate, relational_matmul,
+                                        relational_message_sum)
 from hotspot_erc.reference import relational as ref
 from conftest import rel_err
 
@@ -254,6 +256,30 @@ def test_backend_choice():
         relational_aggregate(x, g, backend="cuda")
     with pytest.raises(_backend.BackendUnavailable, match="no 'triton' backend"):
         relational_aggregate(x, g, backend="triton")
+
+
+@pytest.mark.parametrize("block_bytes", [1, 700, 4 * 2**20])  # one node per block, a few, one block
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+def test_relational_matmul_blocked(monkeypatch, block_bytes, reduce):
+    monkeypatch.setattr(relational_ops, "_BLOCK_BYTES", block_bytes)
+    n, r = 23, 4
+    ei, et = random_graph(n, r, 80, "cpu")
+    g = RelationalGraph(ei, et, n, r)
+    x = torch.randn(n, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(r, 5, 3, dtype=torch.float64, requires_grad=True)
+    out = relational_matmul(x, w, g, reduce)
+    want = torch.einsum("nri,rio->no", ref.relational_aggregate(x, ei, et, n, r, reduce), w)
+    assert rel_err(out, want) < 1e-12
+    assert torch.autograd.gradcheck(lambda x, w: relational_matmul(x, w, g, reduce), (x, w))
+    go = torch.randn(n, 3, dtype=torch.float64)
+    assert torch.equal(torch.autograd.grad(relational_matmul(x, w, g, reduce), [x, w], go)[1],
+                       torch.autograd.grad(relational_matmul(x, w, g, reduce), [x, w], go)[1])
+    unblocked = relational_matmul(x, w, g, reduce, backend="reference")
+    assert rel_err(unblocked, want) < 1e-12
+    with pytest.raises(ValueError, match=r"weight must have shape \[4, 5, out\]"):
+        relational_matmul(x, w[:, :4], g, reduce)
+    with pytest.raises(TypeError, match="weight must have dtype"):
+        relational_matmul(x, w.float(), g, reduce)
 
 
 def test_cuda_kernel_registered_when_cuda_built():

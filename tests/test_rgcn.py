@@ -39,12 +39,29 @@ def test_matches_pyg(device, aggr, kw, in_c, out_c):
         assert rel_err(a, b) < 1e-12
 
 
+@pytest.mark.parametrize("order", ["aggregate_first", "transform_first"])
+def test_both_orders_with_dense_weights(monkeypatch, order):
+    """The CPU always takes the blocked aggregate-first path; check the GPU's orders here too."""
+    n, r = 30, 4
+    ei, et = random_graph(n, r, 100, "cpu")
+    theirs, ours = pair(7, 5, r)
+    monkeypatch.setattr(RGCNConv, "plan", lambda self, num_nodes=1, device=None: (order, False))
+    x = torch.randn(n, 7, dtype=torch.float64, requires_grad=True)
+    out, want = ours(x, ei, et), theirs(x, ei, et)
+    assert rel_err(out, want) < 1e-12
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    (gx_want,) = torch.autograd.grad(want.sum(), x)
+    assert rel_err(gx, gx_want) < 1e-12
+
+
 def test_plan_picks_the_cheaper_order():
     assert RGCNConv(16, 64, 4).plan(100) == ("aggregate_first", False)
     assert RGCNConv(64, 16, 4).plan(100) == ("transform_first", False)
     # basis with B < R: the basis is applied on the feature side, shrinking the GEMM by R/B
     assert RGCNConv(32, 32, 8, num_bases=2).plan(100)[1] is True
     assert RGCNConv(32, 32, 4, num_bases=8).plan(100)[1] is False
+    # on the CPU dense weights take the blocked aggregate-first path whatever the shape
+    assert RGCNConv(64, 16, 4).plan(100, torch.device("cpu")) == ("aggregate_first", False)
 
 
 def test_float32_and_prepared_graph_reuse(device):

@@ -1,5 +1,6 @@
 """Functional ops. Each takes ``backend=None`` (auto) or one of "triton", "cuda", "cpu",
 "reference"; see :mod:`hotspot_erc.ops._backend`."""
 from hotspot_erc.ops._backend import BACKENDS, BackendUnavailable
+from hotspot_erc.ops.grouped_linear import grouped_expert_linear
 
-__all__ = ["BACKENDS", "BackendUnavailable"]
+__all__ = ["BACKENDS", "BackendUnavailable", "grouped_expert_linear"]

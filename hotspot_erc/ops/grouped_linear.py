@@ -34,11 +34,9 @@ OP = "grouped_expert_linear"
 _DTYPES_TRITON = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _triton_ok(device: torch.device) -> str:
-    return _backend.triton_reason(device)
-
-
-SUPPORTS = _backend.register(OP, {"triton": _triton_ok, "cpu": lambda device: ""})
+# "cpu" is the ATen path: it runs on any device, but the automatic choice takes it for CUDA
+# tensors only in float64 (it reads per-expert counts on the host, a sync there).
+SUPPORTS = _backend.register(OP, {"triton": _backend.triton_reason, "cpu": lambda device: ""})
 
 
 # ----------------------------------------------------------------------------- ATen path
@@ -46,8 +44,8 @@ SUPPORTS = _backend.register(OP, {"triton": _triton_ok, "cpu": lambda device: ""
 def _pairs_by_expert(cu_seqlens, experts, num_tokens):
     """(token, slot) pairs p = token·k + slot sorted by expert (stable).
 
-    Returns (order [N·k] pair ids in expert order, inverse permutation, token of each sorted
-    pair, per-pair gate row/col, counts per expert as host ints — the CPU path reads them).
+    Returns (order: pair ids in expert order [N·k], its inverse permutation, the token of each
+    sorted pair, the segment of every token [N], pairs per expert as host ints).
     """
     k = experts.shape[1]
     seg = token_segments(cu_seqlens, num_tokens)

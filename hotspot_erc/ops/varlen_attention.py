@@ -106,7 +106,7 @@ def _heads_first(x: torch.Tensor) -> torch.Tensor:
 
 
 def _cpu_forward(q, k, v, cu_q, cu_k, scale):
-    out = torch.zeros_like(q)
+    out = torch.zeros(q.shape, dtype=q.dtype)
     lse = torch.full(q.shape[:2], float("-inf"), dtype=_lse_dtype(q.dtype))
     for segs in _cpu_chunks(cu_q, cu_k, q.shape[1]):
         pq, pk = _Padding(cu_q, segs), _Padding(cu_k, segs)
@@ -124,7 +124,7 @@ def _cpu_forward(q, k, v, cu_q, cu_k, scale):
 
 
 def _cpu_backward(do, q, k, v, out, lse, grad_lse, cu_q, cu_k, scale):
-    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    dq, dk, dv = (torch.zeros(t.shape, dtype=t.dtype) for t in (q, k, v))
     # ATen's kernel has no log-sum-exp gradient input: use it only when that gradient is zero.
     use_flash = _CPU_FLASH_BWD is not None and not bool(grad_lse.any())
     ct = _lse_dtype(q.dtype)
