@@ -86,32 +86,49 @@ def _fwd_vector_kernel(c_ptr, h_ptr, w_ptr, b_ptr, out_ptr, alpha_ptr, N, D,
 @triton.jit
 def _fwd_scalar_kernel(c_ptr, h_ptr, w_ptr, b_ptr, out_ptr, alpha_ptr, N, D,
                        stride_c, stride_h, stride_o,
-                       WRITE_ALPHA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    # A GEMV: memory-bound, so no tensor cores; one sweep for z, one for the output (the second
-    # sweep re-reads the rows just touched, from cache when BLOCK_M * D is small).
+                       WRITE_ALPHA: tl.constexpr, ONE_PASS: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    # A GEMV: memory-bound, so no tensor cores. ONE_PASS (a row fits one BLOCK_D tile): c and h
+    # are read once and stay in registers. Otherwise one sweep for z and one for the output (the
+    # second re-reads rows just touched, from cache).
     pid = tl.program_id(0)
     rows = (pid * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     rmask = rows < N
-    z = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    for k0 in range(0, D, BLOCK_D):
-        ks = k0 + tl.arange(0, BLOCK_D)
+    bias = tl.load(b_ptr).to(tl.float32)
+    if ONE_PASS:
+        ks = tl.arange(0, BLOCK_D)
         kmask = ks < D
         m = rmask[:, None] & kmask[None, :]
         c_t = tl.load(c_ptr + rows[:, None] * stride_c + ks[None, :], mask=m, other=0.0).to(tl.float32)
         h_t = tl.load(h_ptr + rows[:, None] * stride_h + ks[None, :], mask=m, other=0.0).to(tl.float32)
         w_c = tl.load(w_ptr + ks, mask=kmask, other=0.0).to(tl.float32)
         w_h = tl.load(w_ptr + D + ks, mask=kmask, other=0.0).to(tl.float32)
-        z += tl.sum(c_t * w_c[None, :] + h_t * w_h[None, :], axis=1)
-    alpha = tl.sigmoid(z + tl.load(b_ptr).to(tl.float32))
-    if WRITE_ALPHA:
-        tl.store(alpha_ptr + rows, alpha.to(alpha_ptr.dtype.element_ty), mask=rmask)
-    for k0 in range(0, D, BLOCK_D):
-        ks = k0 + tl.arange(0, BLOCK_D)
-        m = rmask[:, None] & (ks < D)[None, :]
-        c_t = tl.load(c_ptr + rows[:, None] * stride_c + ks[None, :], mask=m, other=0.0).to(tl.float32)
-        h_t = tl.load(h_ptr + rows[:, None] * stride_h + ks[None, :], mask=m, other=0.0).to(tl.float32)
+        alpha = tl.sigmoid(tl.sum(c_t * w_c[None, :] + h_t * w_h[None, :], axis=1) + bias)
+        if WRITE_ALPHA:
+            tl.store(alpha_ptr + rows, alpha.to(alpha_ptr.dtype.element_ty), mask=rmask)
         out = c_t + alpha[:, None] * (h_t - c_t)
         tl.store(out_ptr + rows[:, None] * stride_o + ks[None, :], out.to(out_ptr.dtype.element_ty), mask=m)
+    else:
+        z = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        for k0 in range(0, D, BLOCK_D):
+            ks = k0 + tl.arange(0, BLOCK_D)
+            kmask = ks < D
+            m = rmask[:, None] & kmask[None, :]
+            c_t = tl.load(c_ptr + rows[:, None] * stride_c + ks[None, :], mask=m, other=0.0).to(tl.float32)
+            h_t = tl.load(h_ptr + rows[:, None] * stride_h + ks[None, :], mask=m, other=0.0).to(tl.float32)
+            w_c = tl.load(w_ptr + ks, mask=kmask, other=0.0).to(tl.float32)
+            w_h = tl.load(w_ptr + D + ks, mask=kmask, other=0.0).to(tl.float32)
+            z += tl.sum(c_t * w_c[None, :] + h_t * w_h[None, :], axis=1)
+        alpha = tl.sigmoid(z + bias)
+        if WRITE_ALPHA:
+            tl.store(alpha_ptr + rows, alpha.to(alpha_ptr.dtype.element_ty), mask=rmask)
+        for k0 in range(0, D, BLOCK_D):
+            ks = k0 + tl.arange(0, BLOCK_D)
+            m = rmask[:, None] & (ks < D)[None, :]
+            c_t = tl.load(c_ptr + rows[:, None] * stride_c + ks[None, :], mask=m, other=0.0).to(tl.float32)
+            h_t = tl.load(h_ptr + rows[:, None] * stride_h + ks[None, :], mask=m, other=0.0).to(tl.float32)
+            out = c_t + alpha[:, None] * (h_t - c_t)
+            tl.store(out_ptr + rows[:, None] * stride_o + ks[None, :], out.to(out_ptr.dtype.element_ty), mask=m)
 
 
 # ----------------------------------------------------------------------------- backward, vector gate
@@ -251,14 +268,16 @@ def _bwd_dw_vector_kernel(c_ptr, h_ptr, dz_ptr, pw_ptr, pb_ptr, N, D, rows_per_c
 @triton.jit
 def _bwd_rows_scalar_kernel(c_ptr, h_ptr, w_ptr, b_ptr, g_ptr, ga_ptr, dz_ptr, dc_ptr, dh_ptr, N, D,
                             stride_c, stride_h, stride_g, stride_dc, stride_dh,
-                            HAS_GA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+                            HAS_GA: tl.constexpr, ONE_PASS: tl.constexpr,
+                            BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    # z and dα = Σ_k dout ⊙ (h − c) come from the same sweep over a row; dc/dh need both, so
+    # they are written after it (from registers when ONE_PASS, else by a second sweep).
     pid = tl.program_id(0)
     rows = (pid * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     rmask = rows < N
-    z = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    dalpha = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    for k0 in range(0, D, BLOCK_D):
-        ks = k0 + tl.arange(0, BLOCK_D)
+    bias = tl.load(b_ptr).to(tl.float32)
+    if ONE_PASS:
+        ks = tl.arange(0, BLOCK_D)
         kmask = ks < D
         m = rmask[:, None] & kmask[None, :]
         c_t = tl.load(c_ptr + rows[:, None] * stride_c + ks[None, :], mask=m, other=0.0).to(tl.float32)
@@ -266,24 +285,46 @@ def _bwd_rows_scalar_kernel(c_ptr, h_ptr, w_ptr, b_ptr, g_ptr, ga_ptr, dz_ptr, d
         g_t = tl.load(g_ptr + rows[:, None] * stride_g + ks[None, :], mask=m, other=0.0).to(tl.float32)
         w_c = tl.load(w_ptr + ks, mask=kmask, other=0.0).to(tl.float32)
         w_h = tl.load(w_ptr + D + ks, mask=kmask, other=0.0).to(tl.float32)
-        z += tl.sum(c_t * w_c[None, :] + h_t * w_h[None, :], axis=1)
-        dalpha += tl.sum(g_t * (h_t - c_t), axis=1)
-    alpha = tl.sigmoid(z + tl.load(b_ptr).to(tl.float32))
-    if HAS_GA:
-        dalpha += tl.load(ga_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
-    dz = dalpha * alpha * (1.0 - alpha)
-    tl.store(dz_ptr + rows, dz, mask=rmask)
-    for k0 in range(0, D, BLOCK_D):
-        ks = k0 + tl.arange(0, BLOCK_D)
-        kmask = ks < D
-        m = rmask[:, None] & kmask[None, :]
-        g_t = tl.load(g_ptr + rows[:, None] * stride_g + ks[None, :], mask=m, other=0.0).to(tl.float32)
-        w_c = tl.load(w_ptr + ks, mask=kmask, other=0.0).to(tl.float32)
-        w_h = tl.load(w_ptr + D + ks, mask=kmask, other=0.0).to(tl.float32)
+        alpha = tl.sigmoid(tl.sum(c_t * w_c[None, :] + h_t * w_h[None, :], axis=1) + bias)
+        dalpha = tl.sum(g_t * (h_t - c_t), axis=1)
+        if HAS_GA:
+            dalpha += tl.load(ga_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+        dz = dalpha * alpha * (1.0 - alpha)
+        tl.store(dz_ptr + rows, dz, mask=rmask)
         dc = g_t * (1.0 - alpha[:, None]) + dz[:, None] * w_c[None, :]
         dh = g_t * alpha[:, None] + dz[:, None] * w_h[None, :]
         tl.store(dc_ptr + rows[:, None] * stride_dc + ks[None, :], dc.to(dc_ptr.dtype.element_ty), mask=m)
         tl.store(dh_ptr + rows[:, None] * stride_dh + ks[None, :], dh.to(dh_ptr.dtype.element_ty), mask=m)
+    else:
+        z = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        dalpha = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        for k0 in range(0, D, BLOCK_D):
+            ks = k0 + tl.arange(0, BLOCK_D)
+            kmask = ks < D
+            m = rmask[:, None] & kmask[None, :]
+            c_t = tl.load(c_ptr + rows[:, None] * stride_c + ks[None, :], mask=m, other=0.0).to(tl.float32)
+            h_t = tl.load(h_ptr + rows[:, None] * stride_h + ks[None, :], mask=m, other=0.0).to(tl.float32)
+            g_t = tl.load(g_ptr + rows[:, None] * stride_g + ks[None, :], mask=m, other=0.0).to(tl.float32)
+            w_c = tl.load(w_ptr + ks, mask=kmask, other=0.0).to(tl.float32)
+            w_h = tl.load(w_ptr + D + ks, mask=kmask, other=0.0).to(tl.float32)
+            z += tl.sum(c_t * w_c[None, :] + h_t * w_h[None, :], axis=1)
+            dalpha += tl.sum(g_t * (h_t - c_t), axis=1)
+        alpha = tl.sigmoid(z + bias)
+        if HAS_GA:
+            dalpha += tl.load(ga_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+        dz = dalpha * alpha * (1.0 - alpha)
+        tl.store(dz_ptr + rows, dz, mask=rmask)
+        for k0 in range(0, D, BLOCK_D):
+            ks = k0 + tl.arange(0, BLOCK_D)
+            kmask = ks < D
+            m = rmask[:, None] & kmask[None, :]
+            g_t = tl.load(g_ptr + rows[:, None] * stride_g + ks[None, :], mask=m, other=0.0).to(tl.float32)
+            w_c = tl.load(w_ptr + ks, mask=kmask, other=0.0).to(tl.float32)
+            w_h = tl.load(w_ptr + D + ks, mask=kmask, other=0.0).to(tl.float32)
+            dc = g_t * (1.0 - alpha[:, None]) + dz[:, None] * w_c[None, :]
+            dh = g_t * alpha[:, None] + dz[:, None] * w_h[None, :]
+            tl.store(dc_ptr + rows[:, None] * stride_dc + ks[None, :], dc.to(dc_ptr.dtype.element_ty), mask=m)
+            tl.store(dh_ptr + rows[:, None] * stride_dh + ks[None, :], dh.to(dh_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -323,22 +364,27 @@ def _precision(dtype: torch.dtype) -> str:
 def _tiles(d: int, elem: int) -> dict:
     """Tile sizes for the GEMM-shaped kernels (tl.dot needs every dimension >= 16). ``elem``:
     bytes per element; 4-byte tiles get a shorter K so three pipeline stages of the four operand
-    tiles (c, h, W_c, W_h) stay within the ~228 KB of shared memory of an H100."""
+    tiles (c, h, W_c, W_h) stay within the ~228 KB of shared memory of an H100 (and float32 dots
+    without TF32 run on FMA units, which need more registers per tile)."""
     if triton_interpret():
         # The interpreter pays per program and per op, not per FLOP: few, large tiles.
         b = max(16, min(64, triton.next_power_of_2(d)))
         return dict(BLOCK_M=64, BLOCK_N=b, BLOCK_K=b, num_warps=4)
+    # BLOCK_M stays at 64: the epilogues hold the accumulator plus up to three [BLOCK_M, BLOCK_N]
+    # float32 tiles (c, h, dout) at once, and 128-row tiles would spill registers.
     bn = max(16, min(128 if d >= 512 else 64, triton.next_power_of_2(d)))
-    bk = max(16, min(32 if (elem >= 4 and d >= 512) else 64, triton.next_power_of_2(d)))
-    return dict(BLOCK_M=128 if d >= 512 else 64, BLOCK_N=bn, BLOCK_K=bk, num_warps=8 if d >= 512 else 4,
-                num_stages=3)
+    bk = max(16, min(32 if elem >= 4 else 64, triton.next_power_of_2(d)))
+    return dict(BLOCK_M=64, BLOCK_N=bn, BLOCK_K=bk, num_warps=8 if d >= 512 else 4, num_stages=3)
 
 
-def _row_tiles(d: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_D, num_warps) for the scalar-gate row kernels."""
-    block_d = max(16, min(1024, triton.next_power_of_2(d)))
+def _row_tiles(d: int) -> tuple[int, int, int, bool]:
+    """(BLOCK_M, BLOCK_D, num_warps, ONE_PASS) for the scalar-gate row kernels."""
+    # Rows up to 1024 features fit one register tile on a GPU. The interpreter caps the tile at
+    # 64 so that tests at small d run the multi-tile (two-sweep) path as well.
+    cap = 64 if triton_interpret() else 1024
+    block_d = max(16, min(cap, triton.next_power_of_2(d)))
     block_m = max(2, min(64, 4096 // block_d))
-    return block_m, block_d, 4
+    return block_m, block_d, 8 if block_m * block_d >= 4096 else 4, block_d >= d
 
 
 def _num_chunks(n: int, tiles_per_chunk: int, min_rows: int) -> int:
@@ -378,10 +424,10 @@ def forward(c: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.
     a_arg = alpha if alpha is not None else out  # never touched when WRITE_ALPHA is false
     with torch.cuda.device(c.device) if c.is_cuda else contextlib.nullcontext():
         if g == 1:
-            bm, bd, nw = _row_tiles(d)
+            bm, bd, nw, one = _row_tiles(d)
             _fwd_scalar_kernel[(triton.cdiv(n, bm),)](
                 c, h, weight, bias, out, a_arg, n, d, c.stride(0), h.stride(0), out.stride(0),
-                WRITE_ALPHA=write_alpha, BLOCK_M=bm, BLOCK_D=bd, num_warps=nw)
+                WRITE_ALPHA=write_alpha, ONE_PASS=one, BLOCK_M=bm, BLOCK_D=bd, num_warps=nw)
         else:
             t = _tiles(d, c.element_size())
             grid = (triton.cdiv(n, t["BLOCK_M"]) * triton.cdiv(d, t["BLOCK_N"]),)
@@ -412,14 +458,14 @@ def backward(grad_out: torch.Tensor, grad_alpha: torch.Tensor | None, c: torch.T
     interp = triton_interpret()
     with torch.cuda.device(c.device) if c.is_cuda else contextlib.nullcontext():
         if g == 1:
-            bm, bd, nw = _row_tiles(d)
+            bm, bd, nw, one = _row_tiles(d)
             dz = _empty((n,), torch.float32, c.device)
             _bwd_rows_scalar_kernel[(triton.cdiv(n, bm),)](
                 c, h, weight, bias, grad_out, ga_arg, dz, dc, dh, n, d, c.stride(0), h.stride(0),
                 grad_out.stride(0), dc.stride(0), dh.stride(0), HAS_GA=grad_alpha is not None,
-                BLOCK_M=bm, BLOCK_D=bd, num_warps=nw)
-            bm_w = 64
-            bd_w = max(16, min(256, triton.next_power_of_2(d)))
+                ONE_PASS=one, BLOCK_M=bm, BLOCK_D=bd, num_warps=nw)
+            bm_w = 32
+            bd_w = max(16, min(128, triton.next_power_of_2(d)))
             chunks = _num_chunks(n, triton.cdiv(d, bd_w), 4 * bm_w)
             rows_per_chunk = triton.cdiv(triton.cdiv(n, chunks), bm_w) * bm_w
             chunks = triton.cdiv(n, rows_per_chunk)

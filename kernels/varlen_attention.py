@@ -4,18 +4,19 @@ Layout: ``q`` [Nq, H, Dh], ``k``/``v`` [Nk, H, Dh] hold the tokens of S segments
 ``cu_q``/``cu_k`` [S+1] are the segment offsets. Query segment s attends to key segment s only.
 
 Scheduling. Each program owns one tile of one segment (tiles never cross segments) and one head.
-Tiles are mapped to programs by a *block table* built on the device with a handful of tiny torch
-ops (diff, cumsum, searchsorted), so a call makes one attention launch and never synchronises with
-the host: the grid size is the bound ``cdiv(N, BLOCK) + S`` (every segment wastes at most one
+Tiles are mapped to programs by a *block table* that one small kernel builds on the device
+(``_block_table_kernel``), so a forward call makes two launches and never synchronises with the
+host: the grid size is the bound ``cdiv(N, BLOCK) + S`` (every segment wastes at most one
 partial tile), known from shapes alone; programs past the last real tile exit at once. The
 table's tile size follows the average segment length (shapes only); the other tile, the warps
 and the pipeline stages are autotuned per head dim and dtype.
 
 Forward (``_fwd_kernel``): online softmax over the segment's key tiles; saves the row
 log-sum-exp (natural log, -inf for rows whose segment has no keys) for the backward.
-Backward, deterministic (no atomics): ``_bwd_dkdv_kernel`` gives each key tile its own program,
-which walks the segment's query tiles and accumulates dK and dV in registers; ``_bwd_dq_kernel``
-gives each query tile its own program, which walks the key tiles and accumulates dQ.
+Backward, deterministic (no atomics): ``_bwd_dq_kernel`` gives each query tile its own program,
+which computes the rows' softmax-gradient term rowsum(dO·O) (stored for the next kernel) and
+walks the key tiles accumulating dQ; then ``_bwd_dkdv_kernel`` gives each key tile its own
+program, which walks the segment's query tiles and accumulates dK and dV in registers.
 
 Numerics: loads keep the input dtype; softmax statistics and accumulators are float32. On a GPU,
 half-precision inputs go to ``tl.dot`` in their own dtype (tensor cores, float32 accumulation,
@@ -195,12 +196,12 @@ def _bwd_dkdv_kernel(
 @triton.autotune(configs=_configs("BLOCK_N"), key=_KEY + ["BLOCK_M"])
 @triton.jit
 def _bwd_dq_kernel(
-    Q, K, V, DO, LSE, DELTA, DQ, CU_Q, CU_K, TBL, num_tiles,
-    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+    Q, K, V, O, DO, LSE, DLSE, DELTA, DQ, CU_Q, CU_K, TBL, num_tiles,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
     stride_dot, stride_doh, stride_lt, stride_lh, stride_dqt, stride_dqh,
     head_dim, sm_scale, qk_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
+    DOT_F32: tl.constexpr, PRECISION: tl.constexpr, HAS_DLSE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     h = tl.program_id(1).to(tl.int64)
@@ -208,8 +209,10 @@ def _bwd_dq_kernel(
     if seg < 0:
         return
     Q += q_start * stride_qt + h * stride_qh
+    O += q_start * stride_ot + h * stride_oh
     DO += q_start * stride_dot + h * stride_doh
     LSE += q_start * stride_lt + h * stride_lh
+    DLSE += q_start * stride_lt + h * stride_lh
     DELTA += q_start * stride_lt + h * stride_lh
     DQ += q_start * stride_dqt + h * stride_dqh
     K += k_start * stride_kt + h * stride_kh
@@ -227,7 +230,13 @@ def _bwd_dq_kernel(
         q = q.to(tl.float32)
         do = do.to(tl.float32)
     lse = tl.load(LSE + offs_m * stride_lt, mask=m_mask, other=0.0) * 1.4426950408889634
-    delta = tl.load(DELTA + offs_m * stride_lt, mask=m_mask, other=0.0)
+    # delta = rowsum(dO * O) - dLSE, the softmax-gradient row term; stored for the dK/dV kernel,
+    # which runs after this one on the same stream.
+    o = tl.load(O + offs_m[:, None] * stride_ot + offs_d[None, :], mask=qd_mask, other=0.0)
+    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+    if HAS_DLSE:
+        delta -= tl.load(DLSE + offs_m * stride_lt, mask=m_mask, other=0.0)
+    tl.store(DELTA + offs_m * stride_lt, delta, mask=m_mask)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start_n in range(0, k_len, BLOCK_N):
         cols = start_n + offs_n
@@ -248,6 +257,37 @@ def _bwd_dq_kernel(
     tl.store(DQ + offs_m[:, None] * stride_dqt + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qd_mask)
 
 
+_TABLE_ROWS, _TABLE_COLS = 128, 64  # programs x segments per step of the table kernel
+
+
+@triton.jit
+def _block_table_kernel(CU, TBL, num_segments, grid_size, BLOCK: tl.constexpr, BLOCK_P: tl.constexpr,
+                        BLOCK_S: tl.constexpr):
+    """Fills the block table for programs [pid·BLOCK_P, (pid+1)·BLOCK_P). Each program scans
+    all segments' tile counts (a running cumsum); the segment of tile p is the number of
+    segments whose last tile ends at or before p, and its first tile is the largest such end."""
+    # Tile counts and program ids fit in int32 (the grid itself is an int32 range).
+    pids = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    seg = tl.zeros([BLOCK_P], dtype=tl.int32)
+    first = tl.zeros([BLOCK_P], dtype=tl.int32)
+    total = tl.zeros([1], dtype=tl.int32)
+    for s0 in range(0, num_segments, BLOCK_S):
+        offs = s0 + tl.arange(0, BLOCK_S)
+        m = offs < num_segments
+        lo = tl.load(CU + offs, mask=m, other=0).to(tl.int64)
+        hi = tl.load(CU + offs + 1, mask=m, other=0).to(tl.int64)
+        tiles = tl.where(m, ((hi - lo + BLOCK - 1) // BLOCK).to(tl.int32), 0)
+        ends = tl.cumsum(tiles, 0)[None, :] + total[:, None]  # [1, BLOCK_S]
+        done = (ends <= pids[:, None]) & m[None, :]
+        seg += tl.sum(done.to(tl.int32), 1)
+        first = tl.maximum(first, tl.max(tl.where(done, ends, 0), 1))
+        total += tl.sum(tiles, 0)
+    real = pids < tl.max(total, 0)
+    inside = pids < grid_size
+    tl.store(TBL + pids, tl.where(real, seg, -1), mask=inside)
+    tl.store(TBL + grid_size + pids, pids - first, mask=inside)
+
+
 # ----------------------------------------------------------------------------- launchers
 
 def _interpreting() -> bool:
@@ -259,17 +299,14 @@ def _interpreting() -> bool:
 def block_table(cu_seqlens: torch.Tensor, block: int, num_tokens: int) -> torch.Tensor:
     """int32 [2, G] table: row 0 the segment of program p (-1: nothing to do), row 1 the tile
     index inside that segment. G = cdiv(num_tokens, block) + S bounds the tile count from shapes
-    alone, so the table is built on the device without a host sync."""
+    alone, so the table is built on the device, in one launch, without a host sync."""
     num_segments = cu_seqlens.numel() - 1
     grid = triton.cdiv(num_tokens, block) + num_segments
-    lens = (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.int64)
-    tiles = (lens + (block - 1)) // block
-    ends = torch.cumsum(tiles, 0)
-    pid = torch.arange(grid, device=cu_seqlens.device, dtype=torch.int64)
-    seg = torch.searchsorted(ends, pid, right=True)
-    first = (ends - tiles).gather(0, seg.clamp(max=num_segments - 1))
-    seg = torch.where(seg < num_segments, seg, -1)
-    return torch.stack((seg, pid - first)).to(torch.int32)
+    table = torch.empty((2, grid), device=cu_seqlens.device, dtype=torch.int32)
+    if grid > 0:
+        _block_table_kernel[(triton.cdiv(grid, _TABLE_ROWS),)](
+            cu_seqlens, table, num_segments, grid, BLOCK=block, BLOCK_P=_TABLE_ROWS, BLOCK_S=_TABLE_COLS)
+    return table
 
 
 def _table_tile(num_tokens: int, num_segments: int, largest: int) -> int:
@@ -328,12 +365,12 @@ def forward(q, k, v, cu_q, cu_k, scale: float):
     return out, lse
 
 
-def backward(do, q, k, v, lse, delta, cu_q, cu_k, scale: float):
-    """Returns (dq, dk, dv) in the inputs' dtype. ``delta`` [Nq, H] is rowsum(dO * O) minus
-    the incoming log-sum-exp gradient. Two launches (dK/dV, then dQ), no atomics."""
-    q, k, v, do = (_last_dim_contiguous(t) for t in (q, k, v, do))
+def backward(do, q, k, v, out, lse, grad_lse, cu_q, cu_k, scale: float):
+    """Returns (dq, dk, dv) in the inputs' dtype; ``grad_lse`` (None or [Nq, H]) is the
+    gradient of the saved log-sum-exp. Two launches (dQ with the softmax-gradient row sums,
+    then dK/dV) plus the block tables, no atomics."""
+    q, k, v, do, out = (_last_dim_contiguous(t) for t in (q, k, v, do, out))
     lse = lse.contiguous()
-    delta = delta.to(torch.float32).contiguous()
     nq, heads, head_dim = q.shape
     nk = k.shape[0]
     num_segments = cu_q.numel() - 1
@@ -342,8 +379,21 @@ def backward(do, q, k, v, lse, delta, cu_q, cu_k, scale: float):
     dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
     if heads == 0 or num_segments == 0:
         return dq, dk, dv
+    delta = torch.empty((nq, heads), device=q.device, dtype=torch.float32)
+    dlse = delta if grad_lse is None else grad_lse.to(torch.float32).contiguous()
     dot_f32, precision = _dot_args(q.dtype)
     bd = _head_tile(head_dim)
+    if nq > 0:
+        bm = _table_tile(nq, num_segments, 64)
+        tbl_q = block_table(cu_q, bm, nq)
+        _bwd_dq_kernel[(tbl_q.shape[1], heads)](
+            q, k, v, out, do, lse, dlse, delta, dq, cu_q, cu_k, tbl_q, tbl_q.shape[1],
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            out.stride(0), out.stride(1), do.stride(0), do.stride(1), lse.stride(0), lse.stride(1),
+            dq.stride(0), dq.stride(1),
+            head_dim, scale, scale * LOG2E,
+            BLOCK_M=bm, BLOCK_D=bd, DOT_F32=dot_f32, PRECISION=precision, HAS_DLSE=grad_lse is not None,
+        )
     if nk > 0:
         bn = _table_tile(nk, num_segments, 64)
         tbl_k = block_table(cu_k, bn, nk)
@@ -354,15 +404,5 @@ def backward(do, q, k, v, lse, delta, cu_q, cu_k, scale: float):
             dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
             head_dim, scale, scale * LOG2E,
             BLOCK_N=bn, BLOCK_D=bd, DOT_F32=dot_f32, PRECISION=precision,
-        )
-    if nq > 0:
-        bm = _table_tile(nq, num_segments, 64)
-        tbl_q = block_table(cu_q, bm, nq)
-        _bwd_dq_kernel[(tbl_q.shape[1], heads)](
-            q, k, v, do, lse, delta, dq, cu_q, cu_k, tbl_q, tbl_q.shape[1],
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            do.stride(0), do.stride(1), lse.stride(0), lse.stride(1), dq.stride(0), dq.stride(1),
-            head_dim, scale, scale * LOG2E,
-            BLOCK_M=bm, BLOCK_D=bd, DOT_F32=dot_f32, PRECISION=precision,
         )
     return dq, dk, dv

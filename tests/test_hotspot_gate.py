@@ -81,6 +81,16 @@ def test_triton_matches_reference_fp32(n, d, gate, poison):
 
 
 @pytest.mark.parametrize("gate", ["vector", "scalar"])
+@pytest.mark.parametrize("n,d", [(5, 1), (9, 5), (70, 33)])
+def test_triton_tiny_and_ragged_features(n, d, gate, poison):
+    """d below tl.dot's 16 and d not a multiple of a tile: masked loads and stores."""
+    inputs = make_inputs(n, d, gate)
+    go = torch.randn(n, d)
+    ga = torch.randn(n, inputs[2].shape[1])
+    assert_close_all(run_op(inputs, go, ga, "triton"), reference_f64(inputs, go, ga), 1e-5)
+
+
+@pytest.mark.parametrize("gate", ["vector", "scalar"])
 @pytest.mark.parametrize("n,d", [(1, 16), (7, 100), (1023, 256), (100, 1)])
 def test_cpu_backend_matches_reference_fp32(n, d, gate):
     inputs = make_inputs(n, d, gate)
@@ -335,3 +345,73 @@ def test_cuda_native_kernels_no_sync(gate, dtype):
         torch.cuda.set_sync_debug_mode("default")
     tol = 1e-2 if dtype == torch.bfloat16 else 2e-3  # float32 may use TF32 if torch allows it
     assert_close_all(got, reference_f64(inputs, go, ga), tol)
+
+
+# ----------------------------------------------------------------------------- GPU compile, no GPU
+
+_COMPILE_SCRIPT = r'''
+import json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+import hotspot_erc.kernels.hotspot_gate as K
+
+FP32_PTRS = {"pw_ptr", "pb_ptr"}  # float32 partial sums
+SCALAR_FP32 = {"dz_ptr"}  # the scalar gate's dz is float32
+
+def compile_one(fn, dtype, consts, num_warps, scalar=False):
+    sig = {}
+    for p in fn.params:
+        if p.is_constexpr:
+            sig[p.name] = "constexpr"
+        elif p.name.endswith("_ptr"):
+            f32 = p.name in FP32_PTRS or (scalar and p.name in SCALAR_FP32)
+            sig[p.name] = "*fp32" if f32 else "*" + dtype
+        else:
+            sig[p.name] = "i32"
+    # What Triton's launcher specialises for 16-divisible sizes, strides and aligned pointers
+    # (as at d = 256/1024 with contiguous tensors): the pipelined code then uses more shared memory.
+    attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(fn.params)
+             if not p.is_constexpr and p.name not in ("N", "rows_per_chunk")}
+    src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": 3})
+    return k.metadata.shared
+
+out = {}
+for dtype, elem, d in (("bf16", 2, 256), ("fp32", 4, 1024)):
+    t = K._tiles(d, elem)
+    blk = {k: t[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
+    prec = "ieee" if dtype == "fp32" else "tf32"  # what K._precision picks with torch's default TF32 off
+    gemm = dict(UPCAST=False, PRECISION=prec, **blk)
+    out[f"fwd_vector/{dtype}"] = compile_one(K._fwd_vector_kernel, dtype, dict(WRITE_ALPHA=True, **gemm), t["num_warps"])
+    out[f"dz_vector/{dtype}"] = compile_one(K._bwd_dz_vector_kernel, dtype, dict(HAS_GA=True, **gemm), t["num_warps"])
+    out[f"dx_vector/{dtype}"] = compile_one(K._bwd_dx_vector_kernel, dtype, gemm, t["num_warps"])
+    out[f"dw_vector/{dtype}"] = compile_one(K._bwd_dw_vector_kernel, dtype, gemm, t["num_warps"])
+    if dtype == "fp32":
+        continue  # float32 matters for the GEMM tiles' shared memory only
+    bm, bd, nw, one = K._row_tiles(d)
+    for one_pass in (True, False):
+        rows = dict(ONE_PASS=one_pass, BLOCK_M=bm, BLOCK_D=bd if one_pass else 256)
+        out[f"fwd_scalar/{dtype}/{one_pass}"] = compile_one(K._fwd_scalar_kernel, dtype, dict(WRITE_ALPHA=True, **rows), nw, True)
+        out[f"rows_scalar/{dtype}/{one_pass}"] = compile_one(K._bwd_rows_scalar_kernel, dtype, dict(HAS_GA=True, **rows), nw, True)
+    out[f"dw_scalar/{dtype}"] = compile_one(K._bwd_dw_scalar_kernel, dtype, dict(BLOCK_M=64, BLOCK_D=256), 4, True)
+print(json.dumps(out))
+'''
+
+
+def test_kernels_compile_for_hopper():
+    """Every kernel compiles to sm_90 code with the launchers' tile choices (no GPU needed:
+    Triton's own ptxas), and the GEMM tiles fit an H100's 227 KB of shared memory per block."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
+    proc = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shared = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(shared) == 13
+    for name, nbytes in shared.items():
+        assert nbytes <= 227 * 1024, (name, nbytes)

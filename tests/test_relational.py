@@ -4,7 +4,6 @@ import torch
 
 from hotspot_erc import _ext
 from hotspot_erc.ops import _backend
-import hotspot_erc.ops.relational as relational_ops
 from hotspot_erc.ops.relational import (RelationalGraph, relational_aggregate, relational_matmul,
                                         relational_message_sum)
 from hotspot_erc.reference import relational as ref
@@ -144,6 +143,8 @@ def test_bad_inputs():
         RelationalGraph(ei.float(), et, n, r)
     with pytest.raises(TypeError, match="edge_type must have dtype"):
         RelationalGraph(ei, et.float(), n, r)
+    with pytest.raises(ValueError, match="edge_type must be on cpu"):
+        RelationalGraph(ei, et.to("meta"), n, r)
     with pytest.raises(ValueError, match="one entry per edge"):
         RelationalGraph(ei, et[:-1], n, r)
     with pytest.raises(ValueError, match=r"shape \[2, E\]"):
@@ -194,7 +195,7 @@ def test_compiled_op_rejects_malformed_structures():
     ei, et = random_graph(n, r, 10, "cpu")
     g = RelationalGraph(ei, et, n, r)
     x = torch.randn(n, 3)
-    op = torch.ops.hotspot_erc.relational_gather
+    op = torch.ops.hotspot_erc.relational_aggregate
     bad_col = g.col.clone()
     bad_col[0] = n + 5
     with pytest.raises(RuntimeError, match="idx.*out of range"):
@@ -219,9 +220,9 @@ def test_opcheck(device, dtype):
     ei, et = random_graph(n, r, 30, device)
     g = RelationalGraph(ei, et, n, r)
     x = torch.randn(n, 5, device=device, dtype=dtype, requires_grad=True)
-    torch.library.opcheck(torch.ops.hotspot_erc.relational_gather.default, _op_args(g, x))
+    torch.library.opcheck(torch.ops.hotspot_erc.relational_aggregate.default, _op_args(g, x))
     h = torch.randn(n * r, 5, device=device, dtype=dtype, requires_grad=True)
-    torch.library.opcheck(torch.ops.hotspot_erc.relational_gather.default,
+    torch.library.opcheck(torch.ops.hotspot_erc.relational_aggregate.default,
                           (h, g.node_ptr, g.col_rel, g.key, g.t_rowptr, g.t_dst, g.t_key, g.rowptr, False))
 
 
@@ -258,12 +259,11 @@ def test_backend_choice():
         relational_aggregate(x, g, backend="triton")
 
 
-@pytest.mark.parametrize("block_bytes", [1, 700, 4 * 2**20])  # one node per block, a few, one block
+@pytest.mark.parametrize("e", [0, 1, 80, 600])  # no edges, one, sparse buckets, most buckets full
 @pytest.mark.parametrize("reduce", ["mean", "sum"])
-def test_relational_matmul_blocked(monkeypatch, block_bytes, reduce):
-    monkeypatch.setattr(relational_ops, "_BLOCK_BYTES", block_bytes)
+def test_relational_matmul_grouped(reduce, e):
     n, r = 23, 4
-    ei, et = random_graph(n, r, 80, "cpu")
+    ei, et = random_graph(n, r, e, "cpu")  # relation 3 unused, nodes 21-22 isolated
     g = RelationalGraph(ei, et, n, r)
     x = torch.randn(n, 5, dtype=torch.float64, requires_grad=True)
     w = torch.randn(r, 5, 3, dtype=torch.float64, requires_grad=True)
@@ -272,23 +272,35 @@ def test_relational_matmul_blocked(monkeypatch, block_bytes, reduce):
     assert rel_err(out, want) < 1e-12
     assert torch.autograd.gradcheck(lambda x, w: relational_matmul(x, w, g, reduce), (x, w))
     go = torch.randn(n, 3, dtype=torch.float64)
-    assert torch.equal(torch.autograd.grad(relational_matmul(x, w, g, reduce), [x, w], go)[1],
-                       torch.autograd.grad(relational_matmul(x, w, g, reduce), [x, w], go)[1])
-    unblocked = relational_matmul(x, w, g, reduce, backend="reference")
-    assert rel_err(unblocked, want) < 1e-12
-    with pytest.raises(ValueError, match=r"weight must have shape \[4, 5, out\]"):
-        relational_matmul(x, w[:, :4], g, reduce)
+    first = torch.autograd.grad(relational_matmul(x, w, g, reduce), [x, w], go)
+    again = torch.autograd.grad(relational_matmul(x, w, g, reduce), [x, w], go)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert rel_err(relational_matmul(x, w, g, reduce, backend="reference"), want) < 1e-12
+    rm = g.relation_major()
+    assert rm["num_buckets"] == int((g.in_degree() > 0).sum())
+    # only x needs a gradient / only the weight does
+    (gx,) = torch.autograd.grad(relational_matmul(x, w.detach(), g, reduce), x, go)
+    assert torch.allclose(gx, first[0])
+    (gw,) = torch.autograd.grad(relational_matmul(x.detach(), w, g, reduce), w, go)
+    assert torch.allclose(gw, first[1])
+
+
+def test_relational_matmul_bad_weight():
+    g = RelationalGraph(torch.tensor([[0, 1], [1, 2]]), torch.tensor([0, 1]), 4, 2)
+    x = torch.randn(4, 5)
+    with pytest.raises(ValueError, match=r"weight must have shape \[2, 5, out\]"):
+        relational_matmul(x, torch.randn(2, 4, 3), g)
     with pytest.raises(TypeError, match="weight must have dtype"):
-        relational_matmul(x, w.float(), g, reduce)
+        relational_matmul(x, torch.randn(2, 5, 3, dtype=torch.float64), g)
 
 
 def test_cuda_kernel_registered_when_cuda_built():
     """A CUDA syntax error in csrc/relational must fail CI even without a GPU."""
     if not _ext.cuda_built():
         pytest.skip(f"extension built without CUDA: {_ext.cuda_unavailable_reason()}")
-    assert _ext.has_kernel("relational_gather", "CUDA")
-    assert _ext.has_kernel("relational_gather", "CPU")
-    assert _ext.has_kernel("relational_gather", "Autograd")
+    assert _ext.has_kernel("relational_aggregate", "CUDA")
+    assert _ext.has_kernel("relational_aggregate", "CPU")
+    assert _ext.has_kernel("relational_aggregate", "Autograd")
 
 
 @pytest.mark.gpu
@@ -307,3 +319,24 @@ def test_cuda_matches_cpu_bitwise(d):
     z = relational_aggregate(x.cuda(), bad, "sum")
     torch.cuda.synchronize()
     assert torch.equal(z[1, 0].cpu(), x[0])
+
+
+@pytest.mark.gpu
+def test_cuda_forward_backward_never_synchronise():
+    from hotspot_erc.nn.rgcn import RGCNConv
+
+    n, r = 500, 6
+    ei, et = random_graph(n, r, 4000, "cuda")
+    layer = RGCNConv(32, 48, r).cuda()
+    x = torch.randn(n, 32, device="cuda", requires_grad=True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        g = RelationalGraph(ei, et, n, r)  # building the CSR on device: no host read either
+        out = layer(x, g)
+        out.backward(torch.ones_like(out))
+        relational_message_sum(torch.randn(n, r, 8, device="cuda"), g)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

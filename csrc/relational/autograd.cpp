@@ -1,4 +1,4 @@
-// Autograd of hotspot_erc::relational_gather. The op is linear in src and its gradient is the
+// Autograd of hotspot_erc::relational_aggregate. The op is linear in src and its gradient is the
 // same gather over the transposed structure (with the same mean weights), so backward calls the
 // op again with the structures swapped: deterministic, a kernel on every device, and twice
 // differentiable for free.
@@ -16,7 +16,7 @@ at::Tensor call_gather(const at::Tensor& src, const at::Tensor& ptr, const at::T
                        const at::Tensor& t_ptr, const at::Tensor& t_idx, const at::Tensor& t_wkey,
                        const at::Tensor& count_ptr, bool mean) {
   static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("hotspot_erc::relational_gather", "")
+                       .findSchemaOrThrow("hotspot_erc::relational_aggregate", "")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                          const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                          const at::Tensor&, const at::Tensor&, bool)>();
@@ -59,7 +59,7 @@ class RelationalGather : public torch::autograd::Function<RelationalGather> {
   }
 };
 
-at::Tensor relational_gather_autograd(const at::Tensor& src, const at::Tensor& ptr, const at::Tensor& idx,
+at::Tensor relational_aggregate_autograd(const at::Tensor& src, const at::Tensor& ptr, const at::Tensor& idx,
                                       const at::Tensor& wkey, const at::Tensor& t_ptr, const at::Tensor& t_idx,
                                       const at::Tensor& t_wkey, const at::Tensor& count_ptr, bool mean) {
   return RelationalGather::apply(src, ptr, idx, wkey, t_ptr, t_idx, t_wkey, count_ptr, mean);
@@ -70,5 +70,5 @@ at::Tensor relational_gather_autograd(const at::Tensor& src, const at::Tensor& p
 }  // namespace hotspot_erc
 
 TORCH_LIBRARY_IMPL(hotspot_erc, Autograd, m) {
-  m.impl("relational_gather", &hotspot_erc::relational::relational_gather_autograd);
+  m.impl("relational_aggregate", &hotspot_erc::relational::relational_aggregate_autograd);
 }

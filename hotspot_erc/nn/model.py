@@ -59,6 +59,15 @@ def segment_lengths(cu_seqlens: torch.Tensor) -> torch.Tensor:
     return cu_seqlens[1:] - cu_seqlens[:-1]
 
 
+def segment_mean(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """Mean over each segment's frames, broadcast back to its frames ([N, d]). A segmented
+    reduction (deterministic, no atomics) and no host synchronisation."""
+    lengths = segment_lengths(cu_seqlens)
+    sums = torch.segment_reduce(x, "sum", lengths=lengths, axis=0, unsafe=True)
+    mean = sums / lengths.clamp(min=1).unsqueeze(1).to(x.dtype)
+    return mean.repeat_interleave(lengths, dim=0, output_size=x.shape[0])
+
+
 def drop_modalities(features: dict, cu_seqlens: dict, intensity: dict | None, p: float,
                     modalities: tuple[str, ...], generator: torch.Generator | None = None):
     """Hide each present (modality, utterance) input with probability ``p`` by emptying its
@@ -108,7 +117,7 @@ class HotspotERC(nn.Module):
                  temporal_edges: bool = True, cross_modal_edges: bool = True, window_past: int = 2,
                  window_future: int = 2, graph_scheme: str = "default", num_speakers: int = 8,
                  dropout: float = 0.1, modality_dropout: float = 0.0, classifier_hidden: int = 128,
-                 soft_temperature: float = 1.0, content_pool: str | None = None):
+                 soft_temperature: float = 1.0, content_pool: str | None = None, center: bool = True):
         super().__init__()
         mods = tuple(modalities)
         if not mods or len(set(mods)) != len(mods) or any(m not in MODALITIES for m in mods):
@@ -145,6 +154,12 @@ class HotspotERC(nn.Module):
                                   scheme=graph_scheme, temporal=temporal_edges, cross_modal=cross_modal_edges)
 
         self.proj = nn.ModuleDict({m: nn.Linear(self.dims[m], d_model) for m in mods})
+        self.center = center
+        if center:
+            # x - β ⊙ mean_utterance(x), β learned per channel (starts at 1): removes what is
+            # constant over an utterance (speaker / channel / session offsets) so hotspots stand
+            # out; β can move to 0 where the utterance mean itself is the evidence.
+            self.center_beta = nn.ParameterDict({m: nn.Parameter(torch.ones(d_model)) for m in mods})
         if hotspot_source == "learned":
             LearnedScorer, _, _ = _hotspot_api()
             self.scorer = nn.ModuleDict({m: LearnedScorer(d_model) for m in mods})
@@ -218,6 +233,8 @@ class HotspotERC(nn.Module):
             return intensity[m].to(x.dtype)
         if self.hotspot_source == "learned":
             return self.scorer[m](x)
+        if self.center:  # intensity = how far a frame departs from its utterance, not its offset
+            raw = raw - segment_mean(raw, cu)
         return rule_scores(raw, cu, kind=self.rule_kind)
 
     def forward(self, batch) -> ModelOutput:
@@ -243,6 +260,8 @@ class HotspotERC(nn.Module):
         for m in mods:
             raw, cu = feats[m], cus[m]
             x = self.proj[m](raw)
+            if self.center:
+                x = x - self.center_beta[m] * segment_mean(x, cu)
             score = self._scores(m, raw, x, cu, intensity)
             soft = self.hotspot_source == "learned"
             hs = extract_hotspots(x, cu, score, num_windows=self.num_windows, radius=self.radius, soft=soft,

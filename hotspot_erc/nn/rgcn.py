@@ -2,17 +2,18 @@
 
 ``out_i = x_i W_root + b + sum_r reduce_{j in N_r(i)} x_j W_r`` (DESIGN §3.6) with the same
 constructor, parameter names (``weight``, ``comp``, ``root``, ``bias``) and shapes as PyG, so a
-PyG ``state_dict`` loads and gives the same outputs. Unlike PyG it never loops over relations:
-one aggregation kernel plus one GEMM, in whichever order is cheaper for the layer's shape:
+PyG ``state_dict`` loads and gives the same outputs. Unlike PyG it never loops over edge masks
+per relation and never gathers a per-edge weight:
 
-* aggregate-then-transform: ``Z = relational_aggregate(x)`` [N, R, in], then ``Z @ W`` ([N, R*in]
-  times [R*in, out]) - on the CPU blocked over nodes (:func:`relational_matmul`) so the
-  [N, R, in] intermediate never exists in full;
-* transform-then-aggregate: ``H = x @ W`` [N, R, out], then ``relational_message_sum(H)``.
-
-Both cost ``2*N*R*in*out`` GEMM FLOPs (fewer with a basis decomposition, which is applied on the
-smaller side), so the order is chosen by FLOPs first and then by the intermediate's size (in vs
-out). No per-edge weight is ever gathered.
+* CPU (eager), dense or composed weights: :func:`relational_matmul`, a grouped GEMM over the
+  non-empty (node, relation) buckets only - in a conversation graph two thirds of them are
+  empty, and a dense ``[N, R*in] @ [R*in, out]`` would multiply those zeros too;
+* otherwise (CUDA, torch.compile, bases applied on the feature side, blocks), one aggregation
+  kernel plus one GEMM, in whichever order is cheaper for the layer's shape:
+  aggregate-then-transform (``Z = relational_aggregate(x)`` [N, R, in], then ``Z @ W``) or
+  transform-then-aggregate (``H = x @ W`` [N, R, out], then ``relational_message_sum(H)``).
+  Both cost ``2*N*R*in*out`` GEMM FLOPs (fewer when a basis decomposition is applied on the
+  smaller side), so the order is chosen by FLOPs first and then by the intermediate's size.
 """
 from __future__ import annotations
 
@@ -96,8 +97,8 @@ class RGCNConv(nn.Module):
     def plan(self, num_nodes: int = 1, device: torch.device | None = None) -> tuple[str, bool]:
         """(order, use_basis): order is "aggregate_first" or "transform_first"; use_basis says
         whether the basis is applied on the feature side instead of composing W_r. On the CPU
-        (eager) dense weights always go aggregate-first through the blocked
-        :func:`relational_matmul`, whose intermediates are a few MiB whatever the shape."""
+        (eager) dense weights always go aggregate-first through the grouped
+        :func:`relational_matmul`, which multiplies only non-empty buckets."""
         n, r, i, o = num_nodes, self.num_relations, self.in_channels, self.out_channels
         dense = 2 * n * r * i * o
         if self.num_bases is not None:

@@ -6,9 +6,9 @@ Backends:
 
 * ``"triton"`` — the fused kernels of :mod:`hotspot_erc.kernels.hotspot_gate` (CUDA tensors, or CPU
   tensors under ``TRITON_INTERPRET=1``); float32, float16, bfloat16.
-* ``"cpu"`` — an ATen composition (two ``addmm`` into one buffer, in-place sigmoid and
-  interpolation) that never builds ``[c; h]`` and allocates two [N, d] buffers in the forward
-  where the eager reference allocates five; any float dtype including float64. It is also the
+* ``"cpu"`` — an ATen composition (two ``addmm`` into one buffer, in-place sigmoid, one
+  ``lerp``) that never builds ``[c; h]`` and allocates two [N, d] buffers in the forward where
+  the eager reference allocates seven; any float dtype including float64. It is also the
   automatic choice for float64 CUDA tensors, which the Triton kernels do not take.
 * ``"reference"`` — :func:`hotspot_erc.reference.hotspot_gate.hotspot_gate_reference`, eager
   autograd.
@@ -61,8 +61,7 @@ def _gate_composite(c, h, weight, bias):
 
 def _forward_composite(c, h, weight, bias, write_alpha):
     alpha = _gate_composite(c, h, weight, bias)
-    out = torch.sub(h, c)
-    out.mul_(alpha).add_(c)
+    out = torch.lerp(c, h, alpha)  # c + α(h − c) in one elementwise pass
     return out, (alpha if write_alpha else None)
 
 

@@ -6,9 +6,9 @@ keys gives zeros (and zero gradients); a segment with no queries gives nothing, 
 values get zero gradients. Never NaN.
 
 Backends: ``"triton"`` (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``): the
-FlashAttention-style kernels of :mod:`hotspot_erc.kernels.varlen_attention`, O(N) memory, one
-attention launch forward and two backward (plus a few tiny ops that build the tile table and
-the softmax-gradient row sums), deterministic. ``"cpu"``: segments grouped by length into
+FlashAttention-style kernels of :mod:`hotspot_erc.kernels.varlen_attention`, O(N) memory,
+deterministic; one attention launch forward and two backward, each after a tiny launch that
+builds its tile table. ``"cpu"``: segments grouped by length into
 padded batches under a work budget and run through ATen's CPU flash-attention kernel (explicit
 matmul/softmax where a torch build lacks it, or where the log-sum-exp has a gradient).
 ``"reference"``: the per-segment loop of :mod:`hotspot_erc.reference.varlen_attention` with
@@ -24,6 +24,7 @@ out of bounds: set ``HOTSPOT_ERC_VALIDATE=1`` while developing.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -34,7 +35,7 @@ OP = "varlen_cross_attention"
 TRITON_MAX_HEAD_DIM = 128
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Padded score work (elements of count·H·Lq·Lk) of one group of segments on the CPU path.
-_CPU_SCORE_BUDGET = 1 << 22
+_CPU_SCORE_BUDGET = 1 << 20
 
 SUPPORTS = _backend.register(OP, {
     "triton": _backend.triton_reason,
@@ -126,7 +127,9 @@ def _cpu_forward(q, k, v, cu_q, cu_k, scale):
 def _cpu_backward(do, q, k, v, out, lse, grad_lse, cu_q, cu_k, scale):
     dq, dk, dv = (torch.zeros(t.shape, dtype=t.dtype) for t in (q, k, v))
     # ATen's kernel has no log-sum-exp gradient input: use it only when that gradient is zero.
-    use_flash = _CPU_FLASH_BWD is not None and not bool(grad_lse.any())
+    if grad_lse is not None and not bool(grad_lse.any()):
+        grad_lse = None
+    use_flash = _CPU_FLASH_BWD is not None and grad_lse is None
     ct = _lse_dtype(q.dtype)
     for segs in _cpu_chunks(cu_q, cu_k, q.shape[1]):
         pq, pk = _Padding(cu_q, segs), _Padding(cu_k, segs)
@@ -139,7 +142,9 @@ def _cpu_backward(do, q, k, v, out, lse, grad_lse, cu_q, cu_k, scale):
             dqp, dkp, dvp = _CPU_FLASH_BWD(dop, qp, kp, vp, op_, lsep, 0.0, False, attn_mask=mask, scale=scale)
         else:
             qc, kc, vc, doc = qp.to(ct), kp.to(ct), vp.to(ct), dop.to(ct)
-            delta = (doc * op_.to(ct)).sum(-1) - pq.pad(grad_lse.to(ct)).transpose(1, 2)
+            delta = (doc * op_.to(ct)).sum(-1)
+            if grad_lse is not None:
+                delta = delta - pq.pad(grad_lse.to(ct)).transpose(1, 2)
             probs = torch.exp(torch.matmul(qc, kc.transpose(-1, -2)) * scale + mask - lsep[..., None])
             dvp = torch.matmul(probs.transpose(-1, -2), doc)
             ds = probs * (torch.matmul(doc, vc.transpose(-1, -2)) - delta[..., None])
@@ -176,12 +181,12 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, scale, backend):
 
 @torch.library.custom_op("hotspot_erc::varlen_attention_bwd", mutates_args=())
 def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-            out: torch.Tensor, lse: torch.Tensor, grad_lse: torch.Tensor, cu_seqlens_q: torch.Tensor,
+            out: torch.Tensor, lse: torch.Tensor, grad_lse: Optional[torch.Tensor], cu_seqlens_q: torch.Tensor,
             cu_seqlens_k: torch.Tensor, scale: float, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dq, dk, dv). ``grad_lse`` folds into delta: d lse / d score = softmax probability."""
+    """(dq, dk, dv). ``grad_lse`` (None when the log-sum-exp got no gradient) enters the
+    softmax-gradient row term: d lse / d score = softmax probability."""
     if backend == "triton":
-        delta = (grad_out.float() * out.float()).sum(-1) - grad_lse.float()
-        return _triton_kernels().backward(grad_out, q, k, v, lse, delta, cu_seqlens_q, cu_seqlens_k, scale)
+        return _triton_kernels().backward(grad_out, q, k, v, out, lse, grad_lse, cu_seqlens_q, cu_seqlens_k, scale)
     return _cpu_backward(grad_out, q, k, v, out, lse, grad_lse, cu_seqlens_q, cu_seqlens_k, scale)
 
 
@@ -196,14 +201,14 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)
     ctx.scale = scale
     ctx.backend = backend
+    # An unused log-sum-exp arrives as None rather than a zero tensor: no fill, no extra read.
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_out, grad_lse):
     q, k, v, out, lse, cu_q, cu_k = ctx.saved_tensors
     if grad_out is None:
         grad_out = torch.zeros_like(out)
-    if grad_lse is None:
-        grad_lse = torch.zeros_like(lse)
     dq, dk, dv = _bwd_op(grad_out, q, k, v, out, lse, grad_lse, cu_q, cu_k, ctx.scale, ctx.backend)
     return dq, dk, dv, None, None, None, None
 

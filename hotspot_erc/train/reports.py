@@ -115,8 +115,8 @@ def collapse_warnings(diag: dict) -> list[str]:
     out = []
     for m, g in diag.get("gates", {}).items():
         if g["frames"] > 1 and g["std"] < GATE_STD_MIN:
-            out.append(f"HGF gate of modality {m!r} is nearly constant (mean {g['mean']:.3f}, std {g['std']:.4f}): "
-                       "the gate has collapsed and ignores hotspots")
+            out.append(f"HGF gate of modality {m!r} hardly varies (mean {g['mean']:.3f}, std {g['std']:.4f}): "
+                       "it has collapsed and does not single out hotspot frames")
     for pair, r in diag.get("routing", {}).items():
         if r["entropy"] < ROUTING_ENTROPY_MIN:
             out.append(f"MoA routing of pair {pair} has collapsed (normalised entropy {r['entropy']:.2f}; "
