@@ -9,7 +9,7 @@ from hotspot_erc.data.dataset import DialogueDataset, collate_dialogues
 from hotspot_erc.data.format import open_corpus
 from hotspot_erc.data.synthetic import generate_synthetic_corpus
 from hotspot_erc.nn.encoder import AttentionPool, FrameEncoder
-from hotspot_erc.nn.model import HotspotERC, drop_modalities
+from hotspot_erc.nn.model import HotspotERC, drop_modalities, segment_mean
 
 SMALL = dict(d_model=16, num_heads=2, classifier_hidden=16, dropout=0.0)
 
@@ -71,6 +71,7 @@ ABLATIONS = {
     "text_only": dict(modalities="t", moa=False),
     "speaker_graph": dict(graph_scheme="speaker"),
     "two_encoder_layers": dict(encoder_layers=2, graph_layers=1),
+    "no_center": dict(center=False),
 }
 
 
@@ -143,6 +144,20 @@ def test_modality_dropout(corpus, batch):
     model.eval()
     torch.testing.assert_close(model(batch).logits, model(batch).logits)
     assert all(torch.equal(model(batch).cu_seqlens[m], batch.cu_seqlens[m]) for m in mods)
+
+
+def test_segment_mean_and_centering(corpus, batch):
+    cu = torch.tensor([0, 2, 2, 5])
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    ref = torch.cat([x[:2].mean(0).expand(2, 3), x[2:].mean(0).expand(3, 3)])
+    torch.testing.assert_close(segment_mean(x, cu), ref)
+    assert torch.autograd.gradcheck(lambda t: segment_mean(t, cu), (x,))
+    # Centred projected frames average to zero inside each utterance while β = 1.
+    model = _model(corpus)
+    m = "a"
+    x = model.proj[m](batch.features[m])
+    centred = x - model.center_beta[m] * segment_mean(x, batch.cu_seqlens[m])
+    assert segment_mean(centred, batch.cu_seqlens[m]).abs().max() < 1e-5
 
 
 def test_pooling_of_empty_segments_is_zero_with_finite_gradients():

@@ -61,7 +61,10 @@ def pick_peaks(scores: torch.Tensor, cu_seqlens: torch.Tensor, num_windows: int 
     if seg is None:
         seg = segment_ids(cu_seqlens, n)
     frames = torch.arange(n, device=scores.device)
-    sc = torch.nan_to_num(scores.detach().float(), nan=float("-inf"))
+    sc = scores.detach()
+    if sc.dtype in (torch.float16, torch.bfloat16):
+        sc = sc.float()
+    sc = torch.nan_to_num(sc, nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
     avail = torch.ones(n, dtype=torch.bool, device=scores.device)
     picks = []
     for _ in range(num_windows + 1):

@@ -2,11 +2,16 @@
 
 Per conversation batch and modality m::
 
-    frames ─► Linear to d ─► hotspot extraction (C_m, H_m) ─► HGF  X_m = α⊙H_m + (1-α)⊙C_m
+    frames ─► Linear to d ─► x − β⊙mean_utt(x) ─► hotspot extraction (C_m, H_m)
+           ─► HGF  X_m = α⊙H_m + (1-α)⊙C_m
            ─► frame encoder (varlen self-attention inside each utterance)
     ├─► MoA (ordered pairs k→j, frame level) ─► attention pooling per utterance
     └─► attention pooling ─► + speaker embedding ─► relational GNN over (modality, utterance) nodes
     ─► concat [MoA ; graph] per utterance ─► 2-layer MLP ─► logits [S, C]
+
+Projected frames are first centred per utterance with a learned share β of the utterance mean
+(``center=True``): offsets that are constant over an utterance (speaker, channel, session) would
+otherwise dominate every frame, and hotspots are departures from the utterance, not offsets.
 
 Ablations: ``hgf=False`` uses the global content C_m only; ``moa=False`` pools the encoder
 frames without cross-modal alignment; ``graph=False`` drops the graph branch;
@@ -105,12 +110,15 @@ class HotspotERC(nn.Module):
         soft_temperature: temperature of the soft top-k windows (and attention content pooling).
         content_pool: how hotspot extraction pools the global content C: "mean" or "attention"
             (score-weighted); default "attention" for a learned scorer, else "mean".
+        center: replace projected frames x by ``x - β ⊙ mean_utterance(x)`` (β per channel,
+            learned, starting at 1) before hotspot extraction; rule scores then measure how far
+            a frame departs from its utterance.
         Other arguments: the defaults of DESIGN §1; see :class:`hotspot_erc.train.config.ModelConfig`
         for what each one does.
     """
 
     def __init__(self, dims: dict[str, int], num_classes: int, d_model: int = 64,
-                 modalities="tav", hotspot_source: str = "rule", rule_kind: str = "delta",
+                 modalities="tav", hotspot_source: str = "rule", rule_kind: str = "norm",
                  num_windows: int = 2, radius: int = 2, hgf: bool = True, gate: str = "vector",
                  encoder_layers: int = 1, num_heads: int = 4, moa: bool = True, num_experts: int = 4,
                  top_k: int = 2, graph: bool = True, graph_layers: int = 2,

@@ -2,5 +2,6 @@
 "reference"; see :mod:`hotspot_erc.ops._backend`."""
 from hotspot_erc.ops._backend import BACKENDS, BackendUnavailable
 from hotspot_erc.ops.grouped_linear import grouped_expert_linear
+from hotspot_erc.ops.varlen_attention import varlen_cross_attention
 
-__all__ = ["BACKENDS", "BackendUnavailable", "grouped_expert_linear"]
+__all__ = ["BACKENDS", "BackendUnavailable", "grouped_expert_linear", "varlen_cross_attention"]

@@ -24,7 +24,10 @@ class ModelConfig:
     hotspot_source: str = _f("rule", "where frame intensity scores come from: the corpus' own "
                              "scores ('data'), a rule on the features ('rule') or a learned scorer",
                              ("data", "rule", "learned"))
-    rule_kind: str = _f("delta", "rule scorer: feature norm or frame-to-frame change", ("norm", "delta"))
+    rule_kind: str = _f("norm", "rule scorer: feature norm or frame-to-frame change (on centred frames "
+                        "when --center is on)", ("norm", "delta"))
+    center: bool = _f(True, "subtract a learned share (per channel, starting at 1) of each utterance's mean "
+                      "frame before hotspot extraction, so utterance-constant offsets do not drown hotspots")
     num_windows: int = _f(2, "hotspot windows K per utterance and modality")
     radius: int = _f(2, "half-width w of each hotspot window, in frames")
     hgf: bool = _f(True, "hotspot-gated fusion; off = global utterance content only")

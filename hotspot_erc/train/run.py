@@ -295,6 +295,7 @@ VARIANTS: dict[str, dict] = {
     "top1": {"top_k": 1},
     "text_audio": {"modalities": "ta"},
     "modality_dropout": {"modality_dropout": 0.2},
+    "no_center": {"center": False},
 }
 DEFAULT_VARIANTS = ("full", "no_hgf", "no_moa", "no_graph")
 
