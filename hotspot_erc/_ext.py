@@ -81,4 +81,7 @@ def cuda_unavailable_reason() -> str:
 def has_kernel(op: str, dispatch_key: str) -> bool:
     """Whether ``hotspot_erc::<op>`` has a kernel for ``dispatch_key`` (e.g. "CPU", "CUDA")."""
     load()
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"hotspot_erc::{op}", dispatch_key)
+    name = f"hotspot_erc::{op}"
+    if name not in torch._C._dispatch_get_all_op_names():
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key(name, dispatch_key)

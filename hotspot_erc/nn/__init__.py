@@ -1,4 +1,5 @@
 """Modules: thin wrappers over :mod:`hotspot_erc.ops`, and the HotspotERC model."""
 from hotspot_erc.nn.moa import MixtureOfAligners, MoAOutput, PlainCrossModalAttention, RoutingInfo
+from hotspot_erc.nn.rgcn import RGCNConv
 
-__all__ = ["MixtureOfAligners", "MoAOutput", "PlainCrossModalAttention", "RoutingInfo"]
+__all__ = ["MixtureOfAligners", "MoAOutput", "PlainCrossModalAttention", "RGCNConv", "RoutingInfo"]
