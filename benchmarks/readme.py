@@ -53,7 +53,7 @@ def section() -> str:
                 sp = speedups(rec)
                 if not sp:
                     continue
-                sp_text = ", ".join(f"{k[len('speedup'):].lstrip('_') or 'baseline'}: {v:.2f}×" for k, v in sp.items())
+                sp_text = ", ".join(f"{k.replace('speedup', '').strip('_') or 'baseline'}: {v:.2f}×" for k, v in sp.items())
                 out.append(f"| {bench} | {rec.get('name')} {case_text(rec)} | {rec['ms']:.3g} | {sp_text} |")
         failed = {n: s for n, s in run.get("status", {}).items() if not s.startswith("ok")}
         if failed:

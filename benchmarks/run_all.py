@@ -60,7 +60,7 @@ def _payload_name(path: str) -> str | None:
 
 
 def speedups(rec: dict) -> dict:
-    return {k: v for k, v in rec.items() if k.startswith("speedup") and isinstance(v, (int, float))}
+    return {k: v for k, v in rec.items() if "speedup" in k and isinstance(v, (int, float))}
 
 
 def case_text(rec: dict) -> str:
@@ -82,7 +82,7 @@ def plot(merged: dict, path: str) -> None:
     for bench, payload in merged["benchmarks"].items():
         for rec in payload.get("results", []):
             for k, v in speedups(rec).items():
-                rows.append((f"{bench}: {rec['name']} {case_text(rec)[:60]}", k, v))
+                rows.append((f"{bench}: {rec.get('name', '')} {case_text(rec)[:60]}", k, v))
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(11, 0.28 * len(rows) + 1.5))
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
             row = {"bench": bench, "name": rec.get("name"), "case": case_text(rec)[:70],
                    "ms": rec.get("ms"), "peak_mb": rec.get("peak_mb")}
             sp = speedups(rec)
-            row["speedup"] = " ".join(f"{k[len('speedup'):].lstrip('_') or 'x'}={v:.2f}" for k, v in sp.items()) or None
+            row["speedup"] = " ".join(f"{k.replace('speedup', '').strip('_') or 'x'}={v:.2f}" for k, v in sp.items()) or None
             table.append(row)
     if table:
         harness.print_table(table, ["bench", "name", "case", "ms", "peak_mb", "speedup"])

@@ -85,7 +85,8 @@ def report() -> str:
             for name in ("triton", "cuda"):
                 if name in supports:
                     r = _backend.cuda_ext_reason(op) if name == "cuda" else _backend.triton_reason(torch.device("cuda"))
-                    reasons.append(f"{name}: {'built' if not r else r}")
+                    ok = "kernel compiled" if name == "cuda" else "importable"
+                    reasons.append(f"{name}: {ok if not r else r}")
             if reasons:
                 cuda += "  " + "; ".join(reasons)
         add(f"{op:28s} {cpu:28s} {cuda}")

@@ -7,9 +7,10 @@ reads tensor values back to the host.
 Peak picking is greedy non-maximum suppression, per utterance: take the highest-scoring frame
 still available as a window centre, make every frame within ``2 * radius`` of it unavailable (so
 windows of radius ``radius`` never overlap), repeat up to K times. Ties go to the earliest frame,
-so flat scores give windows from the start of the utterance; NaN scores never win. Windows are
-clipped at utterance boundaries, so an utterance shorter than a window is simply covered whole;
-an utterance with no frames gets no window (its peaks are -1).
+so flat scores give windows from the start of the utterance; a NaN score ranks below every
+number. Windows are clipped at utterance boundaries, so an utterance shorter than a window gets
+one clipped window (covering it whole when it has at most ``radius + 1`` frames); an utterance
+with no frames gets no window (its peaks are -1).
 
 With ``soft=True`` the window membership becomes differentiable in the scores (a soft top-k):
 window k of an utterance gets the weight ``σ((s_peak_k − s_runner_up) / temperature)``, where

@@ -1,5 +1,6 @@
 """Modules: thin wrappers over :mod:`hotspot_erc.ops`, and the HotspotERC model."""
+from hotspot_erc.nn.fusion import HotspotGatedFusion
 from hotspot_erc.nn.moa import MixtureOfAligners, MoAOutput, PlainCrossModalAttention, RoutingInfo
 from hotspot_erc.nn.rgcn import RGCNConv
 
-__all__ = ["MixtureOfAligners", "MoAOutput", "PlainCrossModalAttention", "RGCNConv", "RoutingInfo"]
+__all__ = ["HotspotGatedFusion", "MixtureOfAligners", "MoAOutput", "PlainCrossModalAttention", "RGCNConv", "RoutingInfo"]

@@ -6,7 +6,6 @@ backend that cannot run raises :class:`BackendUnavailable` naming the reason.
 """
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -24,14 +23,22 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-@functools.lru_cache(maxsize=None)
+_TRITON_IMPORT_ERROR: str | None = None
+
+
 def _triton_import_error() -> str:
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception as exc:  # ImportError, or a broken install
-        return f"Triton is not importable ({exc})"
-    return ""
+    # A plain module-level memo rather than functools.lru_cache: Dynamo warns when it traces
+    # through lru_cache wrappers, and choose() runs inside compiled regions.
+    global _TRITON_IMPORT_ERROR
+    if _TRITON_IMPORT_ERROR is None:
+        try:
+            import triton  # noqa: F401
+            import triton.language  # noqa: F401
+
+            _TRITON_IMPORT_ERROR = ""
+        except Exception as exc:  # ImportError, or a broken install
+            _TRITON_IMPORT_ERROR = f"Triton is not importable ({exc})"
+    return _TRITON_IMPORT_ERROR
 
 
 def triton_reason(device: torch.device) -> str:

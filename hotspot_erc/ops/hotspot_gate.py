@@ -75,10 +75,9 @@ def _backward_composite(grad_out, grad_alpha, c, h, weight, bias, alpha=None):
         dz = dz.sum(1, keepdim=True)
     if grad_alpha is not None:
         dz.add_(grad_alpha)
-    dz.mul_(alpha).mul_(1 - alpha)
-    g_alpha = grad_out * alpha
-    dc = torch.sub(grad_out, g_alpha)
-    dh = g_alpha  # updated in place below, after dc has read it
+    dz = torch.ops.aten.sigmoid_backward(dz, alpha)  # dα ⊙ α(1 − α), one pass
+    dc = torch.addcmul(grad_out, grad_out, alpha, value=-1)  # dout ⊙ (1 − α), one pass
+    dh = grad_out * alpha
     if scalar:
         dc.addr_(dz[:, 0], weight[:d, 0])
         dh.addr_(dz[:, 0], weight[d:, 0])
