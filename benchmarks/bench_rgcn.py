@@ -105,7 +105,7 @@ def main(argv=None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     budget = args.fast_rgcn_budget_gb or (16.0 if device.type == "cuda" else 2.0)
     min_run_time = 0.2 if args.quick else 1.0
-    rounds = 3 if args.quick else 5
+    rounds = 1 if args.quick else 5
     records = []
     for case in (large_case(device), conversation_case(device)):
         records += run_case(case, device, min_run_time, budget, rounds)

@@ -66,7 +66,7 @@ def speedups(rec: dict) -> dict:
 def case_text(rec: dict) -> str:
     parts = []
     for k, v in rec.items():
-        if k in RESULT_KEYS or k.startswith(("speedup", "h100_", "floor")) or isinstance(v, (dict, list)):
+        if k in RESULT_KEYS or "speedup" in k or k.startswith(("h100_", "floor")) or isinstance(v, (dict, list)):
             continue
         parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
     return " ".join(parts)
