@@ -10,10 +10,11 @@ import argparse
 import os
 import subprocess
 import sys
+import textwrap
 
 EPILOG = """\
 examples:
-  hotspot-erc train --synthetic                      # generate the synthetic corpus, train, evaluate, report
+  hotspot-erc train --synthetic          # generate the synthetic corpus, train, evaluate, report
   hotspot-erc train --corpus data/iemocap --config my.toml --no-graph
   torchrun --nproc_per_node 2 -m hotspot_erc.cli train --synthetic --device cpu
   hotspot-erc evaluate runs/<run>/checkpoints/best.safetensors --corpus data/iemocap --split test
@@ -22,8 +23,18 @@ examples:
 """
 
 
-def _formatter(prog):
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32, width=100)
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks, wraps long descriptions."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=32, width=100)
+
+    def _fill_text(self, text, width, indent):
+        return "\n".join(textwrap.fill(p, width, initial_indent=indent, subsequent_indent=indent)
+                         if len(p) > width and not p.startswith(" ") else p for p in text.splitlines())
+
+
+_formatter = _Formatter
 
 
 def build_parser() -> argparse.ArgumentParser:

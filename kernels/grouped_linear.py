@@ -24,6 +24,8 @@ Pure kernel code: arguments are assumed valid (see :mod:`hotspot_erc.ops.grouped
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -176,6 +178,20 @@ def _expert_weight_grad_kernel(
 
 # ----------------------------------------------------------------------------- launchers
 
+def _on_device(launcher):
+    """Run a launcher with its first tensor's CUDA device current: Triton launches on the
+    current device, so tensors on cuda:1 while cuda:0 is current would otherwise be handed to
+    kernels running on cuda:0 (invalid addresses, or silent peer reads)."""
+    @functools.wraps(launcher)
+    def run(first, *args, **kwargs):
+        if first.is_cuda:
+            with torch.cuda.device(first.device):
+                return launcher(first, *args, **kwargs)
+        return launcher(first, *args, **kwargs)
+
+    return run
+
+
 def _empty(shape, dtype, device) -> torch.Tensor:
     """Every buffer a kernel must fill; tests replace this with a NaN fill so unwritten
     elements show."""
@@ -235,7 +251,10 @@ def _routed_mm(a, b_strides_src, weight_view, bias, experts, gates, cu, tiles, b
     out = _empty((n, out_features), a.dtype, a.device)
     block_n = _block(out_features, 128)
     block_k = _block(ka, 64 if a.dtype != torch.float32 else 32)
-    nt = triton.cdiv(out_features, block_n)
+    # At least one column tile even when out_features == 0 (d_in == 0 in the backward): the
+    # gate-gradient bias term dy·b_e is computed by the pid_n == 0 programs, so an empty grid
+    # would leave it out (the masked stores write nothing).
+    nt = max(1, triton.cdiv(out_features, block_n))
     t_max = tile_seg.numel()
     dgate = dgate_x is not None
     partial = (_empty((nt, t_max, k), torch.float32, a.device)
@@ -257,11 +276,15 @@ def _routed_mm(a, b_strides_src, weight_view, bias, experts, gates, cu, tiles, b
             K=k, HAS_BIAS=bias is not None, DGATE=dgate, DGATE_BIAS=dgate_bias is not None,
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
             UPCAST=triton_interpret(), PRECISION=_precision(a.dtype),
-            num_warps=4, num_stages=3,
+            # Two [BLOCK_M, BLOCK_N] float32 accumulators (acc, out) plus int64 pointer tiles:
+            # at 64x128, 4 warps spill on sm_90 by ptxas' count (128 B forward, ~1.2 KB with the
+            # gate gradient); 8 warps halve the per-thread share (0 B / ~450 B).
+            num_warps=8 if block_m * block_n >= 64 * 128 else 4, num_stages=3,
         )
     return out, partial, nt
 
 
+@_on_device
 def grouped_linear_forward(x, cu_seqlens, experts, gates, weight, bias):
     """Forward launcher: one kernel launch (plus the tiny on-device tile map)."""
     block_m = _block_m(x.shape[0], experts.shape[0])
@@ -285,6 +308,7 @@ def _weight_split(num_experts: int, d_in: int, d_out: int, block_k: int, block_n
     return int(max(1, min(want, most, 32)))
 
 
+@_on_device
 def grouped_linear_backward(dy, x, cu_seqlens, experts, gates, weight, bias,
                             need_x=True, need_gates=True, need_weight=True, need_bias=True):
     """Gradients (dx, dgates, dweight, dbias); entries not needed are returned as None."""
@@ -315,9 +339,11 @@ def grouped_linear_backward(dy, x, cu_seqlens, experts, gates, weight, bias,
                 else:
                     dgates.zero_()
 
-    if (need_weight or (need_bias and bias is not None)) and (n == 0 or num_seg == 0):
-        dweight = torch.zeros_like(weight)  # nothing routed: no kernel (and no empty pointers)
-        dbias = torch.zeros_like(bias) if bias is not None else None
+    if (need_weight or (need_bias and bias is not None)) and (n == 0 or num_seg == 0 or d_out == 0):
+        # Nothing routed: no kernel. Contiguous like every other gradient here (the op's fake says
+        # so; zeros_like would copy a transposed weight's strides).
+        dweight = weight.new_zeros(weight.shape)
+        dbias = bias.new_zeros(bias.shape) if bias is not None else None
     elif need_weight or (need_bias and bias is not None):
         block_m = 16 if triton_interpret() else 64
         block_k = _block(d_in, 64)
@@ -344,14 +370,17 @@ def grouped_linear_backward(dy, x, cu_seqlens, experts, gates, weight, bias,
         dw_part = _empty((split, num_experts, d_in, d_out), torch.float32, dev)
         db_part = (_empty((split, num_experts, d_out), torch.float32, dev)
                    if bias is not None else dw_part)
-        grid = (num_experts * split, triton.cdiv(d_in, block_k), triton.cdiv(d_out, block_n))
+        # At least one d_in tile: the bias gradient is written by the pid_k == 0 programs, which
+        # must exist (and write db_part) even when d_in == 0.
+        grid = (num_experts * split, max(1, triton.cdiv(d_in, block_k)), triton.cdiv(d_out, block_n))
         _expert_weight_grad_kernel[grid](
             x, dy, cu, asg_seg, asg_gate, cum, split_v.contiguous(), split_a,
             dw_part, db_part, d_in, d_out, num_experts,
             x.stride(0), x.stride(1), dy.stride(0), dy.stride(1),
             SPLIT=split, HAS_BIAS=bias is not None,
             BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_N=block_n,
-            UPCAST=triton_interpret(), PRECISION=prec, num_warps=4, num_stages=3,
+            # 8 warps: the two 64x64 float32 accumulators (acc, part) spill with 4 on sm_90.
+            UPCAST=triton_interpret(), PRECISION=prec, num_warps=8, num_stages=3,
         )
         # Fixed-order sum over the slices: deterministic.
         dweight = (dw_part[0] if split == 1 else dw_part.sum(0)).to(weight.dtype)

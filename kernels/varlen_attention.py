@@ -28,6 +28,8 @@ Nothing here validates arguments: :mod:`hotspot_erc.ops.varlen_attention` does.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -313,7 +315,8 @@ def _table_tile(num_tokens: int, num_segments: int, largest: int) -> int:
     """Rows per tile of the side that indexes the block table, from shapes only (no sync):
     short segments get short tiles, since tile waste on ragged segment ends, not peak FLOPs,
     dominates conversation shapes; long ones get up to ``largest`` (128 forward; 64 backward,
-    where 128-row dK/dV or dQ accumulators spill registers on sm_90 by ptxas' count)."""
+    where 128-row dK/dV or dQ accumulators spill registers on sm_90 by ptxas' count; less for
+    float32 IEEE dots, see :func:`_fma_dot`)."""
     if _interpreting():
         return 16
     avg = num_tokens / max(num_segments, 1)
@@ -321,7 +324,16 @@ def _table_tile(num_tokens: int, num_segments: int, largest: int) -> int:
         return 32
     if avg >= 1024:
         return largest
-    return 64
+    return min(64, largest)
+
+
+def _fma_dot(dot_f32: bool, precision: str) -> bool:
+    """Float32 operands with ``input_precision="ieee"`` (torch's default: TF32 off) take Triton's
+    FMA dot, which holds far more per thread than a tensor-core dot. By ptxas' count on sm_90
+    (Dh = 128) every autotune config spills for a 128-row forward tile (>= 2.6 KB/thread) and for
+    a 64-row dK/dV tile (>= 0.5 KB), while 64-row forward and dQ tiles and 32-row dK/dV tiles
+    each have a spill-free config (8 warps): the table tiles are capped there."""
+    return dot_f32 and precision == "ieee"
 
 
 def _head_tile(head_dim: int) -> int:
@@ -339,10 +351,25 @@ def _dot_args(dtype: torch.dtype) -> tuple[bool, str]:
     return False, "tf32"  # half-precision operands: the setting only concerns float32 operands
 
 
+def _on_device(launcher):
+    """Run a launcher with its first tensor's CUDA device current: Triton launches on the
+    current device, so tensors on cuda:1 while cuda:0 is current would otherwise be handed to
+    kernels running on cuda:0 (invalid addresses, or silent peer reads)."""
+    @functools.wraps(launcher)
+    def run(first, *args, **kwargs):
+        if first.is_cuda:
+            with torch.cuda.device(first.device):
+                return launcher(first, *args, **kwargs)
+        return launcher(first, *args, **kwargs)
+
+    return run
+
+
 def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+@_on_device
 def forward(q, k, v, cu_q, cu_k, scale: float):
     """Returns (out [Nq, H, Dh] in q's dtype, lse [Nq, H] float32). One attention launch."""
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
@@ -352,9 +379,9 @@ def forward(q, k, v, cu_q, cu_k, scale: float):
     lse = torch.empty((nq, heads), device=q.device, dtype=torch.float32)
     if nq == 0 or heads == 0 or num_segments == 0:
         return out, lse
-    bm = _table_tile(nq, num_segments, 128)
-    tbl = block_table(cu_q, bm, nq)
     dot_f32, precision = _dot_args(q.dtype)
+    bm = _table_tile(nq, num_segments, 64 if _fma_dot(dot_f32, precision) else 128)
+    tbl = block_table(cu_q, bm, nq)
     _fwd_kernel[(tbl.shape[1], heads)](
         q, k, v, out, lse, cu_q, cu_k, tbl, tbl.shape[1],
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
@@ -365,6 +392,7 @@ def forward(q, k, v, cu_q, cu_k, scale: float):
     return out, lse
 
 
+@_on_device
 def backward(do, q, k, v, out, lse, grad_lse, cu_q, cu_k, scale: float):
     """Returns (dq, dk, dv) in the inputs' dtype; ``grad_lse`` (None or [Nq, H]) is the
     gradient of the saved log-sum-exp. Two launches (dQ with the softmax-gradient row sums,
@@ -395,7 +423,7 @@ def backward(do, q, k, v, out, lse, grad_lse, cu_q, cu_k, scale: float):
             BLOCK_M=bm, BLOCK_D=bd, DOT_F32=dot_f32, PRECISION=precision, HAS_DLSE=grad_lse is not None,
         )
     if nk > 0:
-        bn = _table_tile(nk, num_segments, 64)
+        bn = _table_tile(nk, num_segments, 32 if _fma_dot(dot_f32, precision) else 64)
         tbl_k = block_table(cu_k, bn, nk)
         _bwd_dkdv_kernel[(tbl_k.shape[1], heads)](
             q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, tbl_k, tbl_k.shape[1],

@@ -136,6 +136,8 @@ def test_unwritable_output_and_checkpoint_kept(trained, tmp_path, capsys):
     assert "model config differs" in capsys.readouterr().err
     assert last.read_bytes() == before
     assert main(["train", "--resume", *TINY]) == 2  # --resume without --run-dir
+    assert main(["train", "--corpus", trained["corpus"], "--run-dir", str(trained["run"]), *TINY]) == 2
+    assert "already holds a run" in capsys.readouterr().err and last.read_bytes() == before
     assert main(["train", "--corpus", trained["corpus"], *TINY, "--top-k", "9"]) == 2
     assert "top_k" in capsys.readouterr().err
 

@@ -18,9 +18,12 @@ FLAGS = ["--d-model", "16", "--num-heads", "2", "--classifier-hidden", "16", "--
 
 
 def _comparable(name, t):
-    """The key part of the self-attention bias has an exactly zero gradient (softmax ignores a
-    per-query constant), so Adam turns its rounding-level gradients into full-size steps of either
-    sign: leave it out."""
+    """Leave out parameters whose gradient is (near) zero by construction, because Adam turns
+    rounding-level gradients into full-size steps of either sign: the key part of the
+    self-attention bias (softmax ignores a per-query constant) and the input projection bias
+    (centring with β ≈ 1 subtracts it again)."""
+    if name.startswith("proj.") and name.endswith(".bias"):
+        return t[:0]
     if name.endswith("attn.qkv.bias"):
         d = t.shape[0] // 3
         return torch.cat([t[:d], t[2 * d:]])

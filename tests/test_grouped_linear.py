@@ -104,6 +104,22 @@ def test_many_experts_repeats_and_int32(poison, backend):
     assert grads[2][unused].abs().max() == 0
 
 
+@pytest.mark.parametrize("d_in,d_out", [(0, 5), (3, 0)])
+def test_triton_zero_width_features(poison, d_in, d_out):
+    """d_in = 0 still has a bias term in the gate and bias gradients (kernels whose grid has a
+    d_in axis must still run once); d_out = 0 gives empty outputs and zero gradients."""
+    x, cu, experts, gates, w, b = make_inputs([3, 0, 2], 3, 2, d_in, d_out)
+    dy = torch.randn(x.shape[0], d_out, dtype=torch.float64)
+    ref, ref_grads = _grads(lambda *a: grouped_expert_linear_reference(a[0], cu, experts, a[1], a[2], a[3]),
+                            x, gates, w, b, dy)
+    out, grads = _grads(lambda *a: grouped_expert_linear(a[0], cu, experts, a[1], a[2], a[3], backend="triton"),
+                        x.float(), gates.float(), w.float(), b.float(), dy)
+    assert out.shape == ref.shape
+    for name, g, r in zip(("x", "gates", "weight", "bias"), grads, ref_grads):
+        assert g.shape == r.shape and not g.isnan().any(), name
+        torch.testing.assert_close(g.double(), r, rtol=1e-5, atol=1e-5, msg=name)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_triton_low_precision(poison, dtype):
     """FlashAttention's rule: at most 2x the error PyTorch's own eager path makes in that dtype."""
@@ -145,9 +161,16 @@ def test_opcheck(impl):
     dtype = torch.float64 if impl == "aten" else torch.float32
     for bias in (True, False):
         x, cu, experts, gates, w, b = make_inputs([3, 0, 5], 3, 2, 16, 16, dtype=dtype, bias=bias)
+        if not bias:
+            # Transposed storage (a weight kept [E, d_out, d_in]): the fake's gradient strides
+            # must still match the real, contiguous ones.
+            x, w = x.t().contiguous().t(), w.transpose(1, 2).contiguous().transpose(1, 2)
         args = (x.requires_grad_(), cu, experts, gates.requires_grad_(), w.requires_grad_(),
                 b.requires_grad_() if b is not None else None, impl)
         torch.library.opcheck(torch.ops.hotspot_erc.grouped_expert_linear.default, args)
+        dy = torch.randn(x.shape[0], w.shape[2], dtype=dtype)
+        torch.library.opcheck(torch.ops.hotspot_erc.grouped_expert_linear_backward.default,
+                              (dy, *(a.detach() if isinstance(a, torch.Tensor) else a for a in args)))
 
 
 def test_torch_compile_fullgraph():
@@ -236,12 +259,12 @@ _SM90_COMPILE = textwrap.dedent("""
         for dgate in (False, True):
             build(K._routed_mm_kernel, ptrs, dict(K=2, HAS_BIAS=not dgate, DGATE=dgate, DGATE_BIAS=dgate,
                   BLOCK_M=64, BLOCK_N=128, BLOCK_K=bk, UPCAST=False, PRECISION=prec),
-                  num_warps=4, num_stages=3)
+                  num_warps=8, num_stages=3)  # what the launcher uses for 64x128 tiles
         ptrs = dict(x_ptr="*" + dt, dy_ptr="*" + dt, cu_ptr="*i32", asg_seg_ptr="*i64",
                     asg_gate_ptr="*fp32", asg_start_ptr="*i64", split_v_ptr="*i64", split_a_ptr="*i64",
                     dw_ptr="*fp32", db_ptr="*fp32")
         build(K._expert_weight_grad_kernel, ptrs, dict(SPLIT=4, HAS_BIAS=True, BLOCK_M=64, BLOCK_K=64,
-              BLOCK_N=64, UPCAST=False, PRECISION=prec), num_warps=4, num_stages=3)
+              BLOCK_N=64, UPCAST=False, PRECISION=prec), num_warps=8, num_stages=3)
     build(K._tile_to_segment_sum_kernel, dict(partial_ptr="*fp32", tile_start_ptr="*i64", out_ptr="*fp32"),
           dict(K=3, BLOCK_K=4))
     print("compiled")

@@ -47,6 +47,7 @@ def test_full_model_forward_backward(corpus, batch):
         assert out.gates[m].shape == (n, 16) and out.hotspot_mask[m].shape == (n,)
     assert set(out.routing) == {f"{a}->{b}" for a in "tav" for b in "tav" if a != b}
     assert out.routing["a->t"].experts.shape == (S, 2)
+    assert out.graph_update is not None and 0 < float(out.graph_update) < float("inf")
     (torch.nn.functional.cross_entropy(out.logits, batch.labels.clamp(min=0)) + out.lb_loss).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -95,7 +96,7 @@ def test_ablation_switches(corpus, batch, name):
         assert all(r.experts.shape[1] == kw.get("top_k", 2) for r in out.routing.values())
         assert all(r.usage.shape == (kw.get("num_experts", 4),) for r in out.routing.values())
     if kw.get("graph") is False:
-        assert not hasattr(model, "gnn")
+        assert not hasattr(model, "gnn") and out.graph_update is None
     if "cross_modal_edges" in kw or "temporal_edges" in kw:
         present = torch.stack([batch.lengths(m) > 0 for m in mods])
         g = model._build_graph(batch.dialogue, batch.speaker, present)

@@ -70,6 +70,7 @@ def test_resume_matches_uninterrupted_run(corpus_path, tmp_path):
             "checkpoints"} <= names
     metrics = json.load(open(tmp_path / "full" / "metrics.json"))
     assert set(metrics["diagnostics"]["gates"]) == {"t", "a", "v"} and len(metrics["diagnostics"]["routing"]) == 6
+    assert metrics["diagnostics"]["graph_update_ratio"] > 0
     assert metrics["test"]["support"] > 0 and len(metrics["test"]["confusion_matrix"]) == 6
 
 
@@ -77,7 +78,7 @@ def test_resume_refuses_a_different_config(corpus_path, tmp_path):
     cfg = tiny_config(corpus_path, epochs=1)
     run.train(cfg, run_dir=str(tmp_path / "r"), plots=False)
     last = tmp_path / "r" / "checkpoints" / "last.safetensors"
-    before = last.read_bytes()
+    before, config_before = last.read_bytes(), (tmp_path / "r" / "config.json").read_bytes()
     cfg.model.d_model = 32
     with pytest.raises(run.CheckpointProblem, match="model config differs"):
         run.train(cfg, run_dir=str(tmp_path / "r"), resume=True)
@@ -85,7 +86,7 @@ def test_resume_refuses_a_different_config(corpus_path, tmp_path):
     cfg.train.seed = 5
     with pytest.raises(run.CheckpointProblem, match="seed"):
         run.train(cfg, run_dir=str(tmp_path / "r"), resume=True)
-    assert last.read_bytes() == before
+    assert last.read_bytes() == before and (tmp_path / "r" / "config.json").read_bytes() == config_before
 
 
 def test_early_stopping_and_best_epoch(corpus_path, tmp_path):
@@ -150,6 +151,8 @@ def test_collapse_warnings():
                         "t->a": {"entropy": routing_entropy([1, 1, 1, 1]), "usage_share": [.25] * 4}}}
     w = collapse_warnings(diag)
     assert len(w) == 2 and "'t'" in w[0] and "a->t" in w[1]
+    assert "graph adds nothing" in collapse_warnings({"graph_update_ratio": 0.001})[0]
+    assert collapse_warnings({"graph_update_ratio": 0.5}) == []
     assert routing_entropy([1, 1, 1, 1]) == pytest.approx(1.0) and routing_entropy([5, 0]) == 0.0
 
 

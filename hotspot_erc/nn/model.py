@@ -41,7 +41,8 @@ class ModelOutput:
     intensity scores used for hotspot extraction; ``hotspot_mask[m]`` the window membership [N_m];
     ``routing`` the MoA routing keyed "k->j" (empty when MoA is off); ``features`` the utterance
     vectors fed to the classifier [S, F]; ``cu_seqlens`` the segment boundaries actually used
-    (modality dropout can empty segments in training).
+    (modality dropout can empty segments in training); ``graph_update`` ‖GNN output − input‖ /
+    ‖input‖ over all nodes (detached; None without the graph): near 0 means the graph adds nothing.
     """
 
     logits: torch.Tensor
@@ -52,6 +53,7 @@ class ModelOutput:
     routing: dict = field(default_factory=dict)
     features: torch.Tensor | None = None
     cu_seqlens: dict = field(default_factory=dict)
+    graph_update: torch.Tensor | None = None
 
 
 def _hotspot_api():
@@ -220,16 +222,17 @@ class HotspotERC(nn.Module):
         return build_conversation_graph(dialogue, speaker, modalities=self.modalities, present=present,
                                         **self.graph_options)
 
-    def _graph_branch(self, pooled: dict, cu_seqlens: dict, dialogue, speaker) -> torch.Tensor:
+    def _graph_branch(self, pooled: dict, cu_seqlens: dict, dialogue, speaker):
         mods = self.modalities
         s = pooled[mods[0]].shape[0]
         present = torch.stack([segment_lengths(cu_seqlens[m]) > 0 for m in mods])
         graph = self._build_graph(dialogue, speaker, present).relational()  # prepared once, used by every layer
         spk = self.speaker(speaker.clamp(0, self.num_speakers - 1))
-        h = torch.cat([pooled[m] + spk for m in mods], 0)  # node id = m*S + s (modality-major)
+        h0 = h = torch.cat([pooled[m] + spk for m in mods], 0)  # node id = m*S + s (modality-major)
         for conv, norm in zip(self.gnn, self.gnn_norm):
             h = h + self.drop(torch.relu(conv(norm(h), graph)))
-        return h.view(len(mods), s, -1).transpose(0, 1).reshape(s, -1)
+        update = ((h - h0).detach().norm() / h0.detach().norm().clamp(min=1e-12))
+        return h.view(len(mods), s, -1).transpose(0, 1).reshape(s, -1), update
 
     # ------------------------------------------------------------------ forward
     def _scores(self, m, raw, x, cu, intensity):
@@ -291,7 +294,8 @@ class HotspotERC(nn.Module):
             parts = [torch.cat([pooled[m] for m in mods], -1)]
             out.lb_loss = parts[0].new_zeros(())
         if self.use_graph:
-            parts.append(self._graph_branch(pooled, cus, batch.dialogue, batch.speaker))
+            g, out.graph_update = self._graph_branch(pooled, cus, batch.dialogue, batch.speaker)
+            parts.append(g)
         out.features = torch.cat(parts, -1)
         out.logits = self.classifier(out.features)
         return out

@@ -88,10 +88,12 @@ def _aten_backward(dy, x, cu_seqlens, experts, gates, weight, bias):
     n, d_in = x.shape
     k = experts.shape[1]
     acc = torch.promote_types(x.dtype, torch.float32)
-    dweight = torch.zeros_like(weight)
-    dbias = torch.zeros_like(bias) if bias is not None else None
+    # new_zeros, not zeros_like: gradients are contiguous whatever the inputs' strides, as the
+    # registered fake says (zeros_like would copy a transposed weight's strides).
+    dweight = weight.new_zeros(weight.shape)
+    dbias = bias.new_zeros(bias.shape) if bias is not None else None
     if n == 0:
-        return torch.zeros_like(x), torch.zeros_like(gates), dweight, dbias
+        return x.new_zeros(x.shape), gates.new_zeros(gates.shape), dweight, dbias
     order, inverse, tok, seg, counts = _pairs_by_expert(cu_seqlens, experts, n)
     g = gates.to(x.dtype).index_select(0, seg).reshape(-1).index_select(0, order)[:, None]
     xs = x.index_select(0, tok)
@@ -162,8 +164,10 @@ def _grouped_expert_linear_backward_op(
 
 @_grouped_expert_linear_backward_op.register_fake
 def _(grad, x, cu_seqlens, experts, gates, weight, bias, impl):
-    db = torch.empty_like(bias) if bias is not None else weight.new_empty(0)
-    return torch.empty_like(x), torch.empty_like(gates), torch.empty_like(weight), db
+    # Contiguous, like both implementations' outputs: empty_like would copy the strides of a
+    # transposed x or weight, and compiled graphs trust the fake's strides.
+    db = bias.new_empty(bias.shape) if bias is not None else weight.new_empty(0)
+    return x.new_empty(x.shape), gates.new_empty(gates.shape), weight.new_empty(weight.shape), db
 
 
 def _setup_context(ctx, inputs, output):

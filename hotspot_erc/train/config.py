@@ -2,6 +2,19 @@
 
 Precedence: defaults < TOML file (sections ``[model]``, ``[train]``, ``[data]``) < flags. Every
 field carries its help text, so the CLI's ``--help`` is generated from here and always matches.
+A TOML file uses the field names (``-`` or ``_``)::
+
+    [model]
+    d_model = 96
+    modalities = "ta"
+    moa = false
+
+    [train]
+    epochs = 40
+    class_weights = true
+
+    [data]
+    corpus = "data/iemocap4"
 """
 from __future__ import annotations
 

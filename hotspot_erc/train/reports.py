@@ -23,35 +23,54 @@ import os
 import numpy as np
 import torch
 
-# Below these, a gate or a router is reported as collapsed.
+# Below these, a gate or a router is reported as collapsed, and the graph as inert.
 GATE_STD_MIN = 0.02
 ROUTING_ENTROPY_MIN = 0.3
+GRAPH_UPDATE_MIN = 0.02
 
 
 class Diagnostics:
-    """Accumulates gates, intensity scores and routing over an evaluation pass."""
+    """Accumulates gates, intensity scores and routing over an evaluation pass.
+
+    Gates: per-channel moments over all frames (a vector gate collapses per channel, which a mean
+    over channels would hide), a sample of raw α values for the histogram, and the per-frame mean
+    α next to the frame's intensity score for the correlation.
+    """
 
     def __init__(self, modalities, num_classes: int, max_points: int = 200_000):
         self.modalities = tuple(modalities)
         self.num_classes = num_classes
         self.max_points = max_points
-        self.gate = {m: [] for m in self.modalities}
+        self.gate = {m: [] for m in self.modalities}          # per-frame mean α (capped)
+        self.gate_values = {m: [] for m in self.modalities}   # raw α values (capped)
         self.intensity = {m: [] for m in self.modalities}
+        self.moments: dict[str, list] = {}                    # m -> [frames, Σα [g], Σα² [g]]
         self.usage: dict[str, torch.Tensor] = {}
         self.by_emotion: dict[str, torch.Tensor] = {}
+        self.graph_updates: list[float] = []
 
     @torch.no_grad()
     def update(self, out, batch) -> None:
         for m, alpha in out.gates.items():
+            a = alpha.detach().double().cpu()
+            mom = self.moments.setdefault(m, [0, torch.zeros(a.shape[1], dtype=torch.float64),
+                                              torch.zeros(a.shape[1], dtype=torch.float64)])
+            mom[0] += a.shape[0]
+            mom[1] += a.sum(0)
+            mom[2] += a.square().sum(0)
+            if sum(t.numel() for t in self.gate_values[m]) < self.max_points:
+                self.gate_values[m].append(a.reshape(-1)[: self.max_points].float())
             if sum(t.numel() for t in self.gate[m]) >= self.max_points:
                 continue
-            self.gate[m].append(alpha.float().mean(-1).cpu())
+            self.gate[m].append(a.mean(-1).float())
             # The corpus' own intensity when it has one, else the scores the model used.
             inten = getattr(batch, "intensity", None)
             src = inten[m] if inten and m in inten else out.scores.get(m)
             if src is None or src.shape[0] != alpha.shape[0]:
                 src = torch.full((alpha.shape[0],), float("nan"))
             self.intensity[m].append(src.detach().float().cpu())
+        if getattr(out, "graph_update", None) is not None:
+            self.graph_updates.append(float(out.graph_update))
         labels = batch.labels.cpu()
         for pair, info in out.routing.items():
             experts, gates = info.experts.cpu(), info.gates.float().cpu()
@@ -68,18 +87,25 @@ class Diagnostics:
     def summary(self) -> dict:
         """JSON-ready numbers: gate statistics per modality, routing shares and entropies."""
         res = {"gates": {}, "routing": {}}
+        if self.graph_updates:
+            res["graph_update_ratio"] = float(np.mean(self.graph_updates))
         for m in self.modalities:
-            if not self.gate[m]:
+            if m not in self.moments or self.moments[m][0] == 0:
                 continue
-            g = torch.cat(self.gate[m]).double()
-            it = torch.cat(self.intensity[m]).double()
+            n, s1, s2 = self.moments[m]
+            mean_c = s1 / n
+            std_c = (s2 / n - mean_c.square()).clamp(min=0).sqrt()
+            vals = torch.cat(self.gate_values[m]).double()
+            g, it = torch.cat(self.gate[m]).double(), torch.cat(self.intensity[m]).double()
             res["gates"][m] = {
-                "mean": float(g.mean()) if g.numel() else float("nan"),
-                "std": float(g.std()) if g.numel() > 1 else 0.0,
-                "frac_below_0.05": float((g < 0.05).double().mean()) if g.numel() else 0.0,
-                "frac_above_0.95": float((g > 0.95).double().mean()) if g.numel() else 0.0,
+                "mean": float(mean_c.mean()),
+                # How much α varies across frames, per channel, averaged over channels: ~0 = collapsed.
+                "std": float(std_c.mean()),
+                "frac_below_0.05": float((vals < 0.05).double().mean()),
+                "frac_above_0.95": float((vals > 0.95).double().mean()),
                 "corr_intensity": _pearson(g, it),
-                "frames": int(g.numel()),
+                "frames": int(n),
+                "channels": int(s1.numel()),
             }
         for pair, u in self.usage.items():
             share = (u / u.sum()).tolist() if u.sum() > 0 else [0.0] * len(u)
@@ -121,6 +147,10 @@ def collapse_warnings(diag: dict) -> list[str]:
         if r["entropy"] < ROUTING_ENTROPY_MIN:
             out.append(f"MoA routing of pair {pair} has collapsed (normalised entropy {r['entropy']:.2f}; "
                        f"usage {[round(s, 2) for s in r['usage_share']]})")
+    g = diag.get("graph_update_ratio")
+    if g is not None and g < GRAPH_UPDATE_MIN:
+        out.append(f"the graph layers barely change the utterance vectors (relative update {g:.3f}): "
+                   "the graph adds nothing; compare with an ablation without it (--no-graph)")
     return out
 
 
@@ -208,13 +238,14 @@ def plot_gates(diag: Diagnostics, path: str) -> str | None:
     for i, m in enumerate(mods):
         g = torch.cat(diag.gate[m]).numpy()
         it = torch.cat(diag.intensity[m]).numpy()
-        axes[0, i].hist(g, bins=40, range=(0, 1), color="tab:blue")
-        axes[0, i].set_title(f"HGF gate, modality {m} (mean {g.mean():.2f})")
-        axes[0, i].set_xlabel("α (mean over channels)")
+        vals = torch.cat(diag.gate_values[m]).numpy()
+        axes[0, i].hist(vals, bins=50, range=(0, 1), color="tab:blue")
+        axes[0, i].set_title(f"HGF gate, modality {m} (mean {vals.mean():.2f})")
+        axes[0, i].set_xlabel("α (every channel of every frame)")
         r = _pearson(torch.from_numpy(g).double(), torch.from_numpy(it).double())
         sel = np.random.default_rng(0).permutation(len(g))[:5000]
         axes[1, i].scatter(it[sel], g[sel], s=2, alpha=0.3)
-        axes[1, i].set_xlabel("frame intensity score"), axes[1, i].set_ylabel("α")
+        axes[1, i].set_xlabel("frame intensity score"), axes[1, i].set_ylabel("α (mean over channels)")
         axes[1, i].set_title(f"gate vs intensity (r = {r:.2f})" if r is not None else "gate vs intensity")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

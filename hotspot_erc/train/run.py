@@ -6,7 +6,6 @@ checkpoint, output folder, settings); the CLI turns them into a message and an e
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime as _dt
 import json
 import os
@@ -121,6 +120,9 @@ def train(cfg: RunConfig, run_dir: str | None = None, resume: bool = False, call
     dist_info = dist_info or init_distributed(cfg.train.device)
     if resume and run_dir is None:
         raise UserError("--resume needs --run-dir: the run folder to continue")
+    if run_dir is not None and not resume and os.path.exists(os.path.join(run_dir, "checkpoints", "last.safetensors")):
+        raise UserError(f"{run_dir} already holds a run (checkpoints/last.safetensors); continue it with "
+                        "--resume or choose another --run-dir (its checkpoints are never overwritten)")
     if dist_info.is_main:
         run_dir = make_run_dir(run_dir, root)
     if dist_info.enabled:
@@ -142,9 +144,6 @@ def train(cfg: RunConfig, run_dir: str | None = None, resume: bool = False, call
     has_test = "test" in corpus.splits and len(corpus.splits["test"]) > 0
     dims = {m: int(corpus.dims[m]) for m in mods}
     labels = list(corpus.label_names)
-    if dist_info.is_main:
-        write_json(os.path.join(run_dir, "config.json"),
-                   {**checkpoint_config(cfg, dims, labels), "corpus": os.path.abspath(corpus.path)})
     try:
         trainer = Trainer(cfg, train_set, dev_set, labels, dims, run_dir=run_dir, resume=resume,
                           callbacks=callbacks, dist_info=dist_info)
@@ -152,6 +151,9 @@ def train(cfg: RunConfig, run_dir: str | None = None, resume: bool = False, call
         raise CheckpointProblem(str(exc)) from exc
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+    if dist_info.is_main:  # only now: a refused resume must leave the run folder as it was
+        write_json(os.path.join(run_dir, "config.json"),
+                   {**checkpoint_config(cfg, dims, labels), "corpus": os.path.abspath(corpus.path)})
     t0 = time.perf_counter()
     try:
         history = trainer.fit()
