@@ -204,8 +204,7 @@ def cmd_predict(args) -> int:
     if args.output:
         print(f"wrote {len(res['utterance_ids'])} predictions to {args.output}")
         return 0
-    _, _, ck_cfg = run._load(args.checkpoint, "cpu")
-    names = ck_cfg["label_names"]
+    names = res["label_names"]
     for uid, pred, prob in zip(res["utterance_ids"], res["preds"], res["probs"]):
         print(json.dumps({"utterance_id": uid, "predicted": names[int(pred)],
                           "probabilities": {n: round(float(p), 6) for n, p in zip(names, prob)}}))

@@ -82,3 +82,27 @@ def test_stale_extension_message(monkeypatch):
 
 def test_version():
     assert hotspot_erc.__version__
+
+
+def test_use_backend_overrides_automatic_choice():
+    dev = torch.device("cpu")
+    supports = {"triton": lambda d: "", "cpu": lambda d: ""}
+    with _backend.use_backend("reference"):
+        assert _backend.choose("x", None, dev, supports) == "reference"
+        assert _backend.choose("x", "cpu", dev, supports) == "cpu"  # explicit wins
+        with _backend.use_backend("cuda"):  # op lacks it: automatic choice
+            assert _backend.choose("x", None, dev, supports) == "cpu"
+    assert _backend.choose("x", None, dev, supports) == "cpu"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        _backend.use_backend("gpu")
+
+
+def test_use_backend_reference_matches_default_path():
+    from hotspot_erc.ops import hotspot_gate, use_backend
+    from hotspot_erc.reference import hotspot_gate_reference
+
+    c, h = torch.randn(9, 8, dtype=torch.float64), torch.randn(9, 8, dtype=torch.float64)
+    w, b = torch.randn(16, 8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    with use_backend("reference"):
+        out = hotspot_gate(c, h, w, b)
+    torch.testing.assert_close(out, hotspot_gate_reference(c, h, w, b))

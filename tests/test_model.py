@@ -181,6 +181,14 @@ def test_pooling_of_empty_segments_is_zero_with_finite_gradients():
     torch.testing.assert_close(pool(x.detach(), cu)[4], ref, rtol=1e-4, atol=1e-5)
 
 
+def test_encoder_and_pool_gradcheck_float64():
+    torch.manual_seed(0)
+    enc, pool = FrameEncoder(4, 1, 2).double(), AttentionPool(4, 2).double()
+    cu = torch.tensor([0, 2, 2, 5])
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: pool(enc(t, cu), cu), (x,))
+
+
 def test_bad_inputs(corpus, batch):
     with pytest.raises(ValueError, match="at least two"):
         _model(corpus, modalities="t")

@@ -83,6 +83,8 @@ def choose(op: str, backend: str | None, device: torch.device, supports: dict[st
     ``supports`` maps each backend the op implements to a callable ``device -> reason`` (empty
     string when usable) in order of preference; ``"reference"`` is always usable.
     """
+    if backend is None and _OVERRIDE is not None and (_OVERRIDE == "reference" or _OVERRIDE in supports):
+        backend = _OVERRIDE
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
     if backend is not None:
@@ -121,6 +123,36 @@ def explain(op: str, device_type: str, supports: dict[str, object]) -> str:
             return name
         reasons.append(f"{name}: {why}")
     return "reference" + (f"  ({'; '.join(reasons)})" if reasons else "")
+
+
+# ----------------------------------------------------------------------------- global override
+
+_OVERRIDE: str | None = None
+
+
+class use_backend:  # noqa: N801  (used like a function, as a context manager)
+    """Make ``backend=None`` mean ``name`` for every op inside the block (ops that lack that
+    backend keep choosing automatically; ``"reference"`` exists for all). An explicit ``backend=``
+    argument still wins. Used to run a whole model on the reference path, e.g. in benchmarks::
+
+        with hotspot_erc.ops.use_backend("reference"):
+            loss = model(batch).logits.sum()
+    """
+
+    def __init__(self, name: str | None):
+        if name is not None and name not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS} or None, got {name!r}")
+        self.name = name
+
+    def __enter__(self):
+        global _OVERRIDE
+        self._saved, _OVERRIDE = _OVERRIDE, self.name
+        return self
+
+    def __exit__(self, *exc):
+        global _OVERRIDE
+        _OVERRIDE = self._saved
+        return False
 
 
 # ----------------------------------------------------------------------------- argument checks

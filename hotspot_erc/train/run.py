@@ -276,6 +276,7 @@ def predict_corpus(checkpoint: str, corpus_path: str, split: str | None = None, 
     res = predict(model, ds, dev, batch_size=batch_size, amp=cfg.train.amp, progress=progress, desc="predict")
     if not labelled:
         res["labels"] = np.full_like(res["labels"], -1)
+    res["label_names"] = list(labels)
     if out is not None:
         write_predictions(out, res, labels)
     return res
