@@ -37,8 +37,11 @@ info: setup
 train: setup
 	$(PY) -m hotspot_erc.cli train --synthetic $(TRAIN_ARGS)
 
+# Every benchmark on the present device -> benchmarks/results/<device>-<date>.{json,png} and the
+# README performance section. `make bench BENCH_ARGS=--quick` is the few-minute CPU run.
 bench: setup
-	$(PY) -m hotspot_erc.cli bench $(BENCH_ARGS)
+	$(PIP) install -q pytest-benchmark
+	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info hotspot_erc/_C*.so hotspot_erc/_build_info.json
