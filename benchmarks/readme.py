@@ -46,13 +46,13 @@ def section() -> str:
         out.append(f"**{env['device']}** — {env['date'][:10]}, torch {env['torch']}, triton {env.get('triton')}, "
                    f"`{cmd}` → `benchmarks/{run['_path']}`")
         out.append("")
-        out.append("| benchmark | case | ours (ms) | speed-up vs baseline |")
+        out.append("| benchmark | implementation and case | time (ms) | speed-up (ours vs baseline) |")
         out.append("|---|---|---:|---|")
         for bench, payload in run["benchmarks"].items():
             for rec in payload.get("results", []):
                 sp = speedups(rec)
-                if not sp:
-                    continue
+                if not sp or all(abs(v - 1.0) < 1e-12 for v in sp.values()) or rec.get("ms") is None:
+                    continue  # no comparison, or the baseline measured against itself
                 sp_text = ", ".join(f"{k.replace('speedup', '').strip('_') or 'baseline'}: {v:.2f}×" for k, v in sp.items())
                 out.append(f"| {bench} | {rec.get('name')} {case_text(rec)} | {rec['ms']:.3g} | {sp_text} |")
         failed = {n: s for n, s in run.get("status", {}).items() if not s.startswith("ok")}

@@ -38,7 +38,12 @@ def run_one(name: str, quick: bool, timeout: float) -> tuple[dict | None, str]:
     started = time.time()
     cmd = [sys.executable, "-m", f"benchmarks.bench_{name}"] + (["--quick"] if quick else [])
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        env = dict(os.environ)
+        if not torch.cuda.is_available():
+            # One thread per benchmark: with 2+ OpenMP threads on a small shared CPU, timings
+            # swing by up to 10x; an explicitly set OMP_NUM_THREADS is respected.
+            env.setdefault("OMP_NUM_THREADS", "1")
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout:.0f} s"
     if proc.returncode != 0:
