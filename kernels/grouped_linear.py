@@ -24,12 +24,12 @@ Pure kernel code: arguments are assumed valid (see :mod:`hotspot_erc.ops.grouped
 """
 from __future__ import annotations
 
-import functools
 
 import torch
 import triton
 import triton.language as tl
 
+from hotspot_erc.kernels._launch import on_device
 from hotspot_erc.ops._backend import triton_interpret
 
 
@@ -178,20 +178,6 @@ def _expert_weight_grad_kernel(
 
 # ----------------------------------------------------------------------------- launchers
 
-def _on_device(launcher):
-    """Run a launcher with its first tensor's CUDA device current: Triton launches on the
-    current device, so tensors on cuda:1 while cuda:0 is current would otherwise be handed to
-    kernels running on cuda:0 (invalid addresses, or silent peer reads)."""
-    @functools.wraps(launcher)
-    def run(first, *args, **kwargs):
-        if first.is_cuda:
-            with torch.cuda.device(first.device):
-                return launcher(first, *args, **kwargs)
-        return launcher(first, *args, **kwargs)
-
-    return run
-
-
 def _empty(shape, dtype, device) -> torch.Tensor:
     """Every buffer a kernel must fill; tests replace this with a NaN fill so unwritten
     elements show."""
@@ -284,7 +270,7 @@ def _routed_mm(a, b_strides_src, weight_view, bias, experts, gates, cu, tiles, b
     return out, partial, nt
 
 
-@_on_device
+@on_device
 def grouped_linear_forward(x, cu_seqlens, experts, gates, weight, bias):
     """Forward launcher: one kernel launch (plus the tiny on-device tile map)."""
     block_m = _block_m(x.shape[0], experts.shape[0])
@@ -308,7 +294,7 @@ def _weight_split(num_experts: int, d_in: int, d_out: int, block_k: int, block_n
     return int(max(1, min(want, most, 32)))
 
 
-@_on_device
+@on_device
 def grouped_linear_backward(dy, x, cu_seqlens, experts, gates, weight, bias,
                             need_x=True, need_gates=True, need_weight=True, need_bias=True):
     """Gradients (dx, dgates, dweight, dbias); entries not needed are returned as None."""

@@ -28,11 +28,12 @@ Nothing here validates arguments: :mod:`hotspot_erc.ops.varlen_attention` does.
 """
 from __future__ import annotations
 
-import functools
 
 import torch
 import triton
 import triton.language as tl
+
+from hotspot_erc.kernels._launch import on_device
 
 LOG2E = 1.4426950408889634
 
@@ -351,25 +352,11 @@ def _dot_args(dtype: torch.dtype) -> tuple[bool, str]:
     return False, "tf32"  # half-precision operands: the setting only concerns float32 operands
 
 
-def _on_device(launcher):
-    """Run a launcher with its first tensor's CUDA device current: Triton launches on the
-    current device, so tensors on cuda:1 while cuda:0 is current would otherwise be handed to
-    kernels running on cuda:0 (invalid addresses, or silent peer reads)."""
-    @functools.wraps(launcher)
-    def run(first, *args, **kwargs):
-        if first.is_cuda:
-            with torch.cuda.device(first.device):
-                return launcher(first, *args, **kwargs)
-        return launcher(first, *args, **kwargs)
-
-    return run
-
-
 def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-@_on_device
+@on_device
 def forward(q, k, v, cu_q, cu_k, scale: float):
     """Returns (out [Nq, H, Dh] in q's dtype, lse [Nq, H] float32). One attention launch."""
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
@@ -392,7 +379,7 @@ def forward(q, k, v, cu_q, cu_k, scale: float):
     return out, lse
 
 
-@_on_device
+@on_device
 def backward(do, q, k, v, out, lse, grad_lse, cu_q, cu_k, scale: float):
     """Returns (dq, dk, dv) in the inputs' dtype; ``grad_lse`` (None or [Nq, H]) is the
     gradient of the saved log-sum-exp. Two launches (dQ with the softmax-gradient row sums,
