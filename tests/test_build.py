@@ -32,7 +32,7 @@ def test_cuda_sources_compiled_when_torch_has_cuda():
         pytest.skip("built with HOTSPOT_ERC_FORCE_CPU=1")
     assert _ext.cuda_built(), _ext.cuda_unavailable_reason()
     ops = _compiled_ops()
-    assert "hotspot_erc::_build_probe" in ops
+    assert "hotspot_erc::relational_aggregate" in ops
     missing = [n for n in ops if not torch._C._dispatch_has_kernel_for_dispatch_key(n, "CUDA")]
     assert not missing, f"ops with a compiled CPU kernel but no CUDA kernel: {missing}"
 
@@ -52,7 +52,7 @@ def test_info_runs():
 
 def test_backend_choice_errors():
     dev = torch.device("cpu")
-    supports = {"cuda": lambda d: _backend.cuda_ext_reason("_build_probe"), "cpu": lambda d: ""}
+    supports = {"cuda": lambda d: _backend.cuda_ext_reason("relational_aggregate"), "cpu": lambda d: ""}
     assert _backend.choose("x", None, dev, supports) == "cpu"
     assert _backend.choose("x", "reference", dev, supports) == "reference"
     with pytest.raises(ValueError, match="backend must be one of"):
