@@ -103,18 +103,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---------------------------------------------------------------- convert / info / bench
     c = sub.add_parser("convert", formatter_class=_formatter,
-                       help="convert IEMOCAP / MOSEI feature pickles to the native corpus format")
+                       help="convert IEMOCAP / COGMEN / MOSEI pickles or conversation CSVs to the native corpus format")
     try:
         from hotspot_erc.data.convert import add_convert_arguments
     except ImportError as exc:
         c.set_defaults(_convert_missing=str(exc))
     else:
         add_convert_arguments(c)
+        _mount_csv_converter(c)
     sub.add_parser("info", help="versions, build facts and which backend each op uses")
     sub.add_parser("bench", formatter_class=_formatter, help="run the benchmarks (python -m benchmarks.run_all)",
                    description="Run `python -m benchmarks.run_all` from the repository root; every further "
                                "argument (e.g. --quick) is passed on to it.")
     return p
+
+
+def _mount_csv_converter(parser) -> None:
+    """Add `conversation-csv` (hotspot_erc.text) to the formats of `convert`."""
+    from hotspot_erc.text.convert import add_csv_arguments
+
+    for action in parser._actions:
+        if action.dest == "format":
+            action.choices = tuple(action.choices) + ("conversation-csv",)
+        elif action.dest == "src":
+            action.help = "the source pickle, or for conversation-csv a CSV file or a folder of per-split CSVs"
+    add_csv_arguments(parser)
 
 
 def _corpus_args(p) -> None:
@@ -225,6 +238,10 @@ def cmd_convert(args) -> int:
     if getattr(args, "_convert_missing", None):
         print(f"error: the converters are not available in this install ({args._convert_missing})", file=sys.stderr)
         return 2
+    if args.format == "conversation-csv":
+        from hotspot_erc.text.convert import run_csv_convert
+
+        return int(run_csv_convert(args) or 0)
     from hotspot_erc.data.convert import run_convert
 
     rc = run_convert(args)

@@ -189,9 +189,17 @@ def test_encoder_and_pool_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda t: pool(enc(t, cu), cu), (x,))
 
 
+def test_single_modality_switches_moa_off(corpus, batch, caplog):
+    with caplog.at_level("WARNING"):
+        model = _model(corpus, modalities="t")
+    assert not model.use_moa and not hasattr(model, "moa")
+    assert "switched off" in caplog.text
+    out = model(batch)
+    assert out.logits.shape[0] == batch.labels.shape[0] and not out.routing
+    assert torch.isfinite(out.logits).all()
+
+
 def test_bad_inputs(corpus, batch):
-    with pytest.raises(ValueError, match="at least two"):
-        _model(corpus, modalities="t")
     with pytest.raises(ValueError, match="modalities"):
         _model(corpus, modalities="tx")
     with pytest.raises(ValueError, match="top_k|num_experts|experts"):

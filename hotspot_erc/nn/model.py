@@ -22,6 +22,7 @@ frames without cross-modal alignment; ``graph=False`` drops the graph branch;
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -142,8 +143,11 @@ class HotspotERC(nn.Module):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if moa and len(mods) < 2:
-            raise ValueError("MoA aligns pairs of modalities and needs at least two; "
-                             f"got modalities={''.join(mods)!r} (turn MoA off with moa=False / --no-moa)")
+            # Text-only (or any single-modality) training is a supported setup: MoA has no pair
+            # to align there, so it switches off with a note instead of refusing to build.
+            logging.getLogger(__name__).warning(
+                "MoA aligns pairs of modalities; with modalities=%r it is switched off", "".join(mods))
+            moa = False
         if not 0.0 <= modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
         self.modalities = mods
