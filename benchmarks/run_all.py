@@ -29,6 +29,11 @@ ROOT = os.path.dirname(HERE)
 RESULT_KEYS = {"name", "ms", "peak_mb", "impl", "pass", "tflops", "gbps", "bw_frac"}
 
 
+def label(rec: dict) -> str:
+    """What was measured: the record's name, else its implementation."""
+    return str(rec.get("name") or rec.get("impl") or "")
+
+
 def discover() -> list[str]:
     return sorted(os.path.basename(p)[len("bench_"):-3] for p in glob.glob(os.path.join(HERE, "bench_*.py")))
 
@@ -71,7 +76,8 @@ def speedups(rec: dict) -> dict:
 def case_text(rec: dict) -> str:
     parts = []
     for k, v in rec.items():
-        if k in RESULT_KEYS or "speedup" in k or k.startswith(("h100_", "floor")) or isinstance(v, (dict, list)):
+        if (k in RESULT_KEYS or "speedup" in k or k.startswith(("h100_", "floor", "max_abs_diff", "note"))
+                or isinstance(v, (dict, list))):
             continue
         parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
     return " ".join(parts)
@@ -87,10 +93,11 @@ def plot(merged: dict, path: str) -> None:
     for bench, payload in merged["benchmarks"].items():
         for rec in payload.get("results", []):
             for k, v in speedups(rec).items():
-                rows.append((f"{bench}: {rec.get('name', '')} {case_text(rec)[:60]}", k, v))
+                if abs(v - 1.0) > 1e-12:  # a baseline measured against itself says nothing
+                    rows.append((f"{bench}: {label(rec)} {case_text(rec)[:48]}", k, v))
     if not rows:
         return
-    fig, ax = plt.subplots(figsize=(11, 0.28 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(14, 0.28 * len(rows) + 1.5))
     ax.barh(range(len(rows)), [r[2] for r in rows], color="tab:blue")
     ax.set_yticks(range(len(rows)), [f"{r[0]} [{r[1]}]" for r in rows], fontsize=6)
     ax.axvline(1.0, color="k", lw=0.8)
@@ -98,7 +105,8 @@ def plot(merged: dict, path: str) -> None:
     ax.set_xlabel("speed-up (baseline time / ours), log scale")
     ax.set_title(f"hotspot-erc benchmarks on {merged['environment']['device']}")
     ax.invert_yaxis()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.55, right=0.98, top=1 - 0.6 / (0.28 * len(rows) + 1.5),
+                        bottom=0.8 / (0.28 * len(rows) + 1.5))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -136,7 +144,7 @@ def main(argv=None) -> int:
     table = []
     for bench, payload in merged["benchmarks"].items():
         for rec in payload.get("results", []):
-            row = {"bench": bench, "name": rec.get("name"), "case": case_text(rec)[:70],
+            row = {"bench": bench, "name": label(rec), "case": case_text(rec)[:70],
                    "ms": rec.get("ms"), "peak_mb": rec.get("peak_mb")}
             sp = speedups(rec)
             row["speedup"] = " ".join(f"{k.replace('speedup', '').strip('_') or 'x'}={v:.2f}" for k, v in sp.items()) or None
