@@ -201,7 +201,8 @@ def predict(model, dataset, device, batch_size: int = 16, amp: bool = False, dia
     usage: dict[str, torch.Tensor] = {}
     ce_sum = torch.zeros((), dtype=torch.float64, device=device)
     batches = epoch_batches(len(dataset), batch_size, 0, 0, shuffle=False)
-    for idx in tqdm(batches, desc=desc, disable=not progress, leave=False):
+    # disable=None: tqdm stays quiet when stderr is not a terminal (logs, CI, `make train | tee`).
+    for idx in tqdm(batches, desc=desc, disable=None if progress else True, leave=False):
         batch = collate(dataset, idx).to(device)
         with autocast(device, amp):
             out = model(batch)
@@ -367,7 +368,7 @@ class Trainer:
         lb_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         batches = self._global_batches(epoch)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.t.epochs}", leave=False,
-                   disable=not (self.t.progress and self.dist.is_main))
+                   disable=None if (self.t.progress and self.dist.is_main) else True)
         for gb in bar:
             batch = collate(self.train_set, shard(gb, self.dist)).to(self.device)
             c, d, lb = self._step(batch)
