@@ -5,11 +5,10 @@ Run: ``python -m benchmarks.bench_graph [--quick]``.
 """
 from __future__ import annotations
 
-import argparse
 
 import torch
 
-from benchmarks.harness import print_table, time_ms, write_results
+from benchmarks.harness import bench_parser, parse_bench_args, print_table, time_ms, write_results
 from hotspot_erc.data.graph import SCHEMES, build_conversation_graph
 from hotspot_erc.reference.conversation_graph import build_conversation_graph_loop
 
@@ -21,13 +20,8 @@ def batch(dialogues: int, utterances: int, device):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="shorter timing runs (same sizes)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads (default: torch's); 1 gives stable numbers on a shared machine")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    parser = bench_parser(__doc__, "shorter timing runs (same sizes)")
+    args = parse_bench_args(parser, argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     min_run_time = 0.2 if args.quick else 1.0
     rounds = 3 if args.quick else 5

@@ -10,11 +10,10 @@ runs the ATen path in float32. Target (H100): ≥ 3× the loop.
 """
 from __future__ import annotations
 
-import argparse
 
 import torch
 
-from benchmarks.harness import measure, print_table, write_results
+from benchmarks.harness import bench_parser, measure, parse_bench_args, print_table, write_results
 from hotspot_erc.ops.grouped_linear import grouped_expert_linear
 from hotspot_erc.reference.grouped_linear import grouped_expert_linear_reference
 
@@ -85,13 +84,8 @@ def run(quick: bool) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="two small cases (CPU smoke run)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice; 1 is steadier on a shared machine)")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    p = bench_parser(__doc__, "two small cases (CPU smoke run)")
+    args = parse_bench_args(p, argv)
     records, device = run(args.quick)
     print_table(records, ["name", "kind", "tokens", "d", "E", "k", "ms", "peak_mb", "tflops",
                           "speedup_vs_loop"])

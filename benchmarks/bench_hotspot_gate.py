@@ -11,7 +11,6 @@ of shapes, the op's CPU backend; the speed-up over eager is the number that matt
 """
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
@@ -68,10 +67,8 @@ def runner(impl, inputs, grad_out, passes):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer shapes (CPU: no torch.compile baseline)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads (default 1: stable numbers on a shared machine, same for every impl)")
+    ap = harness.bench_parser(__doc__, "fewer shapes (CPU: no torch.compile baseline)",
+                              threads_help="CPU threads (default 1: stable numbers on a shared machine, same for every impl)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="interleaved timing rounds per case, best kept (default: 3 on CPU, 1 on GPU)")
     args = ap.parse_args(argv)

@@ -15,11 +15,10 @@ tokens, audio 50–400 frames, video 20–150 frames per utterance), forward and
 """
 from __future__ import annotations
 
-import argparse
 
 import torch
 
-from benchmarks.harness import measure, print_table, write_results
+from benchmarks.harness import bench_parser, measure, parse_bench_args, print_table, write_results
 from hotspot_erc.nn.moa import MixtureOfAligners, PlainCrossModalAttention
 
 FRAMES = {"t": (10, 60), "a": (50, 400), "v": (20, 150)}
@@ -80,13 +79,8 @@ def run(quick: bool):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="one small case (CPU smoke run)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice; 1 is steadier on a shared machine)")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    p = bench_parser(__doc__, "one small case (CPU smoke run)")
+    args = parse_bench_args(p, argv)
     records, device = run(args.quick)
     print_table(records, ["name", "utterances", "frames", "d", "E", "k", "ms", "peak_mb",
                           "moa_overhead", "speedup_vs_reference"])

@@ -10,13 +10,12 @@ frames 5x longer). ``--quick`` shrinks both for a CPU smoke run.
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import measure, print_table, write_results
+from benchmarks.harness import bench_parser, measure, parse_bench_args, print_table, write_results
 from hotspot_erc.data.dataset import DialogueDataset, collate_dialogues
 from hotspot_erc.data.format import open_corpus
 from hotspot_erc.data.synthetic import generate_synthetic_corpus
@@ -87,13 +86,8 @@ def run(quick: bool):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small cases (CPU smoke run)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: torch's); 1 gives stable numbers on a shared machine")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    p = bench_parser(__doc__, "small cases (CPU smoke run)")
+    args = parse_bench_args(p, argv)
     records, device = run(args.quick)
     print_table(records, ["name", "case", "utterances", "frames", "ms", "peak_mb", "speedup_vs_reference"])
     path = write_results("model", device, records, extra={"quick": args.quick})

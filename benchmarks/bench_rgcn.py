@@ -8,11 +8,11 @@ edge_index every call (the drop-in cost). Run: ``python -m benchmarks.bench_rgcn
 """
 from __future__ import annotations
 
-import argparse
 
 import torch
 
-from benchmarks.harness import peak_memory_mb, print_table, time_ms, write_results
+from benchmarks.harness import (bench_parser, parse_bench_args, peak_memory_mb, print_table, time_ms,
+                                write_results)
 from hotspot_erc.data.graph import build_conversation_graph
 from hotspot_erc.nn.rgcn import RGCNConv
 from hotspot_erc.ops.relational import RelationalGraph
@@ -93,15 +93,10 @@ def run_case(case, device, min_run_time, fast_budget_gb, rounds):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="shorter timing runs (same sizes)")
+    parser = bench_parser(__doc__, "shorter timing runs (same sizes)")
     parser.add_argument("--fast-rgcn-budget-gb", type=float, default=None,
                         help="run FastRGCNConv only if its gathered weights fit (default: 2 on CPU, 16 on CUDA)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads (default: torch's); 1 gives stable numbers on a shared machine")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_bench_args(parser, argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     budget = args.fast_rgcn_budget_gb or (16.0 if device.type == "cuda" else 2.0)
     min_run_time = 0.2 if args.quick else 1.0

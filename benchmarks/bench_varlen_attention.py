@@ -17,12 +17,11 @@ TFLOP/s counts useful work only: 4·H·Dh·Σ Lq·Lk forward, 2.5× that more fo
 """
 from __future__ import annotations
 
-import argparse
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import measure, print_table, write_results
+from benchmarks.harness import bench_parser, measure, parse_bench_args, print_table, write_results
 from hotspot_erc.ops.varlen_attention import varlen_cross_attention
 from hotspot_erc.reference.varlen_attention import padded_attention_reference, padded_sdpa_attention
 
@@ -65,7 +64,7 @@ def cases(device, quick: bool):
 
 
 def methods(c, device):
-    q, k, v, cu_q, cu_k = c["q"], c["k"], c["v"], c["cu_q"], c["cu_k"]
+    cu_q, cu_k = c["cu_q"], c["cu_k"]
     mq, mk = c["max_q"], c["max_k"]
     yield "varlen", lambda q, k, v: varlen_cross_attention(q, k, v, cu_q, cu_k)
     if c["segments"] * c["heads"] * mq * mk * 4 < 8 * 2**30:  # dense scores must fit in memory
@@ -159,15 +158,10 @@ def plot(records: list[dict], path: str) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small shapes (CPU smoke run)")
+def main(argv=None) -> None:
+    parser = bench_parser(__doc__, "small shapes (CPU smoke run)")
     parser.add_argument("--rounds", type=int, default=1, help="keep the fastest of this many measurements")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads (1 gives stable numbers on a machine shared with other jobs)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_bench_args(parser, argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     records = run(device, args.quick, args.rounds)
     print_table(records, ["case", "mode", "name", "ms", "tflops", "peak_mb", "varlen_speedup", "error"])

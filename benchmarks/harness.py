@@ -6,6 +6,7 @@ GPU: `triton.testing.do_bench` (median over repeats, after warm-up). CPU:
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -16,6 +17,24 @@ from typing import Callable
 import torch
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def bench_parser(doc: str, quick_help: str,
+                 threads_help: str = "CPU threads (default: torch's); 1 gives stable numbers on a shared machine",
+                 ) -> argparse.ArgumentParser:
+    """The command line every ``bench_*.py`` shares: ``--quick`` and ``--threads``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--threads", type=int, default=None, help=threads_help)
+    return parser
+
+
+def parse_bench_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse, and apply ``--threads`` when given."""
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def device_name(device: torch.device | str) -> str:

@@ -42,3 +42,15 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     denom = ref.norm().item()
     num = (out - ref).norm().item()
     return num / denom if denom > 0 else num
+
+
+def run_offline_compile(script: str, timeout: float = 600):
+    """Run ``script`` (Python source that compiles Triton kernels for a GPU target ahead of time)
+    in a fresh interpreter without TRITON_INTERPRET, so the real GPU compiler sees the kernels
+    even on a machine without a GPU. Returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=timeout)

@@ -1,12 +1,10 @@
 """grouped_expert_linear (DESIGN §3.2): every backend against the float64 reference."""
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 
-from conftest import rel_err
+from conftest import rel_err, run_offline_compile
 from hotspot_erc.ops import _backend
 from hotspot_erc.ops.grouped_linear import grouped_expert_linear
 from hotspot_erc.reference.grouped_linear import (grouped_expert_linear_per_segment,
@@ -275,7 +273,7 @@ def test_triton_kernels_compile_for_sm90():
     if torch.cuda.is_available():
         pytest.skip("the GPU tests compile and run the kernels for the real device")
     pytest.importorskip("triton")
-    out = subprocess.run([sys.executable, "-c", _SM90_COMPILE], capture_output=True, text=True, timeout=300)
+    out = run_offline_compile(_SM90_COMPILE, timeout=300)
     assert out.returncode == 0 and "compiled" in out.stdout, out.stderr[-3000:]
 
 

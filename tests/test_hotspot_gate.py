@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from conftest import rel_err
+from conftest import rel_err, run_offline_compile
 from hotspot_erc.nn.fusion import HotspotGatedFusion
 from hotspot_erc.ops._backend import BackendUnavailable
 from hotspot_erc.ops.hotspot_gate import (_hotspot_gate_backward_op, _hotspot_gate_op, hotspot_gate,
@@ -403,13 +403,8 @@ def test_kernels_compile_for_hopper():
     """Every kernel compiles to sm_90 code with the launchers' tile choices (no GPU needed:
     Triton's own ptxas), and the GEMM tiles fit an H100's 227 KB of shared memory per block."""
     import json
-    import os
-    import subprocess
-    import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
-    proc = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], capture_output=True, text=True, env=env,
-                          timeout=600)
+    proc = run_offline_compile(_COMPILE_SCRIPT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shared = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(shared) == 13

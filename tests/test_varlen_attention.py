@@ -2,14 +2,12 @@
 torch's scaled_dot_product_attention segment by segment; gradients, edge segments, bad input,
 torch.library registration. Triton runs through TRITON_INTERPRET=1 when there is no GPU."""
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import rel_err
+from conftest import rel_err, run_offline_compile
 from hotspot_erc.ops import _backend
 from hotspot_erc.ops.varlen_attention import (
     OP,
@@ -447,5 +445,5 @@ def test_triton_kernels_compile_for_sm90():
     if torch.cuda.is_available():
         pytest.skip("the GPU tests compile and run the kernels for the real device")
     pytest.importorskip("triton")
-    out = subprocess.run([sys.executable, "-c", _SM90_COMPILE], capture_output=True, text=True, timeout=300)
+    out = run_offline_compile(_SM90_COMPILE, timeout=300)
     assert out.returncode == 0 and "compiled" in out.stdout, out.stderr[-3000:]
