@@ -39,20 +39,12 @@ from hotspot_erc.ops._backend import triton_interpret
 # ----------------------------------------------------------------------------- forward
 
 @triton.jit
-def _fwd_vector_kernel(c_ptr, h_ptr, w_ptr, b_ptr, out_ptr, alpha_ptr, N, D,
-                       stride_c, stride_h, stride_w, stride_o, stride_a,
-                       WRITE_ALPHA: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+def _vector_alpha_tile(c_ptr, h_ptr, w_ptr, b_ptr, rows, cols, rmask, cmask, D,
+                       stride_c, stride_h, stride_w,
+                       UPCAST: tl.constexpr, PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    # 1-D grid, column tiles fastest: neighbouring programs reuse the same c/h rows from L2.
-    pid = tl.program_id(0)
-    num_n = tl.cdiv(D, BLOCK_N)
-    pid_m = pid // num_n
-    pid_n = pid % num_n
-    rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rmask = rows < N
-    cmask = cols < D
-
+    """α for a (rows, cols) tile: sigmoid(c @ W[:D] + h @ W[D:] + b), [c; h] never formed.
+    Shared by the forward and by the backward's recompute, so both see the same α."""
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, D, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
@@ -72,7 +64,26 @@ def _fwd_vector_kernel(c_ptr, h_ptr, w_ptr, b_ptr, out_ptr, alpha_ptr, N, D,
         acc = tl.dot(h_t, w_h, acc, input_precision=PRECISION)
 
     bias = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    alpha = tl.sigmoid(acc + bias[None, :])
+    return tl.sigmoid(acc + bias[None, :])
+
+
+@triton.jit
+def _fwd_vector_kernel(c_ptr, h_ptr, w_ptr, b_ptr, out_ptr, alpha_ptr, N, D,
+                       stride_c, stride_h, stride_w, stride_o, stride_a,
+                       WRITE_ALPHA: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # 1-D grid, column tiles fastest: neighbouring programs reuse the same c/h rows from L2.
+    pid = tl.program_id(0)
+    num_n = tl.cdiv(D, BLOCK_N)
+    pid_m = pid // num_n
+    pid_n = pid % num_n
+    rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rmask = rows < N
+    cmask = cols < D
+
+    alpha = _vector_alpha_tile(c_ptr, h_ptr, w_ptr, b_ptr, rows, cols, rmask, cmask, D,
+                               stride_c, stride_h, stride_w, UPCAST, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
     omask = rmask[:, None] & cmask[None, :]
     c_e = tl.load(c_ptr + rows[:, None] * stride_c + cols[None, :], mask=omask, other=0.0).to(tl.float32)
     h_e = tl.load(h_ptr + rows[:, None] * stride_h + cols[None, :], mask=omask, other=0.0).to(tl.float32)
@@ -147,26 +158,8 @@ def _bwd_dz_vector_kernel(c_ptr, h_ptr, w_ptr, b_ptr, g_ptr, ga_ptr, dz_ptr, alp
     rmask = rows < N
     cmask = cols < D
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, D, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        kmask = ks < D
-        xmask = rmask[:, None] & kmask[None, :]
-        wmask = kmask[:, None] & cmask[None, :]
-        c_t = tl.load(c_ptr + rows[:, None] * stride_c + ks[None, :], mask=xmask, other=0.0)
-        h_t = tl.load(h_ptr + rows[:, None] * stride_h + ks[None, :], mask=xmask, other=0.0)
-        w_c = tl.load(w_ptr + ks[:, None] * stride_w + cols[None, :], mask=wmask, other=0.0)
-        w_h = tl.load(w_ptr + (ks[:, None] + D) * stride_w + cols[None, :], mask=wmask, other=0.0)
-        if UPCAST:
-            c_t = c_t.to(tl.float32)
-            h_t = h_t.to(tl.float32)
-            w_c = w_c.to(tl.float32)
-            w_h = w_h.to(tl.float32)
-        acc = tl.dot(c_t, w_c, acc, input_precision=PRECISION)
-        acc = tl.dot(h_t, w_h, acc, input_precision=PRECISION)
-
-    bias = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    alpha = tl.sigmoid(acc + bias[None, :])
+    alpha = _vector_alpha_tile(c_ptr, h_ptr, w_ptr, b_ptr, rows, cols, rmask, cmask, D,
+                               stride_c, stride_h, stride_w, UPCAST, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
     omask = rmask[:, None] & cmask[None, :]
     c_e = tl.load(c_ptr + rows[:, None] * stride_c + cols[None, :], mask=omask, other=0.0).to(tl.float32)
     h_e = tl.load(h_ptr + rows[:, None] * stride_h + cols[None, :], mask=omask, other=0.0).to(tl.float32)
