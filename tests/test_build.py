@@ -106,3 +106,8 @@ def test_use_backend_reference_matches_default_path():
     with use_backend("reference"):
         out = hotspot_gate(c, h, w, b)
     torch.testing.assert_close(out, hotspot_gate_reference(c, h, w, b))
+
+
+def test_has_kernel_for_unknown_op_is_false():
+    assert not _ext.has_kernel("no_such_op", "CPU")
+    assert _ext.has_kernel("relational_aggregate", "CPU")
