@@ -97,13 +97,17 @@ def environment(device) -> dict:
     return env
 
 
+def result_stem(env: dict) -> str:
+    """``<device>-<date>`` part of a results file name, from :func:`environment`'s record."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()
+    return f"{slug}-{env['date'][:10]}"
+
+
 def write_results(bench: str, device, records: list[dict], extra: dict | None = None) -> str:
     """Write ``records`` to benchmarks/results/<bench>-<device>-<date>.json; returns the path."""
     env = environment(device)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()
-    date = env["date"][:10]
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    path = os.path.join(RESULTS_DIR, f"{bench}-{slug}-{date}.json")
+    path = os.path.join(RESULTS_DIR, f"{bench}-{result_stem(env)}.json")
     with open(path, "w") as fh:
         json.dump({"benchmark": bench, "environment": env, **(extra or {}), "results": records}, fh, indent=1)
     return path

@@ -53,18 +53,19 @@ def run_one(name: str, quick: bool, timeout: float) -> tuple[dict | None, str]:
         return None, f"timed out after {timeout:.0f} s"
     if proc.returncode != 0:
         return None, f"failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:] }"
-    fresh = [p for p in glob.glob(os.path.join(harness.RESULTS_DIR, "*.json"))
-             if os.path.getmtime(p) >= started - 1 and _payload_name(p) not in (None, "all")]
-    if not fresh:
-        return None, "wrote no results JSON"
-    payload = json.load(open(max(fresh, key=os.path.getmtime)))
-    return payload, f"ok ({time.time() - started:.0f} s)"
+    fresh = sorted((p for p in glob.glob(os.path.join(harness.RESULTS_DIR, "*.json"))
+                    if os.path.getmtime(p) >= started - 1), key=os.path.getmtime, reverse=True)
+    for path in fresh:  # newest first; merged "all" files from earlier runs are not its output
+        payload = _load(path)
+        if payload is not None and payload.get("benchmark") not in (None, "all"):
+            return payload, f"ok ({time.time() - started:.0f} s)"
+    return None, "wrote no results JSON"
 
 
-def _payload_name(path: str) -> str | None:
+def _load(path: str) -> dict | None:
     try:
         with open(path) as fh:
-            return json.load(fh).get("benchmark")
+            return json.load(fh)
     except (OSError, ValueError):
         return None
 
@@ -133,11 +134,7 @@ def main(argv=None) -> int:
         print(f"   {status}", flush=True)
         if payload is not None:
             merged["benchmarks"][name] = payload
-    slug = harness.environment(device)["device"]
-    import re
-
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", slug).strip("-").lower()
-    base = os.path.join(harness.RESULTS_DIR, f"{slug}-{merged['environment']['date'][:10]}")
+    base = os.path.join(harness.RESULTS_DIR, harness.result_stem(merged["environment"]))
     with open(base + ".json", "w") as fh:
         json.dump(merged, fh, indent=1)
     plot(merged, base + ".png")
