@@ -5,9 +5,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hotspot_erc.data.graph import (SCHEMES, ConversationGraph, build_conversation_graph, conversation_graph_fn,
+from hotspot_erc.data.graph import (OUR_SCHEMES, SCHEMES, ConversationGraph, baseline_relation_keys,
+                                    build_conversation_graph, conversation_graph_fn, node_modalities,
                                     num_relations, relation_names)
 from hotspot_erc.nn.rgcn import RGCNConv
+from hotspot_erc.reference.baseline_graphs import cogmen_graph_loop, corect_graph_loop
 from hotspot_erc.reference.conversation_graph import build_conversation_graph_loop
 
 
@@ -22,7 +24,7 @@ def edge_set(edge_index, edge_type):
     return sorted(zip(edge_index[0].tolist(), edge_index[1].tolist(), edge_type.tolist()))
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", OUR_SCHEMES)
 @pytest.mark.parametrize("wp,wf", [(2, 2), (0, 3), (1, 0), (0, 0), (10, 10)])
 def test_matches_loop_builder(device, scheme, wp, wf):
     dialogue, speaker = random_batch(6, device)
@@ -138,3 +140,94 @@ def test_bad_inputs():
         build_conversation_graph(d, d, modalities=("t", "t"))
     with pytest.raises(TypeError, match="come from the batch"):
         conversation_graph_fn(present=None)
+
+
+# ----------------------------------------------------------------------------- CORECT / COGMEN
+
+def ragged_batch(device, lengths=(1, 5, 3, 1, 12, 2, 7), speakers=2, seed=0):
+    """Ragged dialogues, one-utterance ones included; dialogue-local speaker ids."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor(lengths)
+    dialogue = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    speaker = torch.randint(0, speakers, dialogue.shape, generator=g)
+    return dialogue.to(device), speaker.to(device)
+
+
+def keyed_edges(g, keys):
+    return {(int(s), int(d), keys[t]) for (s, d), t in zip(g.edge_index.t().tolist(), g.edge_type.tolist())}
+
+
+WINDOWS = [(11, 9), (0, 0), (0, 1), (1, 0), (-1, -1), (-1, 0), (0, -1), (-1, 3), (2, -1), (3, 2), (30, 30)]
+
+
+@pytest.mark.parametrize("wp,wf", WINDOWS)
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_corect_scheme_is_corects_graph(device, wp, wf, m):
+    mods = ("t", "a", "v")[:m]
+    dialogue, speaker = ragged_batch(device)
+    keys = baseline_relation_keys(mods, "corect")
+    for temporal, multi in [(True, True), (True, False), (False, True)]:
+        g = build_conversation_graph(dialogue, speaker, modalities=mods, window_past=wp, window_future=wf,
+                                     scheme="corect", temporal=temporal, cross_modal=multi)
+        expected = corect_graph_loop(dialogue.cpu(), m, wp, wf, temporal=temporal, multi=multi)
+        got = keyed_edges(g, keys)
+        assert got == expected, (temporal, multi, sorted(got ^ expected)[:5])
+        assert g.edge_index.shape[1] == len(expected)  # no duplicates
+        assert g.num_relations == 3 * m + m * (m - 1) == len(keys)
+
+
+@pytest.mark.parametrize("wp,wf", WINDOWS)
+@pytest.mark.parametrize("speakers", [1, 2, 3])
+def test_cogmen_scheme_is_cogmens_graph(device, wp, wf, speakers):
+    dialogue, speaker = ragged_batch(device, speakers=speakers, seed=speakers)
+    g = build_conversation_graph(dialogue, speaker, modalities=node_modalities("tav", "cogmen"), window_past=wp,
+                                 window_future=wf, scheme="cogmen", num_speakers=speakers)
+    keys = baseline_relation_keys(scheme="cogmen", num_speakers=speakers)
+    expected = cogmen_graph_loop(dialogue.cpu(), speaker.cpu(), wp, wf)
+    assert keyed_edges(g, keys) == expected
+    assert g.edge_index.shape[1] == len(expected)
+    assert g.num_nodes == dialogue.numel() and g.num_relations == 2 * speakers * speakers
+
+
+def test_baseline_relation_order():
+    # CORECT: temporal codes -1, 1, 0 over modalities, then ordered cross-modal pairs
+    assert baseline_relation_keys(("t", "a"), "corect") == ("-100", "-111", "100", "111", "000", "011", "001", "010")
+    assert relation_names(("t", "a"), "corect") == ("t:past", "a:past", "t:future", "a:future", "t:self", "a:self",
+                                                    "t->a", "a->t")
+    # COGMEN: for j, for k: jk0, jk1
+    assert baseline_relation_keys(scheme="cogmen", num_speakers=2) == ("000", "001", "010", "011", "100", "101",
+                                                                       "110", "111")
+    assert relation_names(("u",), "cogmen", 2)[:2] == ("s0->s0:past", "s0->s0:future")
+    assert num_relations("tav", "cogmen", 3) == 18 and num_relations("tav", "corect") == 15
+
+
+def test_corect_direction_and_presence():
+    # one dialogue of 3 utterances, text only, wp=1 wf=1: j -> i for i in [j-1, j+1) (self + one back)
+    dialogue, speaker = torch.zeros(3, dtype=torch.long), torch.zeros(3, dtype=torch.long)
+    g = build_conversation_graph(dialogue, speaker, modalities=("t",), window_past=1, window_future=1, scheme="corect")
+    got = {(int(s), int(d), g.relation_names[t]) for (s, d), t in zip(g.edge_index.t(), g.edge_type)}
+    # source j later than destination i: CORECT code 1 ("future": the source is in the future)
+    assert got == {(0, 0, "t:self"), (1, 1, "t:self"), (2, 2, "t:self"), (1, 0, "t:future"), (2, 1, "t:future")}
+    present = torch.tensor([[True, False, True], [True, True, True]])
+    g = build_conversation_graph(dialogue, speaker, modalities=("t", "a"), window_past=-1, window_future=-1,
+                                 scheme="corect", present=present)
+    nodes = set(g.edge_index.view(-1).tolist())
+    assert 1 not in nodes and {0, 2, 3, 4, 5} <= nodes
+
+
+@pytest.mark.parametrize("scheme,bad", [("default", -1), ("speaker", -2), ("corect", -2), ("cogmen", 1.5)])
+def test_window_errors(scheme, bad):
+    dialogue = speaker = torch.zeros(2, dtype=torch.long)
+    mods = node_modalities("ta", scheme)
+    with pytest.raises(ValueError, match="window_past"):
+        build_conversation_graph(dialogue, speaker, modalities=mods, window_past=bad, scheme=scheme)
+
+
+def test_cogmen_errors():
+    dialogue, speaker = torch.zeros(3, dtype=torch.long), torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match="num_speakers=2"):
+        build_conversation_graph(dialogue, speaker, modalities=("u",), scheme="cogmen", num_speakers=2)
+    with pytest.raises(ValueError, match="one node per utterance"):
+        build_conversation_graph(dialogue, speaker, modalities=("t", "a"), scheme="cogmen", num_speakers=3)
+    with pytest.raises(ValueError, match="num_speakers"):
+        relation_names(("u",), "cogmen", 0)

@@ -71,6 +71,9 @@ ABLATIONS = {
     "text_audio": dict(modalities="ta"),
     "text_only": dict(modalities="t", moa=False),
     "speaker_graph": dict(graph_scheme="speaker"),
+    "corect_graph": dict(graph_scheme="corect", window_past=-1, window_future=3),
+    "cogmen_graph": dict(graph_scheme="cogmen", window_past=4, window_future=-1, num_speakers=2),
+    "cogmen_text_only": dict(graph_scheme="cogmen", modalities="t", moa=False, num_speakers=2),
     "two_encoder_layers": dict(encoder_layers=2, graph_layers=1),
     "no_center": dict(center=False),
 }
@@ -83,7 +86,8 @@ def test_ablation_switches(corpus, batch, name):
     out = model(batch)
     mods = kw.get("modalities", "tav")
     assert out.logits.shape == (batch.num_utterances, 6) and torch.isfinite(out.logits).all()
-    width = len(mods) * 16 * (1 + int(kw.get("graph", True)))
+    graph_nodes = 1 if kw.get("graph_scheme") == "cogmen" else len(mods)  # COGMEN: one node per utterance
+    width = len(mods) * 16 + graph_nodes * 16 * int(kw.get("graph", True))
     assert model.classifier[1].in_features == width
     if kw.get("hgf") is False:
         assert out.gates == {} and not hasattr(model, "hgf")
@@ -213,6 +217,8 @@ def test_bad_inputs(corpus, batch):
         model(dataclasses.replace(batch, features={k: v for k, v in batch.features.items() if k != "v"}))
     with pytest.raises(ValueError, match="intensity"):
         _model(corpus, hotspot_source="data")(dataclasses.replace(batch, intensity=None))
+    with pytest.raises(ValueError, match=r"num_speakers=1"):  # never silently clamped on CPU
+        _model(corpus, num_speakers=1)(dataclasses.replace(batch, speaker=torch.ones_like(batch.speaker)))
 
 
 @pytest.mark.gpu

@@ -165,7 +165,8 @@ class HotspotERC(nn.Module):
         self.use_hgf, self.use_moa, self.use_graph = hgf, moa, graph
         self.modality_dropout = modality_dropout
         self.graph_options = dict(window_past=window_past, window_future=window_future,
-                                  scheme=graph_scheme, temporal=temporal_edges, cross_modal=cross_modal_edges)
+                                  scheme=graph_scheme, temporal=temporal_edges, cross_modal=cross_modal_edges,
+                                  num_speakers=num_speakers)
 
         self.proj = nn.ModuleDict({m: nn.Linear(self.dims[m], d_model) for m in mods})
         self.center = center
@@ -194,12 +195,13 @@ class HotspotERC(nn.Module):
         if graph:
             from hotspot_erc.nn.rgcn import RGCNConv
 
-            from hotspot_erc.data.graph import relation_names, relation_table
+            from hotspot_erc.data.graph import node_modalities, relation_names, scheme_has_edges
 
-            # The relation vocabulary depends only on (modalities, scheme); the edge flags only
-            # decide which relations get edges, so num_relations is fixed for a given scheme.
-            self.relation_names = list(relation_names(mods, graph_scheme))
-            if not bool((relation_table(mods, graph_scheme, temporal_edges, cross_modal_edges) >= 0).any()):
+            # The relation vocabulary depends only on (modalities, scheme, num_speakers); the edge
+            # flags only decide which relations get edges, so num_relations is fixed.
+            self.graph_modalities = node_modalities(mods, graph_scheme)
+            self.relation_names = list(relation_names(self.graph_modalities, graph_scheme, num_speakers))
+            if not scheme_has_edges(self.graph_modalities, graph_scheme, temporal_edges, cross_modal_edges):
                 raise ValueError("the conversation graph has no edges with these options "
                                  "(temporal and cross-modal edges both off, or one modality without "
                                  "temporal edges); turn the graph off with graph=False / --no-graph")
@@ -208,7 +210,7 @@ class HotspotERC(nn.Module):
             self.gnn = nn.ModuleList(RGCNConv(d_model, d_model, len(self.relation_names))
                                      for _ in range(graph_layers))
             self.gnn_norm = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(graph_layers))
-            width += len(mods) * d_model
+            width += len(self.graph_modalities) * d_model
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, classifier_hidden), nn.GELU(),
                                         nn.Dropout(dropout), nn.Linear(classifier_hidden, num_classes))
         self.drop = nn.Dropout(dropout)
@@ -223,20 +225,37 @@ class HotspotERC(nn.Module):
     def _build_graph(self, dialogue, speaker, present=None):
         from hotspot_erc.data.graph import build_conversation_graph
 
-        return build_conversation_graph(dialogue, speaker, modalities=self.modalities, present=present,
+        return build_conversation_graph(dialogue, speaker, modalities=self.graph_modalities, present=present,
                                         **self.graph_options)
+
+    def _speaker_ids(self, speaker: torch.Tensor) -> torch.Tensor:
+        if speaker.device.type == "cpu":  # a value check is free here; on a GPU it would sync
+            if speaker.numel() and (int(speaker.min()) < 0 or int(speaker.max()) >= self.num_speakers):
+                raise ValueError(f"speaker ids must be in [0, num_speakers={self.num_speakers}), got "
+                                 f"[{int(speaker.min())}, {int(speaker.max())}]; build the model with a "
+                                 f"larger num_speakers (the trainer sizes it from the corpus)")
+            return speaker
+        return speaker.clamp(0, self.num_speakers - 1)
 
     def _graph_branch(self, pooled: dict, cu_seqlens: dict, dialogue, speaker):
         mods = self.modalities
         s = pooled[mods[0]].shape[0]
-        present = torch.stack([segment_lengths(cu_seqlens[m]) > 0 for m in mods])
+        present = torch.stack([segment_lengths(cu_seqlens[m]) > 0 for m in mods])  # [M, S]
+        spk = self.speaker(self._speaker_ids(speaker))
+        if len(self.graph_modalities) == 1 and len(mods) > 1:
+            # One node per utterance (COGMEN's graph): the mean of the modalities it has.
+            weight = present.to(spk.dtype).unsqueeze(-1)
+            total = sum(pooled[m] * weight[i] for i, m in enumerate(mods))
+            h0 = total / weight.sum(0).clamp(min=1.0) + spk
+            present = present.any(0, keepdim=True)
+        else:
+            h0 = torch.cat([pooled[m] + spk for m in mods], 0)  # node id = m*S + s (modality-major)
         graph = self._build_graph(dialogue, speaker, present).relational()  # prepared once, used by every layer
-        spk = self.speaker(speaker.clamp(0, self.num_speakers - 1))
-        h0 = h = torch.cat([pooled[m] + spk for m in mods], 0)  # node id = m*S + s (modality-major)
+        h = h0
         for conv, norm in zip(self.gnn, self.gnn_norm):
             h = h + self.drop(torch.relu(conv(norm(h), graph)))
         update = ((h - h0).detach().norm() / h0.detach().norm().clamp(min=1e-12))
-        return h.view(len(mods), s, -1).transpose(0, 1).reshape(s, -1), update
+        return h.view(len(self.graph_modalities), s, -1).transpose(0, 1).reshape(s, -1), update
 
     # ------------------------------------------------------------------ forward
     def _scores(self, m, raw, x, cu, intensity):

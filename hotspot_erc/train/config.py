@@ -54,10 +54,13 @@ class ModelConfig:
     graph_layers: int = _f(2, "relational GNN (RGCNConv) layers")
     temporal_edges: bool = _f(True, "graph edges to past/future utterances of the same modality")
     cross_modal_edges: bool = _f(True, "graph edges between modalities of the same utterance")
-    window_past: int = _f(2, "past utterances linked by temporal edges")
-    window_future: int = _f(2, "future utterances linked by temporal edges")
-    graph_scheme: str = _f("default", "edge typing of the conversation graph",
-                           ("default", "temporal_multi", "speaker"))
+    window_past: int = _f(2, "past utterances linked by temporal edges (-1 = the whole past; "
+                          "corect/cogmen schemes only)")
+    window_future: int = _f(2, "future utterances linked by temporal edges (-1 = the whole future; "
+                            "corect/cogmen schemes only; corect's future bound is exclusive)")
+    graph_scheme: str = _f("default", "edge set and typing of the conversation graph: ours (default, "
+                           "speaker, temporal_multi) or exactly CORECT's / COGMEN's graph (corect, cogmen)",
+                           ("default", "temporal_multi", "speaker", "corect", "cogmen"))
     num_speakers: int = _f(8, "size of the speaker embedding table (speaker ids within a dialogue)")
     dropout: float = _f(0.1, "dropout in encoders, MoA and classifier")
     modality_dropout: float = _f(0.0, "training only: probability of hiding each (modality, "
@@ -145,6 +148,7 @@ def validate(cfg: RunConfig) -> RunConfig:
                  "num_speakers"):
         if getattr(m, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(m, name)}")
+    _validate_windows(m)
     if m.d_model % m.num_heads:
         raise ValueError(f"d_model ({m.d_model}) must be divisible by num_heads ({m.num_heads})")
     if m.top_k > m.num_experts:
@@ -158,6 +162,15 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not 0.0 <= t.warmup < 1.0:
         raise ValueError(f"warmup must be in [0, 1), got {t.warmup}")
     return cfg
+
+
+def _validate_windows(m: "ModelConfig") -> None:
+    # -1 ("whole past/future") is the baselines' convention; our schemes take explicit windows.
+    lowest = -1 if m.graph_scheme in ("corect", "cogmen") else 0
+    for name in ("window_past", "window_future"):
+        if getattr(m, name) < lowest:
+            allowed = ">= 0 (or -1 = whole dialogue with graph_scheme corect/cogmen)" if lowest == 0 else ">= -1"
+            raise ValueError(f"{name} must be {allowed}, got {getattr(m, name)}")
 
 
 def load_toml(path: str) -> dict:
