@@ -1,18 +1,44 @@
 """The ``hotspot-erc`` command line: train, evaluate, predict, ablate, convert, info, bench.
 
-Exit codes: 0 success; 1 unexpected error; 2 bad arguments or settings; 3 corpus problem (missing,
-invalid, wrong dims or labels, empty split); 4 checkpoint problem (missing, corrupt, truncated,
-mismatched); 5 output folder not writable; 130 interrupted.
+Exit codes, the same for every command (``EXIT_CODES``):
+
+  0    success
+  1    unexpected error: a bug, printed with its traceback (please report it)
+  2    usage or settings: unknown or malformed flags, values out of range, a --config file that is
+       missing or not TOML, an unavailable --device, a missing optional package
+  3    data: a corpus or source file that is missing, unreadable, truncated, not in the expected
+       layout or inconsistent (labels, feature dims, splits, speakers, nothing labelled)
+  4    checkpoint: missing, corrupt, truncated, edited, or not fitting the corpus or the settings
+  5    output: the output location cannot be written (a file, read-only, full disk) or holds
+       something hotspot-erc refuses to replace or delete
+  6    training diverged: the loss or the weights became NaN/Inf (nothing non-finite is saved)
+  130  interrupted (Ctrl-C); a training run keeps its last completed epoch (--resume continues it)
+
+Every error a user can fix prints one line to stderr, ``hotspot-erc <command>: error: <message>``,
+naming the argument or file and what was expected; argparse's own usage errors also exit with 2.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import subprocess
 import sys
 import textwrap
 
+EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_DATA, EXIT_CHECKPOINT, EXIT_OUTPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = \
+    0, 1, 2, 3, 4, 5, 6, 130
+EXIT_CODES = {EXIT_OK: "success", EXIT_BUG: "unexpected error (a bug: traceback printed)",
+              EXIT_USAGE: "usage or settings", EXIT_DATA: "corpus or source data", EXIT_CHECKPOINT: "checkpoint",
+              EXIT_OUTPUT: "output location", EXIT_DIVERGED: "training diverged (NaN/Inf)",
+              EXIT_INTERRUPTED: "interrupted"}
+# Errors of the environment, never of the code: reported as output problems wherever they escape.
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
 EPILOG = """\
+exit codes: 0 ok, 1 bug (traceback), 2 usage/settings, 3 data, 4 checkpoint, 5 output location,
+            6 training diverged (NaN/Inf), 130 interrupted
+
 examples:
   hotspot-erc train --synthetic          # generate the synthetic corpus, train, evaluate, report
   hotspot-erc train --corpus data/iemocap --config my.toml --no-graph
@@ -84,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--split", help="only this split (default: every dialogue of the corpus)")
     r.add_argument("--dialogue", metavar="ID", help="only this conversation (its dialogue id)")
     r.add_argument("-o", "--output", metavar="FILE",
-                   help="output file, .json or .csv (default: print JSON lines to stdout)")
+                   help="output file; its extension picks the format: .json or .csv (anything else is "
+                        "refused) (default: print JSON lines to stdout)")
     _runtime_args(r)
 
     # ---------------------------------------------------------------- ablate
@@ -138,9 +165,19 @@ def _corpus_args(p) -> None:
                    help="synthetic corpus folder (default: data/synthetic)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _runtime_args(p) -> None:
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: auto)")
-    p.add_argument("--batch-size", type=int, default=16, help="dialogues per batch (default: 16)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="dialogues per batch, >= 1 (default: 16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -236,8 +273,9 @@ def cmd_ablate(args) -> int:
 
 def cmd_convert(args) -> int:
     if getattr(args, "_convert_missing", None):
-        print(f"error: the converters are not available in this install ({args._convert_missing})", file=sys.stderr)
-        return 2
+        print(f"hotspot-erc convert: error: the converters are not available in this install "
+              f"({args._convert_missing})", file=sys.stderr)
+        return EXIT_USAGE
     if args.format == "conversation-csv":
         from hotspot_erc.text.convert import run_csv_convert
 
@@ -270,10 +308,57 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
             "convert": cmd_convert, "info": cmd_info, "bench": cmd_bench}
 
 
-def main(argv: list[str] | None = None) -> int:
+def exit_code_for(exc: BaseException, command: str | None = None) -> int | None:
+    """The exit code of the policy above for an error a user can fix; None for anything else."""
+    from hotspot_erc.data.format import CorpusFormatError, CorpusWriteError, OutputRefused
+    from hotspot_erc.data.iemocap import ReaderError
+    from hotspot_erc.data.safe_pickle import UnreadablePickleError, UnsafePickleError
     from hotspot_erc.train.checkpoint import CheckpointError
     from hotspot_erc.train.run import UserError
+    from hotspot_erc.train.trainer import TrainingDiverged
 
+    if isinstance(exc, UserError):
+        return exc.exit_code
+    if isinstance(exc, CheckpointError):
+        return EXIT_CHECKPOINT
+    if isinstance(exc, TrainingDiverged):
+        return EXIT_DIVERGED
+    if isinstance(exc, (CorpusWriteError, OutputRefused, FileExistsError)):
+        return EXIT_OUTPUT
+    if isinstance(exc, (CorpusFormatError, ReaderError, UnsafePickleError, UnreadablePickleError)):
+        return EXIT_DATA
+    try:
+        from hotspot_erc.text.csv_reader import CsvFormatError
+        from hotspot_erc.text.encoders import MissingTextExtra
+        from hotspot_erc.text.lexicon import TaggerFileError
+    except ImportError:
+        pass
+    else:
+        if isinstance(exc, (CsvFormatError, TaggerFileError)):
+            return EXIT_DATA
+        if isinstance(exc, MissingTextExtra):
+            return EXIT_USAGE
+    if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
+        return EXIT_OUTPUT
+    if command == "convert" and isinstance(exc, ValueError):
+        return EXIT_USAGE  # the converters' option checks (fractions, names, sizes)
+    return None
+
+
+def error_exit(exc: BaseException, command: str) -> int:
+    """Print ``exc`` as the one-line error of the policy and return its exit code; re-raise what is
+    not a user's problem, so a bug keeps its traceback."""
+    code = exit_code_for(exc, command)
+    if code is None:
+        raise exc
+    msg = str(exc)
+    if isinstance(exc, OSError) and exc.strerror and msg.startswith("["):
+        msg = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    print(f"hotspot-erc {command}: error: {' '.join(msg.split())}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "bench":
@@ -284,15 +369,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[args.command](args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 4
     except KeyboardInterrupt:
-        print("interrupted; the last completed epoch's checkpoint is kept (continue with --resume)", file=sys.stderr)
-        return 130
+        kept = ("; the last completed epoch's checkpoint is kept (continue with --resume)"
+                if args.command in ("train", "ablate") else "")
+        print(f"hotspot-erc {args.command}: interrupted{kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - error_exit re-raises anything that is not a user's problem
+        return error_exit(exc, args.command)
 
 
 if __name__ == "__main__":

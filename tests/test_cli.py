@@ -126,7 +126,7 @@ def test_unwritable_output_and_checkpoint_kept(trained, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["evaluate", trained["ckpt"], "--corpus", trained["corpus"], "--out", str(blocker / "sub")]) == 5
-    assert "not writable" in capsys.readouterr().err
+    assert "is a file, not a folder" in capsys.readouterr().err
     assert main(["train", "--corpus", trained["corpus"], "--run-dir", str(blocker / "run"), *TINY]) == 5
     # A refused resume (other settings) leaves the earlier checkpoint byte for byte.
     last = trained["run"] / "checkpoints" / "last.safetensors"
@@ -136,7 +136,7 @@ def test_unwritable_output_and_checkpoint_kept(trained, tmp_path, capsys):
     assert "model config differs" in capsys.readouterr().err
     assert last.read_bytes() == before
     assert main(["train", "--resume", *TINY]) == 2  # --resume without --run-dir
-    assert main(["train", "--corpus", trained["corpus"], "--run-dir", str(trained["run"]), *TINY]) == 2
+    assert main(["train", "--corpus", trained["corpus"], "--run-dir", str(trained["run"]), *TINY]) == 5
     assert "already holds a run" in capsys.readouterr().err and last.read_bytes() == before
     assert main(["train", "--corpus", trained["corpus"], *TINY, "--top-k", "9"]) == 2
     assert "top_k" in capsys.readouterr().err

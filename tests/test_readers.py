@@ -273,10 +273,10 @@ def test_cli_convert(iemocap_pkl, tmp_path, capsys):
     parser = add_convert_arguments(argparse.ArgumentParser())
     assert run_convert(parser.parse_args(["iemocap", str(path), str(tmp_path / "c"), "--four-way"])) == 0
     assert "labels=['hap', 'sad', 'neu', 'ang']" in capsys.readouterr().out
-    # Converting again into a non-empty directory is refused with a one-line error.
-    assert run_convert(parser.parse_args(["iemocap", str(path), str(tmp_path / "c")])) == 2
+    # Converting again into a non-empty directory is refused with a one-line error (5: output).
+    assert run_convert(parser.parse_args(["iemocap", str(path), str(tmp_path / "c")])) == 5
     assert "not empty" in capsys.readouterr().err
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps(_Boom(str(tmp_path / "x"))))
-    assert run_convert(parser.parse_args(["mosei", str(evil), str(tmp_path / "m")])) == 2
+    assert run_convert(parser.parse_args(["mosei", str(evil), str(tmp_path / "m")])) == 3  # 3: source data
     assert "refusing to load" in capsys.readouterr().err

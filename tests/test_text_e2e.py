@@ -163,7 +163,7 @@ def test_sentiment_task_and_errors(tmp_path, meld_csvs, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("Utterance,Speaker\nhi,A\n")
     assert text_convert.main(["--train", str(bad), "--preset", "meld", "--encoder", "hashing",
-                              "-o", str(tmp_path / "x")]) == 2
+                              "-o", str(tmp_path / "x")]) == 3  # 3: source data (cli's exit-code policy)
     assert f"error: {bad}:1: missing column(s)" in capsys.readouterr().err
     tagged = tmp_path / "t.jsonl"
     tagged.write_text('{"utterance_id": "train/dia99_utt0", "scores": []}\n')

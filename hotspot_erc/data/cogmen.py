@@ -63,7 +63,7 @@ def read_cogmen(src: str | os.PathLike, out_dir: str | os.PathLike, *, label_nam
                  "v": _field(item, "visual", where)},
                 _field(item, "sentence", where, required=False),
                 num_classes=len(names), keep_classes=FOUR_WAY if four_way else None,
-                drop_unlabelled=drop_unlabelled)
+                drop_unlabelled=drop_unlabelled, label_names=names)
             if rec is not None:
                 recs.append(rec)
         by_split.setdefault(SPLIT_NAMES[key], []).extend(recs)

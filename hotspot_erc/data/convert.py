@@ -10,7 +10,9 @@ import argparse
 import os
 import sys
 
-from hotspot_erc.data.format import open_corpus
+import numpy as np
+
+from hotspot_erc.data.format import check_not_overlapping, open_corpus
 
 FORMATS = ("iemocap", "cogmen", "mosei")
 
@@ -21,18 +23,26 @@ def convert(format: str, src: str | os.PathLike, out_dir: str | os.PathLike, **o
     Options by format: iemocap: ``four_way``, ``drop_unlabelled``, ``dev_fraction``; cogmen:
     ``label_names``, ``four_way``, ``drop_unlabelled``, ``text_field``; mosei: ``num_classes``
     (2 or 7), ``exclude_zero``, ``strip_padding``; all: ``overwrite``, ``feature_dtype``.
-    The written corpus is re-opened and validated before returning.
+    The written corpus is re-opened and validated before returning. The output folder may not be,
+    contain or lie inside ``src``.
     """
+    from hotspot_erc.data.iemocap import ReaderError
+
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose one of {FORMATS}")
+    if not os.path.exists(src):
+        raise ReaderError(f"{src}: no such file")
     if not os.path.isfile(src):
-        raise FileNotFoundError(f"{src}: no such file")
+        raise ReaderError(f"{src} is a folder; {format} takes the source pickle file")
+    if not os.access(src, os.R_OK):
+        raise ReaderError(f"{src}: not readable (permission denied)")
+    check_not_overlapping(out_dir, [src])
     if format == "iemocap":
         from hotspot_erc.data.iemocap import read_iemocap as reader
     elif format == "cogmen":
         from hotspot_erc.data.cogmen import read_cogmen as reader
     elif format == "mosei":
         from hotspot_erc.data.mosei import read_mosei as reader
-    else:
-        raise ValueError(f"unknown format {format!r}; choose one of {FORMATS}")
     path = reader(src, out_dir, **opts)
     open_corpus(path)
     return path
@@ -47,7 +57,7 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         help="iemocap/cogmen: keep hap sad neu ang (other utterances stay as unlabelled context)")
     parser.add_argument("--drop-unlabelled", action="store_true",
                         help="iemocap/cogmen: remove unlabelled utterances instead of keeping them as context")
-    parser.add_argument("--dev-fraction", type=float, default=0.1,
+    parser.add_argument("--dev-fraction", type=fraction_arg, default=0.1,
                         help="iemocap: share of trainVid (from the front, in order) used as dev (default 0.1)")
     parser.add_argument("--text-field", default="text",
                         help="cogmen: sample field holding text features (text or sbert_sentence_embeddings)")
@@ -61,6 +71,38 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         help="on-disk feature dtype (default float32)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
     return parser
+
+
+def fraction_arg(text: str) -> float:
+    """argparse type of a share in [0, 1): 1.5 or -1 is refused, not clamped."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1) (a share of the train dialogues), got {text}")
+    return value
+
+
+def summary(path: str) -> str:
+    """What a conversion wrote, with the unlabelled utterances counted per split (kept as context,
+    ignored by losses and metrics): a converter never drops or blanks labels without saying so."""
+    corpus = open_corpus(path, check_values=False)
+    lines = [repr(corpus)]
+    label = np.asarray(corpus.label)
+    parts = []
+    for name, dlg in corpus.splits.items():
+        n = unl = 0
+        for d in dlg:
+            lo, hi = corpus.dialogue_utterances(int(d))
+            n += hi - lo
+            unl += int((label[lo:hi] < 0).sum())
+        parts.append(f"{name} {unl} of {n}")
+    total = int((label < 0).sum())
+    if total:
+        lines.append(f"note: {total} utterance(s) are unlabelled (kept as context, ignored by losses and metrics): "
+                     + ", ".join(parts))
+    return "\n".join(lines)
 
 
 def options_from_args(args: argparse.Namespace) -> dict:
@@ -80,18 +122,15 @@ def options_from_args(args: argparse.Namespace) -> dict:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    """Run the conversion ``args`` describes and print a summary; returns the exit status."""
-    from hotspot_erc.data.format import CorpusFormatError
-    from hotspot_erc.data.iemocap import ReaderError
-    from hotspot_erc.data.safe_pickle import UnsafePickleError
+    """Run the conversion ``args`` describes and print a summary; returns the exit status
+    (the policy of :mod:`hotspot_erc.cli`: 2 options, 3 source data, 5 output folder)."""
+    from hotspot_erc.cli import error_exit
 
     try:
         path = convert(args.format, args.src, args.out_dir, **options_from_args(args))
-    except (ReaderError, UnsafePickleError, CorpusFormatError, FileExistsError, FileNotFoundError) as exc:
-        # Data problems are the user's to fix: a one-line message, not a traceback.
-        print(f"hotspot-erc convert: error: {exc}", file=sys.stderr)
-        return 2
-    print(open_corpus(path))
+        print(summary(path))
+    except Exception as exc:  # noqa: BLE001 - error_exit re-raises what is not a user's problem
+        return error_exit(exc, "convert")
     return 0
 
 

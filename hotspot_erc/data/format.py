@@ -18,12 +18,17 @@ its frames are a contiguous range of every ``features_<m>.npy``: a loader reads 
 modality. Arrays are opened memory-mapped, so a corpus larger than RAM can be opened; the NaN/Inf
 scan reads the frames in fixed-size chunks. ``meta.json`` is written last, so an interrupted
 write leaves a directory that :func:`open_corpus` refuses.
+
+Replacing a corpus (``overwrite=True``) deletes only the files a writer creates (the names above,
+``synthetic_truth.npz`` and the ``.partial`` scratch folder); anything else in the folder stays, and
+a non-empty folder that does not hold a corpus is refused even with ``overwrite``.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import re
 import shutil
 from typing import Iterable, Mapping, Sequence
 
@@ -38,6 +43,84 @@ _CHUNK_ROWS = 1 << 16
 
 class CorpusFormatError(ValueError):
     """A corpus directory is missing a file or holds inconsistent data; the message names both."""
+
+
+class CorpusWriteError(OSError):
+    """The output folder cannot be written (a file, read-only, full disk); nothing half-written stays."""
+
+
+class OutputRefused(ValueError):
+    """The output folder is (or contains, or lies inside) an input: writing there is refused."""
+
+
+# What a writer (or the synthetic generator) creates in a corpus folder: the only names that
+# overwrite=True ever deletes.
+_CORPUS_FILES = re.compile(r"^(meta\.json|ids\.json|splits\.json|dialogue_offsets\.npy|speaker\.npy|label\.npy|"
+                           r"score\.npy|synthetic_truth\.npz|(features|offsets|intensity)_[A-Za-z_][A-Za-z0-9_]*\.npy)$")
+_SCRATCH_FILES = re.compile(r"^(features|intensity)_[A-Za-z_][A-Za-z0-9_]*\.bin$")
+_SCRATCH = ".partial"
+
+
+def holds_corpus(folder: str) -> bool:
+    """True when ``folder`` holds a hotspot-erc corpus (its meta.json) or a writer's interrupted one."""
+    try:
+        with open(os.path.join(folder, "meta.json")) as fh:
+            meta = json.load(fh)
+        if isinstance(meta, dict) and meta.get("format") == FORMAT_NAME:
+            return True
+    except (OSError, ValueError):
+        pass
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    return _SCRATCH in names and all(n == _SCRATCH or _CORPUS_FILES.match(n) for n in names)
+
+
+def remove_corpus(folder: str) -> list[str]:
+    """Delete the corpus files in ``folder`` (never anything else); returns the names left in place.
+
+    Raises FileExistsError when the non-empty folder does not hold a corpus: a destructive option
+    only deletes what a writer wrote.
+    """
+    names = sorted(os.listdir(folder))
+    if names and not holds_corpus(folder):
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise FileExistsError(f"{folder} is not empty and does not hold a hotspot-erc corpus ({shown}); "
+                              "--overwrite only replaces a corpus: choose an empty or new folder")
+    kept = []
+    for name in names:
+        full = os.path.join(folder, name)
+        if name == _SCRATCH and os.path.isdir(full) and not os.path.islink(full):
+            for inner in os.listdir(full):
+                if _SCRATCH_FILES.match(inner):
+                    os.unlink(os.path.join(full, inner))
+            try:
+                os.rmdir(full)
+            except OSError:
+                kept.append(name)
+        elif _CORPUS_FILES.match(name) and os.path.isfile(full) and not os.path.islink(full):
+            os.unlink(full)
+        else:
+            kept.append(name)
+    return kept
+
+
+def check_not_overlapping(out_dir: str | os.PathLike, inputs) -> None:
+    """Refuse an output folder that is an input, lies inside one, or contains one: writing (and
+    --overwrite) there would destroy the data being converted."""
+    out = os.path.realpath(os.fspath(out_dir))
+    for src in inputs:
+        if src is None:
+            continue
+        real = os.path.realpath(os.fspath(src))
+        if out == real:
+            raise OutputRefused(f"the output folder {out_dir} is the input {src}; choose another output folder")
+        if real.startswith(out.rstrip(os.sep) + os.sep):
+            raise OutputRefused(f"the output folder {out_dir} contains the input {src}; choose a folder that does "
+                             "not hold the data being converted")
+        if out.startswith(real.rstrip(os.sep) + os.sep):
+            raise OutputRefused(f"the output folder {out_dir} lies inside the input {src}; choose a folder outside it")
 
 
 @dataclasses.dataclass
@@ -104,16 +187,33 @@ class CorpusWriter:
         self.feature_dtype = np.dtype(feature_dtype)
         self.extra_meta = dict(extra_meta or {})
 
-        if os.path.exists(self.out_dir) and os.listdir(self.out_dir):
-            if not overwrite:
-                raise FileExistsError(f"{self.out_dir} exists and is not empty (pass overwrite=True to replace it)")
-            shutil.rmtree(self.out_dir)
-        os.makedirs(self.out_dir, exist_ok=True)
-        self._scratch = os.path.join(self.out_dir, ".partial")
-        os.makedirs(self._scratch, exist_ok=True)
-        self._frames = {m: open(os.path.join(self._scratch, f"features_{m}.bin"), "wb") for m in modalities}
-        self._inten = {m: open(os.path.join(self._scratch, f"intensity_{m}.bin"), "wb")
-                       for m in self.intensity_modalities}
+        self._frames, self._inten = {}, {}
+        self._written: list[str] = []
+        self._created_dir = False
+        self._scratch = os.path.join(self.out_dir, _SCRATCH)
+        self.kept_files: list[str] = []
+        if os.path.exists(self.out_dir) and not os.path.isdir(self.out_dir):
+            raise CorpusWriteError(f"cannot write corpus folder {self.out_dir}: it is a file, not a folder")
+        try:
+            if os.path.isdir(self.out_dir) and os.listdir(self.out_dir):
+                if not overwrite:
+                    raise FileExistsError(f"{self.out_dir} exists and is not empty (pass overwrite=True / "
+                                          "--overwrite to replace the corpus in it)")
+                self.kept_files = remove_corpus(self.out_dir)
+            self._created_dir = not os.path.isdir(self.out_dir)
+            os.makedirs(self.out_dir, exist_ok=True)
+            os.makedirs(self._scratch, exist_ok=True)
+            self._frames = {m: open(os.path.join(self._scratch, f"features_{m}.bin"), "wb") for m in modalities}
+            self._inten = {m: open(os.path.join(self._scratch, f"intensity_{m}.bin"), "wb")
+                           for m in self.intensity_modalities}
+        except FileExistsError as exc:
+            if exc.errno is None:  # ours above, not the OS's
+                raise
+            self._discard()
+            raise _write_error(self.out_dir, exc) from exc
+        except OSError as exc:
+            self._discard()
+            raise _write_error(self.out_dir, exc) from exc
         self._lengths: dict[str, list[int]] = {m: [] for m in modalities}
         self._speaker: list[int] = []
         self._label: list[int] = []
@@ -163,21 +263,29 @@ class CorpusWriter:
                 if frames.ndim != 2 or frames.shape[1] != d:
                     raise ValueError(f"{where}, utterance {u}, modality {m!r}: expected [L, {d}] frames, "
                                      f"got shape {tuple(frames.shape)}")
+                if frames.dtype.kind not in "biuf" or not np.isfinite(frames).all():
+                    raise ValueError(f"{where}, utterance {u}, modality {m!r}: features must be finite numbers "
+                                     "(found NaN, Inf or non-numeric values)")
                 frames_of[m].append(frames)
                 if m in self._inten:
                     if rec.intensity is None or m not in rec.intensity:
                         raise ValueError(f"{where}: no intensity for modality {m!r}")
                     inten = np.asarray(rec.intensity[m][u], dtype=np.float32).reshape(-1)
+                    if not np.isfinite(inten).all():
+                        raise ValueError(f"{where}, utterance {u}, modality {m!r}: intensity holds NaN or Inf")
                     if inten.shape[0] != frames.shape[0]:
                         raise ValueError(f"{where}, utterance {u}, modality {m!r}: {inten.shape[0]} intensity "
                                          f"values for {frames.shape[0]} frames")
                     inten_of[m].append(inten)
-        for m in self.modalities:
-            for frames in frames_of[m]:
-                self._frames[m].write(np.ascontiguousarray(frames, dtype=self.feature_dtype).tobytes())
-                self._lengths[m].append(frames.shape[0])
-            for inten in inten_of[m]:
-                self._inten[m].write(inten.tobytes())
+        try:
+            for m in self.modalities:
+                for frames in frames_of[m]:
+                    self._frames[m].write(np.ascontiguousarray(frames, dtype=self.feature_dtype).tobytes())
+                    self._lengths[m].append(frames.shape[0])
+                for inten in inten_of[m]:
+                    self._inten[m].write(inten.tobytes())
+        except OSError as exc:
+            raise _write_error(self.out_dir, exc) from exc
         self._speaker.extend(int(s) for s in rec.speakers)
         self._label.extend(int(y) for y in rec.labels)
         if self.with_scores:
@@ -197,6 +305,14 @@ class CorpusWriter:
         """Finish the corpus. ``splits`` maps split name to dialogue indices or dialogue ids."""
         if self._closed:
             raise RuntimeError("CorpusWriter.close() was already called")
+        try:
+            return self._close(splits)
+        except OSError as exc:
+            if isinstance(exc, CorpusWriteError):
+                raise
+            raise _write_error(self.out_dir, exc) from exc
+
+    def _close(self, splits):
         for fh in [*self._frames.values(), *self._inten.values()]:
             fh.close()
         index = {d: i for i, d in enumerate(self._dialogue_ids)}
@@ -265,17 +381,36 @@ class CorpusWriter:
         return self.out_dir
 
     def _path(self, name: str) -> str:
-        return os.path.join(self.out_dir, name)
+        path = os.path.join(self.out_dir, name)
+        self._written.append(path)
+        return path
+
+    def _discard(self) -> None:
+        """Remove what this writer wrote (scratch, finished files) after a failure; nothing else."""
+        for fh in [*self._frames.values(), *self._inten.values()]:
+            try:
+                fh.close()
+            except OSError:
+                pass
+        shutil.rmtree(self._scratch, ignore_errors=True)
+        for path in self._written:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        if self._created_dir:
+            try:
+                os.rmdir(self.out_dir)
+            except OSError:
+                pass
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None and not self._closed:
-            # meta.json was never written, so the folder stays unreadable; free the scratch space.
-            for fh in [*self._frames.values(), *self._inten.values()]:
-                fh.close()
-            shutil.rmtree(self._scratch, ignore_errors=True)
+            # meta.json was never written, so the folder stays unreadable: leave nothing half-done.
+            self._discard()
 
 
 def write_corpus(
@@ -290,6 +425,12 @@ def write_corpus(
         for rec in dialogues:
             writer.add(rec)
         return writer.close(splits)
+
+
+def _write_error(out_dir: str, exc: OSError) -> CorpusWriteError:
+    reason = exc.strerror or str(exc)
+    return CorpusWriteError(f"cannot write corpus folder {out_dir}: {reason}"
+                            + (f" ({exc.filename})" if exc.filename else ""))
 
 
 def _raw_to_npy(raw: str, dst: str, dtype: np.dtype, shape: tuple) -> None:

@@ -43,13 +43,22 @@ def utterance_frames(values, n: int, where: str) -> list[np.ndarray]:
     if isinstance(values, np.ndarray) and values.dtype != object:
         if values.ndim != 2 or values.shape[0] != n:
             raise ReaderError(f"{where}: expected [{n}, d] features, got shape {values.shape}")
+        if values.dtype.kind not in "biuf":
+            raise ReaderError(f"{where}: features must be numbers, got dtype {values.dtype}")
         return [values[i:i + 1].astype(np.float32) for i in range(n)]
-    values = list(values)
+    try:
+        values = list(values)
+    except TypeError:
+        raise ReaderError(f"{where}: expected a list or array of features, got {type(values).__name__}") from None
     if len(values) != n:
         raise ReaderError(f"{where}: {len(values)} feature entries for {n} utterances")
     out = []
     for i, v in enumerate(values):
-        arr = np.asarray(v, dtype=np.float32)
+        try:
+            arr = np.asarray(v, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ReaderError(f"{where}, utterance {i}: features must be numbers (a [d] vector or [L, d] "
+                              f"frames), got {type(v).__name__}") from None
         if arr.ndim == 1:
             arr = arr[None, :]
         elif arr.ndim != 2:
@@ -75,11 +84,42 @@ def speaker_ids(speakers: Sequence, where: str) -> list[int]:
     return [first.setdefault(k, len(first)) for k in keys]
 
 
+def label_index(y, where: str, label_names: Sequence[str] | None = None) -> int:
+    """One label as a class index: an int (or a one-element array), or a class name of
+    ``label_names``; -1 stays "unlabelled". NaN, other strings and empty entries are refused."""
+    arr = np.asarray(y)
+    if arr.size != 1:
+        raise ReaderError(f"{where}: a label must be one value, got {y!r}")
+    v = arr.reshape(-1)[0]
+    if isinstance(v, (bytes, np.bytes_)):
+        v = v.decode("latin1")
+    if isinstance(v, (str, np.str_)):
+        names = {str(n).lower(): i for i, n in enumerate(label_names or ())}
+        key = str(v).strip().lower()
+        if key in names:
+            return names[key]
+        if key.lstrip("-").isdigit():
+            return int(key)
+        raise ReaderError(f"{where}: label {str(v)!r} is not a class index or one of {list(label_names or ())}")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ReaderError(f"{where}: label {v!r} is not a class index") from None
+    if not np.isfinite(f) or f != int(f):
+        raise ReaderError(f"{where}: label {v!r} is not a class index (NaN, infinite or fractional)")
+    return int(f)
+
+
 def dialogue_record(vid, utterance_ids, speakers, labels, features: Mapping[str, object], sentences,
-                    num_classes: int, keep_classes: int | None, drop_unlabelled: bool) -> DialogueRecord | None:
+                    num_classes: int, keep_classes: int | None, drop_unlabelled: bool,
+                    label_names: Sequence[str] | None = None) -> DialogueRecord | None:
     """Build one :class:`DialogueRecord`; ``None`` when ``drop_unlabelled`` leaves it empty."""
     where = f"dialogue {vid!r}"
-    labels = [int(np.asarray(y).reshape(-1)[0]) for y in labels]
+    try:
+        labels = list(labels)
+    except TypeError:
+        raise ReaderError(f"{where}: labels must be a list, got {type(labels).__name__}") from None
+    labels = [label_index(y, f"{where}, utterance {i}", label_names) for i, y in enumerate(labels)]
     n = len(labels)
     bad = [y for y in labels if not -1 <= y < num_classes]
     if bad:
@@ -112,13 +152,26 @@ def dialogue_record(vid, utterance_ids, speakers, labels, features: Mapping[str,
 def write_records(out_dir, records_by_split: Mapping[str, list[DialogueRecord]], label_names, extra_meta,
                   overwrite: bool, feature_dtype: str) -> str:
     """Write dialogues grouped by split; feature dims come from the first utterance with frames."""
-    dims = {}
-    for recs in records_by_split.values():
+    dims, first = {}, {}
+    owner: dict[str, str] = {}
+    for split, recs in records_by_split.items():
         for rec in recs:
+            did = str(rec.dialogue_id)
+            if did in owner:
+                where = "twice in split " + repr(split) if owner[did] == split else \
+                    f"in both split {owner[did]!r} and split {split!r}"
+                raise ReaderError(f"dialogue {did!r} appears {where}; a dialogue belongs to one split, once")
+            owner[did] = split
             for m, seq in rec.features.items():
                 for arr in seq:
-                    if m not in dims and arr.shape[0] > 0:
-                        dims[m] = int(arr.shape[1])
+                    if arr.shape[0] == 0:
+                        continue
+                    if m not in dims:
+                        dims[m], first[m] = int(arr.shape[1]), did
+                    elif int(arr.shape[1]) != dims[m]:
+                        raise ReaderError(f"{MODALITY_FIELDS.get(m, m)} features are {dims[m]}-d in dialogue "
+                                          f"{first[m]!r} but {int(arr.shape[1])}-d in dialogue {did!r}; every "
+                                          "dialogue needs the same feature size")
     modalities = [m for m in ("t", "a", "v") if m in dims] + sorted(m for m in dims if m not in ("t", "a", "v"))
     if not modalities:
         raise ReaderError("no features found in any dialogue")
@@ -130,9 +183,19 @@ def write_records(out_dir, records_by_split: Mapping[str, list[DialogueRecord]],
         for split, recs in records_by_split.items():
             splits[split] = []
             for rec in recs:
-                writer.add(rec)
+                try:
+                    writer.add(rec)
+                except ValueError as exc:  # the writer's checks name the dialogue and utterance
+                    raise ReaderError(str(exc)) from exc
                 splits[split].append(rec.dialogue_id)
         return writer.close(splits)
+
+
+def check_fraction(value, name: str) -> float:
+    """A share in [0, 1); anything else (1.5, -1, NaN) is refused rather than clamped."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
 
 
 def _ordered(ids, name: str) -> list:
@@ -149,6 +212,7 @@ def read_iemocap(src: str | os.PathLike, out_dir: str | os.PathLike, *, four_way
                  drop_unlabelled: bool = False, dev_fraction: float = 0.1, overwrite: bool = False,
                  feature_dtype: str = "float32") -> str:
     """Convert the IEMOCAP 9-tuple pickle at ``src`` into a native corpus at ``out_dir``."""
+    check_fraction(dev_fraction, "dev_fraction")
     data = safe_load(src)
     if not isinstance(data, (tuple, list)) or len(data) not in (9, 10):
         raise ReaderError(
@@ -169,16 +233,23 @@ def read_iemocap(src: str | os.PathLike, out_dir: str | os.PathLike, *, four_way
         dev_ids, train_ids = train_ids[:n_dev], train_ids[n_dev:]
     keep = FOUR_WAY if four_way else None
     by_split = {}
+    fields = {"videoSpeakers": spk, "videoLabels": lab, "videoText": text, "videoAudio": audio,
+              "videoVisual": visual}
     for split, vids in (("train", train_ids), ("dev", dev_ids), ("test", test_ids)):
         recs = []
         for vid in vids:
-            if vid not in lab:
-                raise ReaderError(f"{src}: {split} dialogue {vid!r} has no entry in videoLabels")
+            for name, table in fields.items():
+                try:
+                    if vid not in table:
+                        raise ReaderError(f"{src}: {split} dialogue {vid!r} has no entry in {name}")
+                except TypeError:  # an unhashable id (a list inside trainVid)
+                    raise ReaderError(f"{src}: {split} dialogue id {vid!r} is not a valid key") from None
             rec = dialogue_record(
                 vid, ids.get(vid), spk[vid], lab[vid],
                 {"t": text[vid], "a": audio[vid], "v": visual[vid]},
                 sent.get(vid) if isinstance(sent, dict) else None,
-                num_classes=len(IEMOCAP_LABELS), keep_classes=keep, drop_unlabelled=drop_unlabelled)
+                num_classes=len(IEMOCAP_LABELS), keep_classes=keep, drop_unlabelled=drop_unlabelled,
+                label_names=IEMOCAP_LABELS)
             if rec is not None:
                 recs.append(rec)
         by_split[split] = recs

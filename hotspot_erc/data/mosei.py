@@ -91,7 +91,10 @@ def read_mosei(src: str | os.PathLike, out_dir: str | os.PathLike, *, num_classe
                 raise ReaderError(f"{where}: missing {need!r} (keys are {sorted(part)})")
         arrays = {}
         for m, name in FIELDS.items():
-            arr = np.asarray(part[name], dtype=np.float32)
+            try:
+                arr = np.asarray(part[name], dtype=np.float32)
+            except (TypeError, ValueError):
+                raise ReaderError(f"{where}: {name!r} must be a numeric [segments, frames, dim] array") from None
             if arr.ndim != 3:
                 raise ReaderError(f"{where}: {name!r} must be [segments, frames, dim], got shape {arr.shape}")
             arrays[m] = arr
@@ -102,11 +105,22 @@ def read_mosei(src: str | os.PathLike, out_dir: str | os.PathLike, *, num_classe
         audio = arrays["a"].copy()
         audio[np.isneginf(audio)] = 0.0  # MulT's fix for log-energy features of silent frames
         arrays["a"] = audio
-        score = np.asarray(part["labels"], dtype=np.float64).reshape(n, -1)[:, 0]
+        try:
+            raw = np.asarray(part["labels"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ReaderError(f"{where}: 'labels' must be numeric sentiment scores") from None
+        if raw.ndim == 0 or raw.shape[0] != n or (n and raw.size % n):
+            raise ReaderError(f"{where}: 'labels' has shape {raw.shape} for {n} segments (expected [{n}, 1, 1])")
+        score = raw.reshape(n, -1)[:, 0] if n else np.zeros(0)
+        bad = ~np.isfinite(score)
+        if bad.any():
+            raise ReaderError(f"{where}: {int(bad.sum())} sentiment label(s) are NaN or infinite (first at "
+                              f"segment {int(np.flatnonzero(bad)[0])}); fix or drop those segments")
         labels = sentiment_classes(score, num_classes, exclude_zero)
         ids = part.get("id")
-        if ids is not None and len(ids) != n:
-            raise ReaderError(f"{where}: 'id' has {len(ids)} entries for {n} segments")
+        if ids is not None and (not hasattr(ids, "__len__") or len(ids) != n):
+            count = len(ids) if hasattr(ids, "__len__") else "no list of"
+            raise ReaderError(f"{where}: 'id' has {count} entries for {n} segments")
         groups: dict[str, list[tuple]] = {}
         for i in range(n):
             video, order = _video_and_start(ids[i], i) if ids is not None else (f"{key}{i}", (0, float(i)))

@@ -44,6 +44,10 @@ class UnsafePickleError(pickle.UnpicklingError):
     """The pickle references a callable outside the allow-list; it was not loaded."""
 
 
+class UnreadablePickleError(pickle.UnpicklingError):
+    """The file is empty, truncated or not a pickle at all."""
+
+
 class Record:
     """An inert stand-in for a record object (e.g. ``cogmen.Sample``): attributes only, no methods."""
 
@@ -103,11 +107,29 @@ def safe_load(path_or_file, *, record_classes: Iterable[tuple[str, str]] = (), e
     rebuild as :class:`Record` objects.
     """
     if isinstance(path_or_file, (bytes, bytearray)):
-        return RestrictedUnpickler(io.BytesIO(path_or_file), record_classes=record_classes,
-                                   source="<bytes>", encoding=encoding).load()
+        return _load(io.BytesIO(path_or_file), "<bytes>", record_classes, encoding)
     if isinstance(path_or_file, (str, os.PathLike)):
+        source = os.fspath(path_or_file)
+        if os.path.isdir(source):
+            raise UnreadablePickleError(f"{source} is a folder, not a pickle file")
         with open(path_or_file, "rb") as fh:
-            return RestrictedUnpickler(fh, record_classes=record_classes, source=os.fspath(path_or_file),
-                                       encoding=encoding).load()
-    return RestrictedUnpickler(path_or_file, record_classes=record_classes,
-                               source=getattr(path_or_file, "name", "<file>"), encoding=encoding).load()
+            return _load(fh, source, record_classes, encoding)
+    return _load(path_or_file, getattr(path_or_file, "name", "<file>"), record_classes, encoding)
+
+
+def _load(fh, source: str, record_classes, encoding: str):
+    try:
+        return RestrictedUnpickler(fh, record_classes=record_classes, source=source, encoding=encoding).load()
+    except UnsafePickleError:
+        raise
+    except EOFError:
+        raise UnreadablePickleError(f"{source}: the file is empty or truncated (the pickle ends early)") from None
+    except RecursionError:
+        raise UnreadablePickleError(f"{source}: the pickle is nested too deeply to read") from None
+    except MemoryError:
+        raise UnreadablePickleError(f"{source}: the pickle asks for more memory than is available "
+                                    "(damaged or not a data pickle)") from None
+    except Exception as exc:
+        # Only allow-listed numpy/builtin constructors run here, so any other failure means the
+        # bytes are not a valid data pickle (wrong file, damaged, truncated inside an array).
+        raise UnreadablePickleError(f"{source}: not a readable pickle ({type(exc).__name__}: {exc})") from None

@@ -89,6 +89,11 @@ def convert_conversation_csv(
     for split in file_map:
         if split is not None and split not in SPLITS:
             raise ValueError(f"split names are {SPLITS}, got {split!r}")
+    from hotspot_erc.data.format import CorpusWriteError, check_not_overlapping, holds_corpus
+
+    check_not_overlapping(out_dir, [*file_map.values(), tagger_file])
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise CorpusWriteError(f"cannot write corpus folder {out_dir}: it is a file, not a folder")
 
     # Where the encoder runs does not change what it computes: the device is not part of the fingerprint.
     enc_desc = encoder.describe() if isinstance(encoder, WordEncoder) else {
@@ -99,9 +104,13 @@ def convert_conversation_csv(
     if cached:
         log(f"{out_dir}: up to date (same inputs, encoder and intensity); features not recomputed")
         return out_dir
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and holds something else (different inputs or not a corpus); "
-                              "pass overwrite=True (--overwrite) to replace it")
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} exists and holds something else (different inputs or not a corpus); "
+                                  "pass overwrite=True (--overwrite) to replace it")
+        if not holds_corpus(out_dir):  # refused now, not after minutes of encoding
+            raise FileExistsError(f"{out_dir} is not empty and does not hold a hotspot-erc corpus; --overwrite "
+                                  "only replaces a corpus: choose an empty or new folder")
 
     # Optional packages first: a missing extra fails before minutes of reading and encoding.
     enc = encoder if isinstance(encoder, WordEncoder) else get_encoder(encoder, **dict(encoder_options or {}))
@@ -150,6 +159,10 @@ def convert_conversation_csv(
     if oov is not None and getattr(enc, "seen", 0):
         log(f"note: {oov} of {enc.seen} words ({100.0 * oov / enc.seen:.1f}%) are not in the {enc.name} vocabulary "
             "(zero vectors)")
+    unlabelled = sum(u.label is None for d in table.dialogues for u in d.utterances)
+    if unlabelled:
+        log(f"note: {unlabelled} of {total} utterance(s) have no label (kept as unlabelled context, ignored by "
+            "losses and metrics)")
     log(f"wrote {out_dir}: {len(table.dialogues)} dialogues, {total} utterances, "
         f"splits { {k: len(v) for k, v in splits.items()} }, labels {table.label_names}, text dim {enc.dim}")
     return out_dir
@@ -288,6 +301,8 @@ def add_csv_arguments(parser: argparse.ArgumentParser) -> None:
     ``--feature-dtype`` from the other converters) are shared, not added twice; the output folder is
     ``-o/--output`` or an ``out_dir`` positional the parser already defines.
     """
+    from hotspot_erc.data.convert import fraction_arg
+
     g = parser.add_argument_group("conversation CSV (--format conversation-csv)")
 
     def add(*flags, **kw):
@@ -319,7 +334,7 @@ def add_csv_arguments(parser: argparse.ArgumentParser) -> None:
     add("--tagger-file", metavar="JSONL", help="an external tagger's per-word scores")
     add("--export-words", metavar="JSONL",
         help="only write the words of every utterance, for an external tagger to score, and stop")
-    add("--dev-fraction", type=float, default=0.1,
+    add("--dev-fraction", type=fraction_arg, default=0.1,
         help="share of train dialogues used as dev when no dev split is given (default: 0.1)")
     add("--text-batch-size", type=int, default=64, metavar="N", help="utterances per encoder batch (default: 64)")
     add("--on-conflict", choices=("error", "first"), default="error",
@@ -345,8 +360,7 @@ def _files_from_args(args) -> dict | str:
 
 def run_csv_convert(args) -> int:
     """Run the conversion the parsed ``args`` describe; returns a process exit code."""
-    from hotspot_erc.text.csv_reader import CsvFormatError
-    from hotspot_erc.text.encoders import MissingTextExtra
+    from hotspot_erc.cli import error_exit
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr)
@@ -377,9 +391,8 @@ def run_csv_convert(args) -> int:
             on_conflict=args.on_conflict, multi_speaker=args.multi_speaker, overwrite=args.overwrite,
             feature_dtype=getattr(args, "feature_dtype", "float32"),
             progress=False if getattr(args, "no_progress", False) else None, log=say)
-    except (CsvFormatError, TaggerFileError, MissingTextExtra, FileExistsError, ValueError) as exc:
-        say(f"error: {exc}")
-        return 2
+    except Exception as exc:  # noqa: BLE001 - error_exit re-raises what is not a user's problem
+        return error_exit(exc, "convert")
     return 0
 
 

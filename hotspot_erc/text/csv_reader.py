@@ -14,16 +14,22 @@ naming the file and line, or rejected with a :class:`CsvFormatError` naming them
 - Several speakers on one row (EmoryNLP's ``['Ross Geller', 'Rachel Green']``): the group becomes
   one speaker name, with a note (``multi_speaker="first"`` keeps the first named person).
 - Empty text: kept as an utterance without words (the text modality is missing for it).
-- Unknown labels, non-integer utterance ids, missing columns: errors naming file, line and column.
+- Empty label: kept as unlabelled context (ignored by losses and metrics), with a note and a count.
+- Fields longer than :mod:`csv`'s default limit (131,072 characters): read; the limit is raised to
+  the file's size while it is parsed.
+- Unknown labels, unknown split names, non-integer utterance ids, missing columns, broken quoting:
+  errors naming file, line and column.
 """
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import dataclasses
 import io
 import os
 import re
+import sys
 from typing import Iterable, Mapping, Sequence
 
 from hotspot_erc.text.mojibake import repair_mojibake
@@ -32,6 +38,7 @@ MELD_EMOTIONS = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "an
 MELD_SENTIMENTS = ("neutral", "positive", "negative")
 EMORYNLP_EMOTIONS = ("Neutral", "Joyful", "Peaceful", "Powerful", "Scared", "Mad", "Sad")
 SPLITS = ("train", "dev", "test")
+SPLIT_ALIASES = {"valid": "dev", "validation": "dev", "val": "dev"}
 # Notes of one kind beyond this many are counted, not listed.
 _MAX_LISTED = 5
 
@@ -253,11 +260,35 @@ def _decode(path: str, notes: _Notes) -> str:
                        for b in raw)
 
 
+@contextlib.contextmanager
+def _field_limit(size: int):
+    """csv refuses fields over 131,072 characters by default; no field can be longer than the
+    file, so allow that much while this file is parsed (and restore the process-wide limit)."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(min(max(old, size + 1), sys.maxsize))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
 def _read_file(path: str, split: str | None, layout: CsvLayout, notes: _Notes, repair: bool,
                multi_speaker: str) -> list[Utterance]:
     if not os.path.isfile(path):
-        raise CsvFormatError(f"{path}: no such file")
-    text = _decode(path, notes)
+        raise CsvFormatError(f"{path}: no such file" if not os.path.exists(path) else f"{path}: not a file")
+    try:
+        text = _decode(path, notes)
+    except OSError as exc:
+        raise CsvFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with _field_limit(len(text)):
+        try:
+            return _parse(text, path, split, layout, notes, repair, multi_speaker)
+        except csv.Error as exc:
+            raise CsvFormatError(f"{path}: not a readable CSV ({exc})") from None
+
+
+def _parse(text: str, path: str, split: str | None, layout: CsvLayout, notes: _Notes, repair: bool,
+           multi_speaker: str) -> list[Utterance]:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -284,7 +315,13 @@ def _read_file(path: str, split: str | None, layout: CsvLayout, notes: _Notes, r
     seen_rownum: dict[str, str] = {}
     out = []
     line = 1  # reader.line_num counts physical lines, so a quoted newline keeps positions right
-    for fields in reader:
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise CsvFormatError(f"{path}:{reader.line_num}: {exc}") from None
         start, line = line + 1, reader.line_num
         where = f"{path}:{start}"
         if not any(f.strip() for f in fields):
@@ -319,12 +356,18 @@ def _read_file(path: str, split: str | None, layout: CsvLayout, notes: _Notes, r
             order = len(out)  # file order
         row_split = split
         if split_col is not None:
-            row_split = fields[split_col].strip().lower()
-            row_split = {"valid": "dev", "validation": "dev", "val": "dev"}.get(row_split, row_split)
+            raw_split = fields[split_col].strip()
+            row_split = SPLIT_ALIASES.get(raw_split.lower(), raw_split.lower())
             if not row_split:
                 raise CsvFormatError(f"{where}: empty split column {layout.split!r}")
+            if row_split not in SPLITS:
+                # A typo ("tset") would otherwise become a fourth split that nothing trains or tests on.
+                raise CsvFormatError(f"{where}: unknown split {raw_split!r} in column {layout.split!r}; splits are "
+                                     f"{', '.join(SPLITS)} (or {', '.join(SPLIT_ALIASES)} for dev)")
         speaker = _speaker(get(layout.speaker), where, notes, multi_speaker)
         label = get(layout.label) if layout.label else ""
+        if layout.label and not label:
+            notes.add("empty label (kept as unlabelled context)", where)
         if label and layout.label_aliases:
             label = layout.label_aliases.get(label.lower(), label)
         if rownum_col is not None:

@@ -4,25 +4,38 @@ One checkpoint is one ``.safetensors`` file. Its tensors are the model's state d
 (``model/<name>``), the optimizer's per-parameter state (``optim/<index>/<key>``) and the RNG
 states (``rng/...``); its header metadata holds JSON: the run config (enough to rebuild the
 model), the training state (epoch, history, early-stopping counters, optimizer hyper-parameters,
-LR-schedule state) and a SHA-256 of the tensor bytes, so a truncated or bit-flipped file is
-reported as such instead of loading garbage. A human-readable copy of the config is written next
-to it as ``<name>.json``.
+LR-schedule state) and a SHA-256 over every header entry and every tensor byte, so a truncated or
+bit-flipped file, or an edited setting (a radius, a window count), is reported as such instead of
+loading a model that silently predicts something else. The file is self-contained: a
+human-readable copy of config and state is written next to it as ``<name>.json`` (with the same
+SHA-256), but nothing reads settings from that copy; a missing or stale copy is rewritten from
+the checkpoint when it is loaded.
 
 Writes go to a temporary file in the same folder, are flushed to disk and then renamed over the
-target, so a crash or a full / read-only disk never destroys the previous checkpoint.
+target, so a crash, a kill or a full / read-only disk never destroys the previous checkpoint.
+Temporary files carry the writer's process id; ones left by a killed writer are removed by the
+next save into the same folder (:func:`remove_stale_temp_files`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import tempfile
+import time
 from dataclasses import dataclass, field
 
 import torch
 
 FORMAT = "hotspot-erc-checkpoint"
-FORMAT_VERSION = 1
+# 2: the checksum also covers the header (config, state, optimizer meta); 1 covered tensors only.
+FORMAT_VERSION = 2
+_TMP_PREFIX = ".tmp-"
+# Ours: .tmp-<pid>-<random>.<ext>; before pids were added: .tmp-<random>.<ext>.
+_TMP_OWN = re.compile(r"^\.tmp-(\d+)-[A-Za-z0-9_]+\.(safetensors|json)$")
+_TMP_LEGACY = re.compile(r"^\.tmp-[A-Za-z0-9_]{8}\.(safetensors|json)$")
+_STALE_SECONDS = 3600.0
 
 
 class CheckpointError(RuntimeError):
@@ -48,8 +61,14 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
     return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def _digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """SHA-256 of the tensors and (format 2) of every header entry except the checksum itself."""
     h = hashlib.sha256()
+    if metadata is not None:
+        for key in sorted(k for k in metadata if k != "sha256"):
+            val = metadata[key].encode()
+            h.update(f"meta|{key}|{len(val)}|".encode())
+            h.update(val)
     for name in sorted(tensors):
         t = tensors[name]
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -133,29 +152,86 @@ def save_checkpoint(path: str, model: torch.nn.Module, config: dict, state: dict
         "config": _json(config, "config"),
         "state": _json(state or {}, "training state"),
         "optim": _json(optim_meta, "optimizer state"),
-        "sha256": _digest(tensors),
     }
+    metadata["sha256"] = _digest(tensors, metadata)
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise CheckpointError(f"cannot write checkpoint {path}: it is a folder")
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
-        os.close(fd)
+        remove_stale_temp_files(folder)
+        tmp = _temp_path(folder, ".safetensors")
     except OSError as exc:
         raise CheckpointError(f"cannot write a checkpoint in {folder}: {exc.strerror or exc}") from exc
+    from safetensors import SafetensorError
+
     try:
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(folder)
-        _write_json_atomic(os.path.splitext(path)[0] + ".json",
-                           {"config": config, "state": state or {}})
-    except OSError as exc:
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from exc
+        _write_sidecar(path, config, state or {}, metadata["sha256"])
+    except (OSError, SafetensorError) as exc:
+        # safetensors reports a full disk as SafetensorError("... IoError ..."), not OSError.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}") from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _temp_path(folder: str, suffix: str) -> str:
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=suffix, dir=folder)
+    os.close(fd)
+    return tmp
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str) -> list[str]:
+    """Delete temporary checkpoint files a killed writer left in ``folder``; returns their names.
+
+    Only names this module creates are considered: ``.tmp-<pid>-*`` whose process is gone (or that
+    are a day old, in case the pid was reused), and the pid-less names of format 1 after an hour.
+    A file being written by a live process is never touched.
+    """
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    now = time.time()
+    for name in names:
+        own, legacy = _TMP_OWN.match(name), _TMP_LEGACY.match(name)
+        if not own and not legacy:
+            continue
+        full = os.path.join(folder, name)
+        try:
+            age = now - os.stat(full).st_mtime
+        except OSError:
+            continue
+        stale = age > 24 * _STALE_SECONDS if own else age > _STALE_SECONDS
+        if own and not stale:
+            stale = not _pid_alive(int(own.group(1)))
+        if stale:
+            try:
+                os.unlink(full)
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
 
 
 def _fsync_dir(folder: str) -> None:
@@ -171,11 +247,36 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def sidecar_path(path: str) -> str:
+    return os.path.splitext(path)[0] + ".json"
+
+
+def _write_sidecar(path: str, config: dict, state: dict, digest: str) -> None:
+    _write_json_atomic(sidecar_path(path), {"config": config, "state": state, "sha256": digest})
+
+
+def _sync_sidecar(path: str, config: dict, state: dict, digest: str) -> None:
+    """Rewrite ``<name>.json`` when a kill left it missing or it no longer matches the checkpoint
+    (best effort: a read-only folder keeps what it has; the checkpoint itself is authoritative)."""
+    side = sidecar_path(path)
+    try:
+        with open(side) as fh:
+            current = json.load(fh)
+        if current == {"config": config, "state": state, "sha256": digest}:
+            return
+    except (OSError, ValueError):
+        pass
+    try:
+        _write_sidecar(path, config, state, digest)
+    except OSError:
+        pass
+
+
 def _write_json_atomic(path: str, obj) -> None:
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    tmp = _temp_path(folder, ".json")
     try:
-        with os.fdopen(fd, "w") as fh:
+        with open(tmp, "w") as fh:
             json.dump(obj, fh, indent=1, sort_keys=True)
             fh.flush()
             os.fsync(fh.fileno())
@@ -206,18 +307,29 @@ def load_checkpoint(path: str) -> Checkpoint:
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a hotspot-erc checkpoint "
                               f"(no '{FORMAT}' header)")
-    if int(metadata.get("format_version", "0")) > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {metadata['format_version']}, newer than "
+    raw_version = metadata.get("format_version", "")
+    if not re.fullmatch(r"[0-9]{1,6}", raw_version):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its format_version {raw_version!r} is not a number")
+    version = int(raw_version)
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {version}, newer than "
                               f"this hotspot-erc ({FORMAT_VERSION}); upgrade hotspot-erc")
-    if metadata.get("sha256") != _digest(tensors):
-        raise CheckpointError(f"checkpoint {path} is corrupt: its tensor data does not match the "
-                              "checksum written with it")
+    if version < 1:
+        raise CheckpointError(f"checkpoint {path} is corrupt: format_version {version} does not exist")
+    digest = _digest(tensors, metadata if version >= 2 else None)
+    if metadata.get("sha256") != digest:
+        what = "tensor data" if version < 2 else "settings or tensor data"
+        raise CheckpointError(f"checkpoint {path} is corrupt: its {what} do not match the checksum "
+                              "written with it (edited or damaged)")
     try:
         config = json.loads(metadata["config"])
         state = json.loads(metadata.get("state", "{}"))
         optim_meta = json.loads(metadata.get("optim", "null"))
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} has an unreadable JSON header ({exc})") from exc
+    if not isinstance(config, dict) or not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} has an unreadable JSON header (config and state must be objects)")
+    _sync_sidecar(path, config, state, digest)
     ck = Checkpoint(path=path, config=config, state=state, model={}, rng={})
     optim = {}
     for name, t in tensors.items():

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 
@@ -61,7 +63,9 @@ class ModelConfig:
     graph_scheme: str = _f("default", "edge set and typing of the conversation graph: ours (default, "
                            "speaker, temporal_multi) or exactly CORECT's / COGMEN's graph (corect, cogmen)",
                            ("default", "temporal_multi", "speaker", "corect", "cogmen"))
-    num_speakers: int = _f(8, "size of the speaker embedding table (speaker ids within a dialogue)")
+    num_speakers: int = _f(0, "size of the speaker embedding table, indexed by speaker id within a dialogue "
+                           "(0 = from the corpus: its most speakers in one dialogue, at least 8; exactly that "
+                           "for graph_scheme cogmen)")
     dropout: float = _f(0.1, "dropout in encoders, MoA and classifier")
     modality_dropout: float = _f(0.0, "training only: probability of hiding each (modality, "
                                  "utterance) input; one modality per utterance always stays")
@@ -138,29 +142,45 @@ def _update(obj, values: dict, where: str) -> None:
         setattr(obj, name, val)
 
 
+def _flag(name: str) -> str:
+    return f"{name} (--{name.replace('_', '-')})"
+
+
 def validate(cfg: RunConfig) -> RunConfig:
-    """Value checks that the types alone do not express."""
-    m, t = cfg.model, cfg.train
+    """Value checks that the types alone do not express; messages name the setting and its flag."""
+    m, t, d = cfg.model, cfg.train, cfg.data
     mods = m.modalities
     if not mods or any(c not in "tav" for c in mods) or len(set(mods)) != len(mods):
-        raise ValueError(f"modalities must be distinct letters among 't', 'a', 'v', got {mods!r}")
-    for name in ("d_model", "num_heads", "num_experts", "top_k", "num_windows", "classifier_hidden",
-                 "num_speakers"):
-        if getattr(m, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(m, name)}")
+        raise ValueError(f"{_flag('modalities')} must be distinct letters among 't', 'a', 'v', got {mods!r}")
+    minimum = {"d_model": 1, "num_heads": 1, "num_experts": 1, "top_k": 1, "num_windows": 1,
+               "classifier_hidden": 1, "radius": 0, "encoder_layers": 0, "graph_layers": 0, "num_speakers": 0}
+    for name, low in minimum.items():
+        if getattr(m, name) < low:
+            raise ValueError(f"{_flag(name)} must be >= {low}, got {getattr(m, name)}")
     _validate_windows(m)
     if m.d_model % m.num_heads:
         raise ValueError(f"d_model ({m.d_model}) must be divisible by num_heads ({m.num_heads})")
     if m.top_k > m.num_experts:
         raise ValueError(f"top_k ({m.top_k}) cannot exceed num_experts ({m.num_experts})")
-    if not 0.0 <= m.dropout < 1.0 or not 0.0 <= m.modality_dropout < 1.0:
-        raise ValueError("dropout and modality_dropout must be in [0, 1)")
-    if t.epochs < 1 or t.batch_size < 1:
-        raise ValueError("epochs and batch_size must be >= 1")
-    if t.lr <= 0:
-        raise ValueError(f"lr must be > 0, got {t.lr}")
+    for name in ("dropout", "modality_dropout"):
+        if not 0.0 <= getattr(m, name) < 1.0:  # also false for NaN
+            raise ValueError(f"{_flag(name)} must be in [0, 1), got {getattr(m, name)}")
+    for name in ("epochs", "batch_size"):
+        if getattr(t, name) < 1:
+            raise ValueError(f"{_flag(name)} must be >= 1, got {getattr(t, name)}")
+    if not (math.isfinite(t.lr) and t.lr > 0):
+        raise ValueError(f"{_flag('lr')} must be a finite number > 0, got {t.lr}")
+    for name in ("weight_decay", "lb_weight", "grad_clip"):
+        if not (math.isfinite(getattr(t, name)) and getattr(t, name) >= 0):
+            raise ValueError(f"{_flag(name)} must be a finite number >= 0, got {getattr(t, name)}")
+    if t.patience < 0:
+        raise ValueError(f"{_flag('patience')} must be >= 0 (0 = no early stopping), got {t.patience}")
     if not 0.0 <= t.warmup < 1.0:
-        raise ValueError(f"warmup must be in [0, 1), got {t.warmup}")
+        raise ValueError(f"{_flag('warmup')} must be in [0, 1), got {t.warmup}")
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", t.device):
+        raise ValueError(f"{_flag('device')} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {t.device!r}")
+    if d.synthetic_dialogues < 3:
+        raise ValueError(f"{_flag('synthetic_dialogues')} must be >= 3 (one per split), got {d.synthetic_dialogues}")
     return cfg
 
 
@@ -179,7 +199,11 @@ def load_toml(path: str) -> dict:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ValueError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
+    except IsADirectoryError:
+        raise ValueError(f"config file {path} is a folder; --config takes a TOML file") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
     unknown = set(data) - set(SECTIONS)
     if unknown:

@@ -18,26 +18,41 @@ from hotspot_erc.train import checkpoint as ckpt
 from hotspot_erc.train.config import RunConfig, validate
 from hotspot_erc.train.metrics import evaluate_predictions
 from hotspot_erc.train.reports import Diagnostics, collapse_warnings, write_json, write_report
-from hotspot_erc.train.trainer import (BEST, DistInfo, Trainer, check_corpus_fits, checkpoint_config,
-                                       init_distributed, load_model, predict, resolve_device)
+from hotspot_erc.train.trainer import (BEST, DistInfo, Trainer, TrainingDiverged, check_corpus_fits,
+                                       checkpoint_config, init_distributed, load_model, predict, resolve_device)
+
+PREDICTION_FORMATS = (".json", ".csv")
 
 
 class UserError(Exception):
-    """A problem with the user's input; ``exit_code`` tells the CLI how to exit."""
+    """A problem with the user's input; ``exit_code`` tells the CLI how to exit (the policy is in
+    :mod:`hotspot_erc.cli`'s docstring): 2 arguments or settings."""
 
     exit_code = 2
 
 
 class DataError(UserError):
+    """3: a corpus or source file is missing, unreadable or inconsistent."""
+
     exit_code = 3
 
 
 class CheckpointProblem(UserError):
+    """4: a checkpoint is missing, corrupt, edited or does not fit."""
+
     exit_code = 4
 
 
 class OutputError(UserError):
+    """5: an output location cannot be written, or holds something we refuse to replace."""
+
     exit_code = 5
+
+
+class DivergedError(UserError):
+    """6: training stopped because the loss or the weights became NaN/Inf."""
+
+    exit_code = 6
 
 
 # ----------------------------------------------------------------------------- corpus & folders
@@ -72,7 +87,9 @@ def open_checked(path: str):
         raise DataError(f"cannot open corpus {path}: {exc}") from exc
 
 
-def dataset(corpus, split: str, modalities):
+def dataset(corpus, split: str, modalities, labelled: bool = False):
+    """The dialogues of ``split``; with ``labelled``, refuse a split without any labelled utterance
+    (its metrics would be a meaningless 0.0)."""
     from hotspot_erc.data.dataset import DialogueDataset
 
     if split not in corpus.splits:
@@ -80,11 +97,19 @@ def dataset(corpus, split: str, modalities):
     ds = DialogueDataset(corpus, split, modalities=modalities)
     if len(ds) == 0:
         raise DataError(f"split {split!r} of corpus {corpus.path} is empty")
+    if labelled and count_labelled(ds) == 0:
+        raise DataError(f"split {split!r} of corpus {corpus.path} has no labelled utterance (every label is -1): "
+                        "nothing to learn from or to score; label it, or use `predict` for unlabelled data")
     return ds
 
 
-def make_run_dir(run_dir: str | None, root: str = "runs", prefix: str = "") -> str:
-    """Create (and prove writable) ``run_dir``, by default ``runs/<UTC timestamp>``."""
+def count_labelled(ds) -> int:
+    c = ds.corpus
+    return int(sum((np.asarray(c.label[slice(*c.dialogue_utterances(int(d)))]) >= 0).sum() for d in ds.indices))
+
+
+def choose_run_dir(run_dir: str | None, root: str = "runs", prefix: str = "") -> str:
+    """``run_dir``, or a new ``<root>/<prefix><UTC timestamp>``; checks it could be created (creates nothing)."""
     if run_dir is None:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         run_dir = os.path.join(root, prefix + stamp)
@@ -92,19 +117,47 @@ def make_run_dir(run_dir: str | None, root: str = "runs", prefix: str = "") -> s
         while os.path.exists(run_dir):
             n += 1
             run_dir = os.path.join(root, f"{prefix}{stamp}-{n}")
+    check_can_create(run_dir)
+    return run_dir
+
+
+def make_run_dir(run_dir: str | None, root: str = "runs", prefix: str = "") -> str:
+    """Create (and prove writable) ``run_dir``, by default ``runs/<UTC timestamp>``."""
+    run_dir = choose_run_dir(run_dir, root, prefix)
     ensure_writable(run_dir)
     return run_dir
 
 
+def check_can_create(folder: str) -> None:
+    """Refuse early (before minutes of work) a folder that is a file or lies under a file or a
+    read-only folder; the folder itself is not created."""
+    path = os.path.abspath(folder)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f"output folder {folder} is a file, not a folder")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OutputError(f"output folder {folder} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {folder} is not writable: {parent} is read-only for this user")
+
+
 def ensure_writable(folder: str) -> None:
+    check_can_create(folder)
     try:
         os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, ".write-test")
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")
         with open(probe, "w") as fh:
             fh.write("ok")
         os.unlink(probe)
     except OSError as exc:
         raise OutputError(f"output folder {folder} is not writable: {exc.strerror or exc}") from exc
+
+
+def output_error(exc: OSError, what: str) -> OutputError:
+    return OutputError(f"cannot write {what}: {exc.strerror or exc}"
+                       + (f" ({exc.filename})" if getattr(exc, "filename", None) else ""))
 
 
 # ----------------------------------------------------------------------------- train
@@ -116,15 +169,22 @@ def train(cfg: RunConfig, run_dir: str | None = None, resume: bool = False, call
 
     Returns ``{"run_dir", "metrics", "files"}`` (``files`` only on rank 0).
     """
-    validate(cfg)
+    try:
+        validate(cfg)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     dist_info = dist_info or init_distributed(cfg.train.device)
     if resume and run_dir is None:
         raise UserError("--resume needs --run-dir: the run folder to continue")
+    if resume and not os.path.isfile(os.path.join(run_dir, "checkpoints", "last.safetensors")):
+        raise CheckpointProblem(f"cannot resume: {run_dir} holds no checkpoints/last.safetensors")
     if run_dir is not None and not resume and os.path.exists(os.path.join(run_dir, "checkpoints", "last.safetensors")):
-        raise UserError(f"{run_dir} already holds a run (checkpoints/last.safetensors); continue it with "
-                        "--resume or choose another --run-dir (its checkpoints are never overwritten)")
+        raise OutputError(f"{run_dir} already holds a run (checkpoints/last.safetensors); continue it with "
+                          "--resume or choose another --run-dir (its checkpoints are never overwritten)")
+    # Everything that can be refused is checked before the run folder exists, so a rejected
+    # configuration leaves no empty folder behind.
     if dist_info.is_main:
-        run_dir = make_run_dir(run_dir, root)
+        run_dir = choose_run_dir(run_dir, root)
     if dist_info.enabled:
         import torch.distributed as dist
 
@@ -140,8 +200,15 @@ def train(cfg: RunConfig, run_dir: str | None = None, resume: bool = False, call
     if cfg.model.hotspot_source == "data" and any(corpus.intensity[m] is None for m in mods):
         raise DataError(f"--hotspot-source data needs per-frame intensity for {list(mods)}, but corpus "
                         f"{corpus.path} lacks it for some; use --hotspot-source rule or learned")
-    train_set, dev_set = dataset(corpus, "train", mods), dataset(corpus, "dev", mods)
-    has_test = "test" in corpus.splits and len(corpus.splits["test"]) > 0
+    train_set, dev_set = dataset(corpus, "train", mods, labelled=True), dataset(corpus, "dev", mods, labelled=True)
+    test_set = None
+    test_note = None
+    if "test" in corpus.splits and len(corpus.splits["test"]) > 0:
+        test_set = dataset(corpus, "test", mods)
+        if count_labelled(test_set) == 0:
+            test_set, test_note = None, "the test split has no labelled utterance: diagnostics are computed on dev"
+    else:
+        test_note = "the corpus has no test split: diagnostics are computed on dev"
     dims = {m: int(corpus.dims[m]) for m in mods}
     labels = list(corpus.label_names)
     try:
@@ -151,14 +218,21 @@ def train(cfg: RunConfig, run_dir: str | None = None, resume: bool = False, call
         raise CheckpointProblem(str(exc)) from exc
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+    cfg = trainer.cfg  # with the speaker table sized from the corpus
     if dist_info.is_main:  # only now: a refused resume must leave the run folder as it was
-        write_json(os.path.join(run_dir, "config.json"),
-                   {**checkpoint_config(cfg, dims, labels), "corpus": os.path.abspath(corpus.path)})
+        ensure_writable(run_dir)
+        try:
+            write_json(os.path.join(run_dir, "config.json"),
+                       {**checkpoint_config(cfg, dims, labels), "corpus": os.path.abspath(corpus.path)})
+        except OSError as exc:
+            raise output_error(exc, f"the run folder {run_dir}") from exc
     t0 = time.perf_counter()
     try:
         history = trainer.fit()
     except ckpt.CheckpointError as exc:
         raise OutputError(str(exc)) from exc
+    except TrainingDiverged as exc:
+        raise DivergedError(str(exc)) from exc
     metrics = {"best_epoch": trainer.best_epoch, "epochs_run": len(history), "train_seconds": time.perf_counter() - t0,
                "world_size": dist_info.world_size, "device": str(trainer.device)}
     if not dist_info.is_main:
@@ -166,17 +240,21 @@ def train(cfg: RunConfig, run_dir: str | None = None, resume: bool = False, call
     dev = trainer.evaluate(dev_set, desc="dev")
     metrics["dev"] = dev["metrics"]
     diag = Diagnostics(mods, len(labels))
-    if has_test:
-        test = trainer.evaluate(dataset(corpus, "test", mods), diagnostics=diag, desc="test")
+    if test_set is not None:
+        test = trainer.evaluate(test_set, diagnostics=diag, desc="test")
         metrics["test"] = test["metrics"]
         write_predictions(os.path.join(run_dir, "predictions_test.csv"), test, labels)
     else:
         trainer.evaluate(dev_set, diagnostics=diag, desc="dev")
         metrics["test"] = None
-        metrics["note"] = "the corpus has no test split: diagnostics are computed on dev"
+        metrics["note"] = test_note
     metrics["diagnostics"] = diag.summary()
     metrics["warnings"] = collapse_warnings(metrics["diagnostics"])
-    files = write_report(run_dir, metrics, history, diag, labels, plots=cfg.train.plots if plots is None else plots)
+    try:
+        files = write_report(run_dir, metrics, history, diag, labels,
+                             plots=cfg.train.plots if plots is None else plots)
+    except OSError as exc:
+        raise output_error(exc, f"the report in {run_dir}") from exc
     files["best_checkpoint"] = os.path.join(trainer.checkpoint_dir, BEST)
     return {"run_dir": run_dir, "metrics": metrics, "files": files}
 
@@ -190,19 +268,58 @@ def _load(checkpoint: str, device):
         raise CheckpointProblem(str(exc)) from exc
 
 
+def _device(device: str):
+    try:
+        return resolve_device(device)
+    except ValueError as exc:
+        raise UserError(f"--device: {exc}") from exc
+
+
+def _check_batch_size(batch_size) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise UserError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
+
+
+def check_speakers_fit(model, corpus, checkpoint: str) -> None:
+    """A checkpoint's speaker table must cover the corpus' speaker ids (the model would refuse
+    them mid-run otherwise)."""
+    table = getattr(model, "num_speakers", None)
+    spk = np.asarray(corpus.speaker)
+    if table is not None and getattr(model, "use_graph", True) and spk.size and int(spk.max()) >= table:
+        raise DataError(f"corpus {corpus.path} has a dialogue with speaker id {int(spk.max())}, but checkpoint "
+                        f"{checkpoint} was trained with a speaker table of {table} (ids 0..{table - 1})")
+
+
+def check_prediction_path(path: str) -> str:
+    """The output format of ``predict -o``, from the extension; anything else is refused rather
+    than guessed."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in PREDICTION_FORMATS:
+        raise UserError(f"-o/--output {path}: the file name must end in .json or .csv (the format is chosen "
+                        f"by extension), got {ext or 'no extension'!r}")
+    if os.path.isdir(path):
+        raise OutputError(f"-o/--output {path} is a folder; give a .json or .csv file name")
+    check_can_create(os.path.dirname(os.path.abspath(path)))
+    return ext[1:]
+
+
 def evaluate(checkpoint: str, corpus_path: str, split: str = "test", out_dir: str | None = None,
              device: str = "auto", batch_size: int = 16, progress: bool = True) -> dict:
     """Metrics of a checkpoint on one split; with ``out_dir``, also the report files."""
-    dev = resolve_device(device)
+    _check_batch_size(batch_size)
+    if out_dir is not None:
+        check_can_create(out_dir)
+    dev = _device(device)
     model, cfg, ck_cfg = _load(checkpoint, dev)
     corpus = open_checked(corpus_path)
     try:
         check_corpus_fits(corpus, ck_cfg["dims"], ck_cfg["label_names"], model.modalities, f"checkpoint {checkpoint}")
     except ValueError as exc:
         raise DataError(str(exc)) from exc
+    check_speakers_fit(model, corpus, checkpoint)
+    ds = dataset(corpus, split, model.modalities, labelled=True)
     if out_dir is not None:
         ensure_writable(out_dir)
-    ds = dataset(corpus, split, model.modalities)
     labels = ck_cfg["label_names"]
     diag = Diagnostics(model.modalities, len(labels))
     res = predict(model, ds, dev, batch_size=batch_size, amp=cfg.train.amp, diagnostics=diag, progress=progress,
@@ -213,14 +330,17 @@ def evaluate(checkpoint: str, corpus_path: str, split: str = "test", out_dir: st
     metrics["warnings"] = collapse_warnings(metrics["diagnostics"])
     if out_dir is not None:
         report_metrics = {**metrics, "test": metrics[split]}
-        metrics["files"] = write_report(out_dir, report_metrics, [], diag, labels)
+        try:
+            metrics["files"] = write_report(out_dir, report_metrics, [], diag, labels)
+        except OSError as exc:
+            raise output_error(exc, f"the report in {out_dir}") from exc
         write_predictions(os.path.join(out_dir, f"predictions_{split}.csv"), res, labels)
     return metrics
 
 
 def write_predictions(path: str, res: dict, label_names, fmt: str | None = None) -> str:
     """Per-utterance predictions and class probabilities as CSV or JSON (by extension)."""
-    fmt = fmt or ("json" if path.endswith(".json") else "csv")
+    fmt = fmt or ("json" if path.lower().endswith(".json") else "csv")
     rows = []
     for uid, lab, pred, prob in zip(res["utterance_ids"], res["labels"], res["preds"], res["probs"]):
         rows.append({"utterance_id": uid, "predicted": label_names[int(pred)],
@@ -250,7 +370,9 @@ def predict_corpus(checkpoint: str, corpus_path: str, split: str | None = None, 
     conversation (``dialogue`` = its dialogue id). Writes ``out`` (.json or .csv) when given."""
     from hotspot_erc.data.dataset import DialogueDataset
 
-    dev = resolve_device(device)
+    _check_batch_size(batch_size)
+    fmt = check_prediction_path(out) if out is not None else None
+    dev = _device(device)
     model, cfg, ck_cfg = _load(checkpoint, dev)
     corpus = open_checked(corpus_path)
     labels = ck_cfg["label_names"]
@@ -260,6 +382,7 @@ def predict_corpus(checkpoint: str, corpus_path: str, split: str | None = None, 
                           model.modalities, f"checkpoint {checkpoint}")
     except ValueError as exc:
         raise DataError(str(exc)) from exc
+    check_speakers_fit(model, corpus, checkpoint)
     if split is not None:
         ds = dataset(corpus, split, model.modalities)
     else:
@@ -278,7 +401,7 @@ def predict_corpus(checkpoint: str, corpus_path: str, split: str | None = None, 
         res["labels"] = np.full_like(res["labels"], -1)
     res["label_names"] = list(labels)
     if out is not None:
-        write_predictions(out, res, labels)
+        write_predictions(out, res, labels, fmt=fmt)
     return res
 
 
@@ -310,6 +433,12 @@ def ablate(cfg: RunConfig, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), root: str
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise UserError(f"unknown ablation variants {unknown}; known: {', '.join(VARIANTS)}")
+    try:
+        validate(cfg)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    if not seeds:
+        raise UserError("--seeds needs at least one seed")
     run_dir = make_run_dir(run_dir, root, prefix="ablate-")
     results = {}
     for v in variants:
@@ -339,9 +468,12 @@ def ablate(cfg: RunConfig, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), root: str
                      "accuracy_mean": statistics.fmean(accs),
                      "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "runs": rs})
     table = ablation_table(rows)
-    write_json(os.path.join(run_dir, "ablation.json"), {"config": cfg.to_dict(), "rows": rows})
-    with open(os.path.join(run_dir, "ablation.md"), "w") as fh:
-        fh.write(table + "\n")
+    try:
+        write_json(os.path.join(run_dir, "ablation.json"), {"config": cfg.to_dict(), "rows": rows})
+        with open(os.path.join(run_dir, "ablation.md"), "w") as fh:
+            fh.write(table + "\n")
+    except OSError as exc:
+        raise output_error(exc, f"the ablation table in {run_dir}") from exc
     return {"run_dir": run_dir, "rows": rows, "table": table}
 
 

@@ -34,6 +34,13 @@ from hotspot_erc.train.metrics import evaluate_predictions
 from hotspot_erc.train.reports import Diagnostics, routing_entropy
 
 LAST, BEST = "last.safetensors", "best.safetensors"
+# A speaker table smaller than this is never chosen automatically (the size models had before
+# tables were sized from the corpus, so earlier runs rebuild identically).
+MIN_AUTO_SPEAKERS = 8
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN/Inf; nothing non-finite was saved."""
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -70,14 +77,24 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
 
 
 def resolve_device(pref: str, dist_info: DistInfo | None = None) -> torch.device:
+    """``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a usable device; ValueError otherwise."""
+    import re
+
+    if not isinstance(pref, str) or not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", pref.strip()):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {pref!r}")
+    pref = pref.strip()
     if pref == "auto":
         pref = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(pref)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but no CUDA device is available")
+            raise ValueError(f"device {pref!r} was asked for but no CUDA device is available "
+                             "(use --device cpu or auto)")
         if dev.index is None:
             dev = torch.device("cuda", dist_info.local_rank if dist_info and dist_info.enabled else 0)
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {pref!r} was asked for but only {torch.cuda.device_count()} CUDA "
+                             "device(s) are visible")
     return dev
 
 
@@ -138,7 +155,50 @@ def lr_lambda(total_steps: int, warmup: float, schedule: str):
 def build_model(cfg: RunConfig, dims: dict[str, int], num_classes: int):
     from hotspot_erc.nn.model import HotspotERC
 
-    return HotspotERC.from_config(cfg.model, dims, num_classes)
+    model_cfg = dataclasses.asdict(cfg.model)
+    if model_cfg["num_speakers"] == 0:  # auto, but no corpus was consulted (see size_speaker_table)
+        model_cfg["num_speakers"] = MIN_AUTO_SPEAKERS
+    return HotspotERC.from_config(model_cfg, dims, num_classes)
+
+
+def speakers_needed(*datasets) -> int:
+    """Speaker-table size the corpora behind ``datasets`` need: the largest dialogue-local speaker
+    id + 1 over each whole corpus (every split, so test dialogues fit the trained table too)."""
+    need, seen = 0, set()
+    for ds in datasets:
+        corpus = getattr(ds, "corpus", None)
+        if corpus is not None:
+            if id(corpus) in seen:
+                continue
+            seen.add(id(corpus))
+            spk = np.asarray(corpus.speaker)
+            if spk.size:
+                need = max(need, int(spk.max()) + 1)
+        else:
+            for i in range(len(ds)):
+                spk = ds[i].speaker
+                if spk.numel():
+                    need = max(need, int(spk.max()) + 1)
+    return need
+
+
+def size_speaker_table(cfg: RunConfig, needed: int, where: str = "the corpus") -> RunConfig:
+    """A copy of ``cfg`` whose ``model.num_speakers`` fits ``needed`` speakers.
+
+    0 (auto) becomes ``needed``, at least :data:`MIN_AUTO_SPEAKERS` (exactly ``needed`` for the
+    ``cogmen`` scheme, whose relations are per speaker pair); an explicit value that is too small
+    is refused, since the model would otherwise have to merge speakers.
+    """
+    cfg = RunConfig.from_dict(cfg.to_dict())
+    m = cfg.model
+    if m.num_speakers == 0:
+        floor = 1 if m.graph_scheme == "cogmen" else MIN_AUTO_SPEAKERS
+        m.num_speakers = max(needed, floor)
+    elif m.num_speakers < needed:
+        raise ValueError(f"num_speakers {m.num_speakers} is too small: {where} has a dialogue with speaker id "
+                         f"{needed - 1} ({needed} speakers); use --num-speakers {needed} or more, or 0 to size "
+                         "the table from the corpus")
+    return cfg
 
 
 def checkpoint_config(cfg: RunConfig, dims: dict, label_names: list[str]) -> dict:
@@ -238,6 +298,9 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, train_set, dev_set, label_names: list[str], dims: dict[str, int],
                  run_dir: str | None = None, resume: bool = False, callbacks=(), dist_info: DistInfo | None = None):
+        if len(train_set) and len(dev_set):
+            cfg = size_speaker_table(cfg, speakers_needed(train_set, dev_set),
+                                     getattr(getattr(train_set, "corpus", None), "path", "the corpus"))
         self.cfg = cfg
         self.t = cfg.train
         self.train_set, self.dev_set = train_set, dev_set
@@ -280,8 +343,7 @@ class Trainer:
         self.bad_epochs = 0
         self.stopped = False
         self._best_state = None
-        if run_dir is not None and self.dist.is_main:
-            os.makedirs(self.checkpoint_dir, exist_ok=True)
+        # The checkpoint folder is created by the first save: a refused configuration leaves no folder.
         if resume:
             self._resume()
 
@@ -308,6 +370,8 @@ class Trainer:
 
     def _resume(self) -> None:
         path = os.path.join(self.checkpoint_dir, LAST)
+        if self.dist.is_main:
+            ckpt.remove_stale_temp_files(self.checkpoint_dir)
         ck = ckpt.load_checkpoint(path)
         saved, now = ck.config.get("run", {}), self.cfg.to_dict()
         for section in ("model",):
@@ -349,6 +413,10 @@ class Trainer:
         lb = out.lb_loss.float()
         # DDP averages gradients over ranks: scale so the average is the global-batch mean.
         loss = ce_sum / denom * self.dist.world_size + self.t.lb_weight * lb
+        # Checking every step is free on CPU; on a GPU it would sync, so there the epoch totals
+        # (which a NaN step poisons) are checked before anything is evaluated or saved.
+        if loss.device.type == "cpu" and not bool(torch.isfinite(loss.detach())):
+            self._diverged(f"the training loss became {float(loss)}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.t.grad_clip > 0:
@@ -381,9 +449,24 @@ class Trainer:
 
             dist.all_reduce(stats)
         ce_sum, denom, lb_sum = stats.tolist()
+        if not all(math.isfinite(v) for v in (ce_sum, lb_sum)):
+            self._diverged(f"the training loss of epoch {epoch + 1} is not finite")
         lb = lb_sum / max(len(batches) * self.dist.world_size, 1)
         ce = ce_sum / max(denom, 1e-12)
         return {"train_ce": ce, "train_lb": lb, "train_loss": ce + self.t.lb_weight * lb}
+
+    def _diverged(self, what: str) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        kept = (f"; the last good epoch ({len(self.history)}) is in {os.path.join(self.checkpoint_dir, LAST)}"
+                if self.run_dir is not None and self.history else "")
+        raise TrainingDiverged(f"training diverged at epoch {len(self.history) + 1}: {what} (learning rate "
+                               f"{lr:.3g}); lower --lr or keep --grad-clip > 0"
+                               f"{kept}; no non-finite weights were saved")
+
+    def _check_weights_finite(self) -> None:
+        bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
+        if bad:
+            self._diverged(f"{len(bad)} weight tensor(s) hold NaN/Inf (e.g. {bad[0]})")
 
     def evaluate(self, dataset, diagnostics: Diagnostics | None = None, desc: str = "eval") -> dict:
         res = predict(self.model, dataset, self.device, batch_size=self.t.batch_size, amp=self.t.amp,
@@ -398,6 +481,7 @@ class Trainer:
                 break
             t0 = time.perf_counter()
             rec = {"epoch": epoch + 1, **self._train_epoch(epoch)}
+            self._check_weights_finite()
             dev = self.evaluate(self.dev_set, desc="dev")
             rec.update(dev_loss=dev["loss"], dev_accuracy=dev["metrics"]["accuracy"],
                        dev_weighted_f1=dev["metrics"]["weighted_f1"],
