@@ -289,10 +289,15 @@ def build_conversation_graph(dialogue: torch.Tensor, speaker: torch.Tensor, moda
              & present.index_select(1, flat_src).view(m_count, 1, k_count, s_count) & present[None, :, None, :])
     keep = valid.view(-1).nonzero().squeeze(1)  # the one data-dependent size: a single sync on GPU
     s_idx = keep % s_count
-    k_idx = (keep // s_count) % k_count
-    ab = keep // (s_count * k_count)
-    src_node = (ab // m_count) * s_count + s_idx + offsets.index_select(0, k_idx)
-    dst_node = (ab % m_count) * s_count + s_idx
+    rest = keep // s_count
+    if m_count == 1:  # integer division dominates the builder's time; skip what is known to be 0
+        dst_node = s_idx
+        src_node = s_idx + offsets.index_select(0, rest)
+    else:
+        k_idx = rest % k_count
+        ab = rest // k_count
+        src_node = (ab // m_count) * s_count + s_idx + offsets.index_select(0, k_idx)
+        dst_node = (ab % m_count) * s_count + s_idx
     edge_index = torch.stack([src_node, dst_node])
     edge_type = typ.expand(m_count, m_count, k_count, s_count).reshape(-1).index_select(0, keep)
     names = list(relation_names(modalities, scheme, num_speakers))
