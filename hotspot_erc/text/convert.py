@@ -82,7 +82,9 @@ def convert_conversation_csv(
     columns = dict(columns or {})
     label = columns.pop("label", None) if label is None else label
     layout = preset if isinstance(preset, CsvLayout) else make_layout(preset, label=label, **columns)
+    inputs = []
     if isinstance(files, (str, os.PathLike)):
+        inputs.append(files)  # a folder of CSVs is itself an input: nothing may be written inside it
         file_map = split_files_in(files) if os.path.isdir(files) else {None: files}
     else:
         file_map = dict(files)
@@ -91,7 +93,7 @@ def convert_conversation_csv(
             raise ValueError(f"split names are {SPLITS}, got {split!r}")
     from hotspot_erc.data.format import CorpusWriteError, check_not_overlapping, holds_corpus
 
-    check_not_overlapping(out_dir, [*file_map.values(), tagger_file])
+    check_not_overlapping(out_dir, [*inputs, *file_map.values(), tagger_file])
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise CorpusWriteError(f"cannot write corpus folder {out_dir}: it is a file, not a folder")
 

@@ -68,7 +68,9 @@ def prepare_corpus(data_cfg, progress: bool = True) -> str:
         try:
             return generate_synthetic_corpus(path, num_dialogues=data_cfg.synthetic_dialogues,
                                              seed=data_cfg.synthetic_seed)
-        except (OSError, ValueError) as exc:
+        except OSError as exc:  # a folder holding something else, read-only, full disk
+            raise OutputError(f"cannot create the synthetic corpus in {path}: {exc.strerror or exc}") from exc
+        except ValueError as exc:
             raise DataError(f"cannot create the synthetic corpus in {path}: {exc}") from exc
     if not data_cfg.corpus:
         raise UserError("no corpus given: pass --corpus PATH (a folder in the native format, see "
@@ -439,7 +441,8 @@ def ablate(cfg: RunConfig, variants=DEFAULT_VARIANTS, seeds=(0, 1, 2), root: str
         raise UserError(str(exc)) from exc
     if not seeds:
         raise UserError("--seeds needs at least one seed")
-    run_dir = make_run_dir(run_dir, root, prefix="ablate-")
+    # Created by the first run inside it: a configuration refused there leaves no empty folder.
+    run_dir = choose_run_dir(run_dir, root, prefix="ablate-")
     results = {}
     for v in variants:
         for seed in seeds:

@@ -416,7 +416,7 @@ class Trainer:
         # Checking every step is free on CPU; on a GPU it would sync, so there the epoch totals
         # (which a NaN step poisons) are checked before anything is evaluated or saved.
         if loss.device.type == "cpu" and not bool(torch.isfinite(loss.detach())):
-            self._diverged(f"the training loss became {float(loss)}")
+            self._diverged(f"the training loss became {float(loss.detach())}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.t.grad_clip > 0:
