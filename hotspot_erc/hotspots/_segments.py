@@ -4,6 +4,9 @@ from __future__ import annotations
 import torch
 
 from hotspot_erc.ops import _backend
+# Re-exported: the packed-segment helpers with deterministic backward live in ops.segment.
+from hotspot_erc.ops.segment import (gather_rows, segment_broadcast, segment_ids,  # noqa: F401
+                                     segment_lengths, segment_mean, segment_sum)
 
 
 def check_packed(x: torch.Tensor, cu_seqlens: torch.Tensor, name: str = "x") -> None:
@@ -14,20 +17,8 @@ def check_packed(x: torch.Tensor, cu_seqlens: torch.Tensor, name: str = "x") -> 
     _backend.check_cu_seqlens("cu_seqlens", cu_seqlens, x.shape[0], x.device)
 
 
-def segment_ids(cu_seqlens: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """Segment index of every frame, [N] int64 (empty segments own no frame)."""
-    frames = torch.arange(num_frames, device=cu_seqlens.device, dtype=cu_seqlens.dtype)
-    return torch.searchsorted(cu_seqlens[1:].contiguous(), frames, right=True)
-
-
 def lengths(cu_seqlens: torch.Tensor) -> torch.Tensor:
-    return (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-
-
-def segment_sum(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """Per-segment sum over frames, [S, ...]; zero for an empty segment. Deterministic (a
-    segmented reduction, not atomics) and differentiable."""
-    return torch.segment_reduce(x, "sum", lengths=lengths(cu_seqlens), axis=0, unsafe=True)
+    return segment_lengths(cu_seqlens)
 
 
 def segment_amax(values: torch.Tensor, seg: torch.Tensor, num_segments: int) -> torch.Tensor:
@@ -40,7 +31,7 @@ def segment_amax(values: torch.Tensor, seg: torch.Tensor, num_segments: int) -> 
 def segment_softmax(scores: torch.Tensor, seg: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
     """Softmax of a 1-D score vector within each segment, [N]."""
     s = cu_seqlens.numel() - 1
+    n = scores.shape[0]
     peak = segment_amax(scores.detach(), seg, s)  # softmax is shift-invariant: no gradient needed
-    e = torch.exp(scores - peak[seg])
-    denom = segment_sum(e, cu_seqlens)
-    return e / denom[seg]
+    e = torch.exp(scores - peak.index_select(0, seg))
+    return e / segment_broadcast(segment_sum(e, cu_seqlens), cu_seqlens, n)

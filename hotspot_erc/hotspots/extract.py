@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from hotspot_erc.hotspots._segments import (check_packed, segment_amax, segment_ids, segment_softmax,
-                                            segment_sum)
+from hotspot_erc.hotspots._segments import (check_packed, gather_rows, segment_amax, segment_broadcast,
+                                            segment_ids, segment_mean, segment_softmax, segment_sum)
 
 POOLS = ("mean", "attention")
 
@@ -134,8 +134,9 @@ def extract_hotspots(x: torch.Tensor, cu_seqlens: torch.Tensor, scores: torch.Te
     wdt = torch.float64 if x.dtype == torch.float64 else torch.float32  # weights never in 16 bits
     if soft and num_windows:
         sf = scores.to(wdt)
-        peak_score = sf[peaks.clamp(min=0)] if n else sf.new_zeros(peaks.shape)
-        rival = sf[runner_up.clamp(min=0)] if n else sf.new_zeros(runner_up.shape)
+        # gather_rows, not sf[...]: indexing's backward adds repeated rows in a thread-dependent order
+        peak_score = gather_rows(sf, peaks.clamp(min=0)).view(peaks.shape) if n else sf.new_zeros(peaks.shape)
+        rival = gather_rows(sf, runner_up.clamp(min=0)) if n else sf.new_zeros(runner_up.shape)
         weight = torch.sigmoid((peak_score - rival[:, None]) / temperature)
         weight = torch.where((runner_up >= 0)[:, None], weight, torch.ones_like(weight))
         weight = torch.where(has, weight, torch.zeros_like(weight))
@@ -144,16 +145,19 @@ def extract_hotspots(x: torch.Tensor, cu_seqlens: torch.Tensor, scores: torch.Te
 
     # Membership of frame t: the weight of the window of its own utterance that covers it.
     frames = torch.arange(n, device=x.device)
-    own = peaks[seg]  # [N, K]
+    own = peaks.index_select(0, seg)  # [N, K]
     covers = (own >= 0) & ((frames[:, None] - own).abs() <= radius)
-    mask = (weight[seg] * covers).amax(dim=1) if num_windows else x.new_zeros(n, dtype=wdt)
+    mask = ((segment_broadcast(weight, cu_seqlens, n) * covers).amax(dim=1) if num_windows
+            else x.new_zeros(n, dtype=wdt))
     mask = mask.to(x.dtype)
     hotspot = x * mask[:, None]
 
+    # Broadcasts back to the frames through segment_broadcast (backward: an ordered segment
+    # sum), never pooled[seg], whose backward is a parallel atomic scatter on the CPU.
     if pool == "mean":
-        lens = (cu_seqlens[1:] - cu_seqlens[:-1]).clamp(min=1).to(x.dtype)
-        content = (segment_sum(x, cu_seqlens) / lens[:, None])[seg]
+        pooled = segment_mean(x, cu_seqlens)
     else:
         att = segment_softmax(scores.to(wdt) / temperature, seg, cu_seqlens).to(x.dtype)
-        content = segment_sum(x * att[:, None], cu_seqlens)[seg]
+        pooled = segment_sum(x * att[:, None], cu_seqlens)
+    content = segment_broadcast(pooled, cu_seqlens, n)
     return Hotspots(content=content, hotspot=hotspot, mask=mask, peaks=peaks, window_weight=weight)

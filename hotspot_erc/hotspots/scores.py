@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hotspot_erc.hotspots._segments import check_packed, segment_amax, segment_ids
+from hotspot_erc.hotspots._segments import check_packed, segment_amax, segment_broadcast, segment_ids
 
 RULES = ("norm", "delta")
 
@@ -60,8 +60,9 @@ def normalize_scores(scores: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Te
         raise ValueError(f"scores must have shape [N], got {tuple(scores.shape)}")
     s = cu_seqlens.numel() - 1
     seg = segment_ids(cu_seqlens, scores.shape[0])
-    hi = segment_amax(scores, seg, s)[seg]
-    lo = -segment_amax(-scores, seg, s)[seg]
+    n = scores.shape[0]
+    hi = segment_broadcast(segment_amax(scores, seg, s), cu_seqlens, n)
+    lo = -segment_broadcast(segment_amax(-scores, seg, s), cu_seqlens, n)
     span = hi - lo
     return torch.where(span > 0, (scores - lo) / torch.where(span > 0, span, torch.ones_like(span)),
                        torch.zeros_like(scores))

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from hotspot_erc.ops import _backend
+from hotspot_erc.ops import segment as _segment
 from hotspot_erc.ops.grouped_linear import grouped_expert_linear
 from hotspot_erc.reference.routing import load_balancing_loss, topk_masked_softmax
 
@@ -52,11 +54,9 @@ class MoAOutput:
 
 
 def segment_mean(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """Mean of each segment's rows, [S, d]; zeros for empty segments. Deterministic (sequential
-    segment reduction, no atomics) and without host sync."""
-    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
-    total = torch.segment_reduce(x, "sum", lengths=lengths, unsafe=True, initial=0)
-    return total / lengths.clamp(min=1).to(x.dtype)[:, None]
+    """Mean of each segment's rows, [S, d]; zeros for empty segments. Deterministic (ordered
+    segment reductions forward and backward, no atomics) and without host sync."""
+    return _segment.segment_mean(x, cu_seqlens)
 
 
 class PairAligner(nn.Module):
@@ -128,15 +128,21 @@ class _CrossModalBlock(nn.Module):
                 raise KeyError(f"{type(self).__name__} was built for modalities {self.modalities}: "
                                f"feats and cu_seqlens need key {m!r}")
             x, cu = feats[m], cu_seqlens[m]
+            _backend.check_tensor(f"feats[{m!r}]", x, dtypes=_backend.FLOAT_DTYPES)
             if x.dim() != 2 or x.shape[1] != self.dim:
                 raise ValueError(f"feats[{m!r}] must have shape [N, {self.dim}], got {tuple(x.shape)}")
-            if cu.dim() != 1:
-                raise ValueError(f"cu_seqlens[{m!r}] must be 1-D [S+1], got shape {tuple(cu.shape)}")
+            if not isinstance(cu, torch.Tensor) or cu.dim() != 1:
+                shape = tuple(cu.shape) if isinstance(cu, torch.Tensor) else type(cu).__name__
+                raise ValueError(f"cu_seqlens[{m!r}] must be a 1-D tensor [S+1], got {shape}")
             if num_seg is None:
                 num_seg = cu.shape[0]
             elif cu.shape[0] != num_seg:
                 raise ValueError("every modality's cu_seqlens must count the same utterances, got "
                                  + ", ".join(f"{k}: {cu_seqlens[k].shape[0] - 1}" for k in self.modalities))
+        for m in self.modalities:
+            # dtype, device and (for CPU tensors) values: the ops would reject them later, with
+            # names the caller never used.
+            _backend.check_cu_seqlens(f"cu_seqlens[{m!r}]", cu_seqlens[m], feats[m].shape[0], feats[m].device)
 
     def _residual(self, feats, mixed) -> dict[str, torch.Tensor]:
         return {m: self.norms[m](feats[m] + self.dropout(mixed[m])) for m in self.modalities}

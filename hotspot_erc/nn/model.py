@@ -68,12 +68,11 @@ def segment_lengths(cu_seqlens: torch.Tensor) -> torch.Tensor:
 
 
 def segment_mean(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """Mean over each segment's frames, broadcast back to its frames ([N, d]). A segmented
-    reduction (deterministic, no atomics) and no host synchronisation."""
-    lengths = segment_lengths(cu_seqlens)
-    sums = torch.segment_reduce(x, "sum", lengths=lengths, axis=0, unsafe=True)
-    mean = sums / lengths.clamp(min=1).unsqueeze(1).to(x.dtype)
-    return mean.repeat_interleave(lengths, dim=0, output_size=x.shape[0])
+    """Mean over each segment's frames, broadcast back to its frames ([N, d]). Ordered segment
+    reductions both ways (bitwise reproducible at any thread count) and no host synchronisation."""
+    from hotspot_erc.ops import segment
+
+    return segment.segment_broadcast(segment.segment_mean(x, cu_seqlens), cu_seqlens, x.shape[0])
 
 
 def drop_modalities(features: dict, cu_seqlens: dict, intensity: dict | None, p: float,

@@ -22,10 +22,23 @@ import math
 import torch
 from torch import nn
 
+from hotspot_erc.ops._backend import validate_values
 from hotspot_erc.ops.relational import (RelationalGraph, relational_aggregate, relational_matmul,
                                         relational_message_sum)
+from hotspot_erc.ops.segment import gather_rows
 
 _AGGRS = {"mean": "mean", "add": "sum", "sum": "sum"}
+_MAX_SIZE = 2**31 - 1
+_MAX_PARAMS = 2**34  # 64 GiB of float32 weights: a wrong argument, not a layer
+
+
+def _size(name: str, value) -> int:
+    if isinstance(value, (bool, torch.Tensor)) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if not 1 <= value <= _MAX_SIZE:
+        raise ValueError(f"{name} must be in [1, {_MAX_SIZE}], got {value}")
+    return value
 
 
 def _glorot_(t: torch.Tensor | None) -> None:
@@ -54,14 +67,24 @@ class RGCNConv(nn.Module):
                  num_blocks: int | None = None, aggr: str = "mean", root_weight: bool = True,
                  is_sorted: bool = False, bias: bool = True):
         super().__init__()
-        if not isinstance(in_channels, int):
+        if isinstance(in_channels, tuple):
             raise TypeError("in_channels must be an int (bipartite (src, dst) channel pairs are not supported)")
+        in_channels = _size("in_channels", in_channels)
+        out_channels = _size("out_channels", out_channels)
+        num_relations = _size("num_relations", num_relations)
+        num_bases = None if num_bases is None else _size("num_bases", num_bases)
+        num_blocks = None if num_blocks is None else _size("num_blocks", num_blocks)
         if num_bases is not None and num_blocks is not None:
             raise ValueError("use either num_bases (basis decomposition) or num_blocks (block-diagonal), not both")
         if aggr not in _AGGRS:
             raise ValueError(f"aggr must be one of {tuple(_AGGRS)}, got {aggr!r}")
-        if num_relations < 1:
-            raise ValueError(f"num_relations must be >= 1, got {num_relations}")
+        per_relation = in_channels * out_channels // (num_blocks or 1)
+        params = (num_bases * per_relation + num_relations * num_bases if num_bases is not None
+                  else num_relations * per_relation)
+        if params > _MAX_PARAMS:
+            raise ValueError(
+                f"RGCNConv({in_channels}, {out_channels}, num_relations={num_relations}) would hold {params} "
+                f"relation weights (more than {_MAX_PARAMS}); check the sizes, or use num_bases")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.num_relations = num_relations
@@ -188,11 +211,26 @@ class RGCNConv(nn.Module):
         if x is None:
             h = w.permute(1, 0, 2)  # [in, R, out]: node j = row j
             root = self.root
+            ei = edge_index
+            if (isinstance(ei, torch.Tensor) and ei.numel() and not ei.is_floating_point()
+                    and (ei.device.type == "cpu" or validate_values())):
+                lo, hi = int(ei.min()), int(ei.max())
+                if lo < 0 or hi >= self.in_channels:
+                    raise ValueError(
+                        f"with x=None (featureless nodes) there is one node per input channel: edge_index "
+                        f"must hold node ids in [0, in_channels={self.in_channels}), got values in [{lo}, {hi}]")
         else:
-            if x.dim() != 1:
-                raise ValueError(f"index node features must be 1-D, got shape {tuple(x.shape)}")
-            h = w.permute(1, 0, 2)[x]
-            root = None if self.root is None else self.root[x]
+            if x.dim() != 1 or x.dtype not in (torch.int32, torch.int64):
+                raise ValueError(f"index node features x must be a 1-D int32/int64 tensor of ids in "
+                                 f"[0, in_channels={self.in_channels}), got {x.dtype} of shape {tuple(x.shape)}")
+            if x.numel() and (x.device.type == "cpu" or validate_values()):
+                lo, hi = int(x.min()), int(x.max())
+                if lo < 0 or hi >= self.in_channels:
+                    raise ValueError(f"index node features x must hold ids in [0, in_channels={self.in_channels}), "
+                                     f"got values in [{lo}, {hi}]")
+            # gather_rows, not w[x]: its backward sums repeated ids in a fixed order
+            h = gather_rows(w.permute(1, 0, 2), x)
+            root = None if self.root is None else gather_rows(self.root, x)
         graph = self._graph(edge_index, edge_type, h.shape[0])
         out = relational_message_sum(h.contiguous(), graph, _AGGRS[self.aggr])
         if root is not None:

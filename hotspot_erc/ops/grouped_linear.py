@@ -249,6 +249,8 @@ def grouped_expert_linear(x: torch.Tensor, cu_seqlens: torch.Tensor, experts: to
         [N, d_out] in x's dtype: ``Σ_i gates[s,i] · (x_t @ weight[experts[s,i]] + bias[...])``.
     """
     _validate(x, cu_seqlens, experts, gates, weight, bias)
+    # Kernels read the routing tables at unit stride: strided views (same values) are copied.
+    cu_seqlens, experts, gates = cu_seqlens.contiguous(), experts.contiguous(), gates.contiguous()
     name = _backend.choose(OP, backend, x.device, SUPPORTS)
     if name == "reference":
         return grouped_expert_linear_reference(x, cu_seqlens, experts, gates, weight, bias)

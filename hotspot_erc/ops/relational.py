@@ -60,11 +60,20 @@ def _choose(backend: str | None, device: torch.device) -> str:
     return _backend.choose(OP, backend, device, SUPPORTS)
 
 
+# (node, relation) buckets of one graph at most: the prepared graph holds int64 pointers over
+# every bucket (rowptr and its transpose), and an aggregation writes [N, R, d]; past 2**31
+# buckets those alone are 32 GiB, so a bigger count is a wrong argument, not a graph.
+MAX_BUCKETS = 2**31 - 1
+
+
 def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, (bool, torch.Tensor)) or not hasattr(type(value), "__index__"):
         raise TypeError(f"{name} must be a Python int, got {type(value).__name__}")
+    value = int(value)  # numpy integers are fine
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > MAX_BUCKETS:
+        raise ValueError(f"{name} must be at most {MAX_BUCKETS}, got {value}")
     return value
 
 
@@ -95,6 +104,10 @@ class RelationalGraph:
                  num_relations: int, validate: bool | None = None):
         num_nodes = _check_int("num_nodes", num_nodes, 0)
         num_relations = _check_int("num_relations", num_relations, 1)
+        if num_nodes * num_relations > MAX_BUCKETS:
+            raise ValueError(
+                f"num_nodes * num_relations = {num_nodes} * {num_relations} (node, relation) buckets exceeds "
+                f"{MAX_BUCKETS}: the graph keeps pointers for every bucket; check both sizes")
         _backend.check_tensor("edge_index", edge_index, ndim=2, dtypes=_backend.INDEX_DTYPES)
         if edge_index.shape[0] != 2:
             raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
@@ -106,8 +119,9 @@ class RelationalGraph:
         self.num_nodes = num_nodes
         self.num_relations = num_relations
         self.device = edge_index.device
-        self.edge_index = edge_index.long()
-        self.edge_type = edge_type.long()
+        # Contiguous copies: a strided view (e.g. a transposed [E, 2] list) is read like any other.
+        self.edge_index = edge_index.long().contiguous()
+        self.edge_type = edge_type.long().contiguous()
         src, dst = self.edge_index[0], self.edge_index[1]
         typ = self.edge_type
         bad = (src < 0) | (src >= num_nodes) | (dst < 0) | (dst >= num_nodes) | (typ < 0) | (typ >= num_relations)
@@ -201,8 +215,6 @@ def _check_inputs(name: str, t: torch.Tensor, graph: RelationalGraph, reduce: st
     _backend.check_tensor(name, t, ndim=ndim, dtypes=_backend.FLOAT_DTYPES, device=graph.device)
     if t.shape[0] != graph.num_nodes:
         raise ValueError(f"{name} must have one row per node ({graph.num_nodes}), got {t.shape[0]}")
-    if not t.is_contiguous():
-        raise ValueError(f"{name} must be contiguous (call .contiguous())")
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
 
@@ -215,6 +227,7 @@ def relational_aggregate(x: torch.Tensor, graph: RelationalGraph, reduce: str = 
     w.r.t. ``x`` (twice); deterministic; no host synchronisation.
     """
     _check_inputs("x", x, graph, reduce, 2)
+    x = x.contiguous()  # the kernels read rows at unit stride; a strided view is copied
     backend = _choose(backend, x.device)
     n, r, d = graph.num_nodes, graph.num_relations, x.shape[1]
     if backend == "reference":
@@ -237,6 +250,7 @@ def relational_message_sum(h: torch.Tensor, graph: RelationalGraph, reduce: str 
     _check_inputs("h", h, graph, reduce, 3)
     if h.shape[1] != graph.num_relations:
         raise ValueError(f"h must have shape [N, {graph.num_relations}, d], got {tuple(h.shape)}")
+    h = h.contiguous()
     backend = _choose(backend, h.device)
     if backend == "reference":
         from hotspot_erc.reference import relational as ref
@@ -330,6 +344,7 @@ def relational_matmul(x: torch.Tensor, weight: torch.Tensor, graph: RelationalGr
     :func:`relational_aggregate` followed by one dense GEMM (no host synchronisation).
     """
     _check_inputs("x", x, graph, reduce, 2)
+    x = x.contiguous()
     _backend.check_tensor("weight", weight, ndim=3, dtypes=(x.dtype,), device=x.device)
     if weight.shape[:2] != (graph.num_relations, x.shape[1]):
         raise ValueError(f"weight must have shape [{graph.num_relations}, {x.shape[1]}, out], got "

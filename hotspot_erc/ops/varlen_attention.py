@@ -169,6 +169,9 @@ def _triton_kernels():
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
             cu_seqlens_k: torch.Tensor, scale: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(out [Nq, H, Dh], lse [Nq, H]); lse is -inf for rows whose segment has no keys."""
+    if q.shape[1] == 0 or q.shape[2] == 0:
+        # Nothing to attend with (and ATen's CPU flash kernel divides by the head count).
+        return q.new_zeros(q.shape), q.new_full(q.shape[:2], float("-inf"), dtype=_lse_dtype(q.dtype))
     if backend == "triton":
         return _triton_kernels().forward(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
     return _cpu_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
@@ -185,6 +188,8 @@ def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.T
             cu_seqlens_k: torch.Tensor, scale: float, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv). ``grad_lse`` (None when the log-sum-exp got no gradient) enters the
     softmax-gradient row term: d lse / d score = softmax probability."""
+    if q.shape[1] == 0 or q.shape[2] == 0:
+        return q.new_zeros(q.shape), k.new_zeros(k.shape), v.new_zeros(v.shape)
     if backend == "triton":
         return _triton_kernels().backward(grad_out, q, k, v, out, lse, grad_lse, cu_seqlens_q, cu_seqlens_k, scale)
     return _cpu_backward(grad_out, q, k, v, out, lse, grad_lse, cu_seqlens_q, cu_seqlens_k, scale)
@@ -226,8 +231,6 @@ def _check(q, k, v, cu_q, cu_k, scale) -> None:
         raise ValueError(f"k must be [Nk, H, Dh] with q's H and Dh {tuple(q.shape[1:])}, got shape {tuple(k.shape)}")
     if v.shape != k.shape:
         raise ValueError(f"v must have k's shape {tuple(k.shape)}, got {tuple(v.shape)}")
-    if q.shape[2] < 1:
-        raise ValueError("head dim (q.shape[2]) must be at least 1")
     if torch.compiler.is_compiling():
         # Value checks read the tensors; under torch.compile only metadata is checked.
         _backend.check_tensor("cu_seqlens_q", cu_q, ndim=1, dtypes=_backend.INDEX_DTYPES, device=q.device)
@@ -256,17 +259,22 @@ def varlen_cross_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, scale=None, back
             ``"cpu"`` or ``"reference"``.
 
     Returns:
-        [Nq, H, Dh] in q's dtype; zeros for segments without keys.
+        [Nq, H, Dh] in q's dtype; zeros for segments without keys. H = 0 or Dh = 0 give an
+        empty result (and empty gradients) on every backend.
 
     The Triton backend takes float32/float16/bfloat16 and head dims up to 128 (any size:
     non-powers of two are masked); larger heads need ``"cpu"`` or ``"reference"``, and float64
     CUDA tensors go to the reference automatically.
     """
     _check(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
+    # The kernels read offsets at unit stride: a strided view (same values) would be misread.
+    cu_seqlens_q, cu_seqlens_k = cu_seqlens_q.contiguous(), cu_seqlens_k.contiguous()
     name = _backend.choose(OP, backend, q.device, SUPPORTS)
     if backend is None and name == "triton" and q.dtype == torch.float64:
         name = "reference"  # float64 on CUDA (e.g. gradcheck): only the reference computes in it
-    scale = 1.0 / math.sqrt(q.shape[2]) if scale is None else float(scale)
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[2]) if q.shape[2] else 1.0  # Dh = 0: an empty output
+    scale = float(scale)
     if name == "reference":
         return varlen_cross_attention_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
     if name == "triton":

@@ -30,7 +30,8 @@ def relational_aggregate(x: torch.Tensor, edge_index: torch.Tensor, edge_type: t
     edge_type = edge_type.long()
     w = _bucket_weights(dst, edge_type, num_nodes, num_relations, reduce, x.dtype)
     out = x.new_zeros(num_nodes * num_relations, x.shape[1])
-    out = out.index_add(0, dst * num_relations + edge_type, x[src] * w[:, None])
+    # index_select, not x[src]: indexing's backward adds repeated rows in a thread-dependent order
+    out = out.index_add(0, dst * num_relations + edge_type, x.index_select(0, src) * w[:, None])
     return out.view(num_nodes, num_relations, x.shape[1])
 
 
@@ -41,7 +42,8 @@ def relational_message_sum(h: torch.Tensor, edge_index: torch.Tensor, edge_type:
     src, dst = edge_index[0].long(), edge_index[1].long()
     edge_type = edge_type.long()
     w = _bucket_weights(dst, edge_type, num_nodes, num_relations, reduce, h.dtype)
-    return h.new_zeros(num_nodes, h.shape[2]).index_add(0, dst, h[src, edge_type] * w[:, None])
+    msg = h.reshape(-1, h.shape[2]).index_select(0, src * num_relations + edge_type)
+    return h.new_zeros(num_nodes, h.shape[2]).index_add(0, dst, msg * w[:, None])
 
 
 def rgcn_weight(weight: torch.Tensor, comp: torch.Tensor | None, num_relations: int) -> torch.Tensor:

@@ -14,13 +14,23 @@ import torch.nn.functional as F
 
 
 def default_scale(head_dim: int, scale: float | None) -> float:
-    return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    if scale is not None:
+        return float(scale)
+    return 1.0 / math.sqrt(head_dim) if head_dim > 0 else 1.0  # Dh = 0: the output is empty anyway
+
+
+def _zeros(qs, k, v):
+    """Zeros [len(qs), H, Dh] that depend on q, k and v with exactly zero gradient: sums over
+    empty slices, so no value of the inputs (not even inf or NaN) can leak into them, and a
+    backward through an output made only of these still reaches every input."""
+    return qs[..., :0].sum(-1, keepdim=True) + k[:0].sum(0) + v[:0].sum(0)
 
 
 def varlen_cross_attention_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, scale=None):
     """``o_t = softmax(q_t · K_sᵀ · scale) V_s`` for every query token t of segment s.
 
-    q: [Nq, H, Dh]; k, v: [Nk, H, Dh]; cu_seqlens_*: [S+1]. Segments without keys give zeros.
+    q: [Nq, H, Dh]; k, v: [Nk, H, Dh]; cu_seqlens_*: [S+1]. Segments without keys give zeros
+    (and zero gradients); keys and values of segments without queries get zero gradients.
     """
     scale = default_scale(q.shape[-1], scale)
     cq = cu_seqlens_q.tolist()
@@ -31,13 +41,13 @@ def varlen_cross_attention_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, scale=
         if qs.shape[0] == 0:
             continue
         if ks.shape[0] == 0:
-            pieces.append(qs.new_zeros(qs.shape[0], qs.shape[1], vs.shape[2]))
+            pieces.append(_zeros(qs, k, v))
             continue
         scores = torch.einsum("qhd,khd->hqk", qs, ks) * scale
         probs = torch.softmax(scores, dim=-1)
         pieces.append(torch.einsum("hqk,khd->qhd", probs, vs))
     if not pieces:
-        return q.new_zeros(q.shape[0], q.shape[1], v.shape[2])
+        return _zeros(q, k, v)
     # cat (not writes into a preallocated output) keeps the result differentiable for gradcheck.
     return torch.cat(pieces, 0)
 
