@@ -65,8 +65,10 @@ def test_reuse_and_refuse(tmp_path):
     with pytest.raises(FileExistsError, match="does not hold a synthetic corpus"):
         generate_synthetic_corpus(other, num_dialogues=5)
     assert (other / "notes.txt").exists()
-    generate_synthetic_corpus(other, num_dialogues=5, overwrite=True)
-    assert not (other / "notes.txt").exists() and open_corpus(other).num_dialogues == 5
+    # overwrite replaces a corpus, never files it did not write (issue 13).
+    with pytest.raises(FileExistsError, match="does not hold a hotspot-erc corpus"):
+        generate_synthetic_corpus(other, num_dialogues=5, overwrite=True)
+    assert (other / "notes.txt").read_text() == "not a corpus"
     with pytest.raises(TypeError, match="unknown synthetic corpus options"):
         generate_synthetic_corpus(tmp_path / "x", burst_amplitud=2.0)
 

@@ -117,8 +117,9 @@ def generate_synthetic_corpus(out_dir: str | os.PathLike, num_dialogues: int = 1
 
     ``options`` override :data:`DEFAULTS` (e.g. ``missing_prob=0.2``, ``dims={"t": 64, ...}``).
     If ``out_dir`` already holds a synthetic corpus generated with the same arguments it is reused
-    as is; one generated with other arguments is replaced; a non-empty folder holding anything
-    else is refused unless ``overwrite=True``.
+    as is; one generated with other arguments is replaced; another corpus is replaced only with
+    ``overwrite=True``; a non-empty folder that holds no corpus is always refused (only files a
+    corpus writer creates are ever deleted, see :func:`hotspot_erc.data.format.remove_corpus`).
     """
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
@@ -136,7 +137,7 @@ def generate_synthetic_corpus(out_dir: str | os.PathLike, num_dialogues: int = 1
     # Another synthetic corpus is ours to replace; anything else in the folder is not.
     if os.path.isdir(out_dir) and os.listdir(out_dir) and previous is None and not overwrite:
         raise FileExistsError(f"{out_dir} is not empty and does not hold a synthetic corpus "
-                              "(choose another folder, or pass overwrite=True to replace its contents)")
+                              "(choose another folder, or pass overwrite=True to replace the corpus in it)")
 
     rng = np.random.default_rng(seed)
     world = _World(rng, opts)
