@@ -148,3 +148,50 @@ def test_folder_that_cannot_exist(tmp_path):
     blocker.write_text("x")
     with pytest.raises(CheckpointError, match="cannot write"):
         save_checkpoint(str(blocker / "ck.safetensors"), _model(), {})
+
+
+def _rewrite_metadata(path, dst, change):
+    """Copy a safetensors file with its header metadata changed by ``change(dict)``."""
+    import struct
+
+    raw = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    change(header["__metadata__"])
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(dst, "wb") as fh:
+        fh.write(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    return str(dst)
+
+
+def test_checksum_covers_settings_and_state(tmp_path):
+    """Editing a stored setting (one that changes every prediction) is caught like a flipped bit."""
+    path = str(tmp_path / "ck.safetensors")
+    save_checkpoint(path, _model(), {"run": {"model": {"radius": 2, "num_windows": 2}}}, {"epoch": 3})
+    edits = {
+        "config": lambda m: m.update(config=m["config"].replace('"radius": 2', '"radius": 3')),
+        "state": lambda m: m.update(state=m["state"].replace("3", "4")),
+        "extra key": lambda m: m.update(note="hello"),
+    }
+    for what, change in edits.items():
+        bad = _rewrite_metadata(path, tmp_path / f"bad-{what}.safetensors", change)
+        with pytest.raises(CheckpointError, match="do not match the checksum"):
+            load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="not a number"):
+        load_checkpoint(_rewrite_metadata(path, tmp_path / "v.safetensors", lambda m: m.update(format_version="two")))
+    with pytest.raises(CheckpointError, match="newer than"):
+        load_checkpoint(_rewrite_metadata(path, tmp_path / "n.safetensors", lambda m: m.update(format_version="99")))
+
+
+def test_format_1_checkpoints_still_load(tmp_path):
+    """Format 1 (checksum over the tensors only) is still read, with its own checksum rule."""
+    from hotspot_erc.train.checkpoint import _digest
+
+    path = str(tmp_path / "ck.safetensors")
+    m = _model()
+    save_checkpoint(path, m, {"v": 1}, with_rng=False)
+    tensors = load_checkpoint(path).model
+    old = _rewrite_metadata(path, tmp_path / "old.safetensors", lambda meta: meta.update(
+        format_version="1", sha256=_digest({f"model/{k}": v for k, v in tensors.items()})))
+    assert load_checkpoint(old).config == {"v": 1}
