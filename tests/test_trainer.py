@@ -168,3 +168,26 @@ def test_empty_split_and_missing_corpus(corpus_path, tmp_path):
         run.train(tiny_config(broken), run_dir=str(tmp_path / "x"))
     with pytest.raises(run.DataError, match="does not exist"):
         run.train(tiny_config(tmp_path / "nowhere"), run_dir=str(tmp_path / "y"))
+
+
+def test_speaker_table_sizing_rules():
+    from hotspot_erc.train.trainer import size_speaker_table
+
+    cfg = C.RunConfig()
+    assert cfg.model.num_speakers == 0  # auto
+    assert size_speaker_table(cfg, 2).model.num_speakers == 8      # never below the historical 8
+    assert size_speaker_table(cfg, 11).model.num_speakers == 11    # grows with the corpus
+    assert cfg.model.num_speakers == 0                             # the caller's config is not changed
+    cfg.model.graph_scheme = "cogmen"                              # relations per speaker pair: exact
+    assert size_speaker_table(cfg, 2).model.num_speakers == 2
+    cfg.model.num_speakers = 4
+    assert size_speaker_table(cfg, 4).model.num_speakers == 4      # an explicit size that fits is kept
+    with pytest.raises(ValueError, match="num_speakers 4 is too small.*speaker id 5"):
+        size_speaker_table(cfg, 6)
+
+
+def test_non_finite_loss_stops_training_before_anything_is_saved(corpus_path, tmp_path):
+    cfg = tiny_config(corpus_path, lr=1e30, grad_clip=0.0)
+    with pytest.raises(run.DivergedError, match="training diverged at epoch 1"):
+        run.train(cfg, run_dir=str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
