@@ -23,16 +23,16 @@ WRITER = textwrap.dedent("""
 
     folder, k = sys.argv[1], int(sys.argv[2])
     model = torch.nn.Linear(512, 1024)  # 2 MB per save: kills land inside writes
-    first = True
+    saves = 0
     while True:
         with torch.no_grad():
             model.weight.fill_(k)
             model.bias.fill_(k)
         name = "best" if k % 2 else "last"
         save_checkpoint(f"{folder}/{name}.safetensors", model, {"k": k}, {"k": k}, with_rng=False)
-        if first:
+        saves += 1
+        if saves == 2:  # both files exist from here on
             print("ready", flush=True)
-            first = False
         k += 1
 """)
 
@@ -57,20 +57,18 @@ def test_kill_during_save_leaves_loadable_checkpoints(tmp_path):
         orphans |= {n for n in os.listdir(folder) if n.startswith(".tmp-")}
 
         for name in ("best.safetensors", "last.safetensors"):
-            path = folder / name
-            if not path.exists():  # the first writer may die before it wrote both
-                continue
-            ck = load_checkpoint(str(path))
+            ck = load_checkpoint(str(folder / name))
             k = ck.config["k"]
             assert ck.state == {"k": k}
             # Header and tensors come from the same save: an atomic rename, never a mix.
             assert all(torch.equal(t, torch.full_like(t, float(k))) for t in ck.model.values())
-            side = json.loads(open(sidecar_path(str(path))).read())  # present and repaired by the load
+            side = json.loads(open(sidecar_path(str(folder / name))).read())  # present, repaired by the load
             assert side["config"] == {"k": k}
 
     # Whatever the kills left behind is temporary files only, which the next save removes.
     save_checkpoint(str(folder / "last.safetensors"), torch.nn.Linear(2, 2), {"k": -1}, {}, with_rng=False)
-    assert sorted(os.listdir(folder)) == ["best.json", "best.safetensors", "last.json", "last.safetensors"], orphans
+    names = sorted(os.listdir(folder))
+    assert names == ["best.json", "best.safetensors", "last.json", "last.safetensors"], (names, orphans)
     print(f"temporary files left by the kills and removed: {len(orphans)}")
 
 
