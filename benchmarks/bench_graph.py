@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.harness import bench_parser, parse_bench_args, print_table, time_ms, write_results
+from benchmarks.harness import bench_parser, launches, parse_bench_args, print_table, time_ms, write_results
 from hotspot_erc.data.graph import SCHEMES, build_conversation_graph, node_modalities
 from hotspot_erc.reference.baseline_graphs import cogmen_graph_loop, corect_graph_loop
 from hotspot_erc.reference.conversation_graph import build_conversation_graph_loop
@@ -60,9 +60,11 @@ def main(argv=None) -> None:
                 loop = min(loop, time_ms(looped, device, min_run_time))
             common = {"case": case, "utterances": dialogue.numel(), "edges": g.edge_index.shape[1],
                       "relations": g.num_relations}
-            records.append({**common, "impl": "vectorised", "ms": vec, "speedup_vs_loop": loop / vec})
-            records.append({**common, "impl": "python loop", "ms": loop, "speedup_vs_loop": 1.0})
-    print_table(records, ["case", "edges", "impl", "ms", "speedup_vs_loop"])
+            records.append({**common, "impl": "vectorised", "ms": vec, "launches": launches(vectorised),
+                            "speedup_vs_loop": loop / vec})
+            records.append({**common, "impl": "python loop", "ms": loop, "launches": launches(looped),
+                            "speedup_vs_loop": 1.0})
+    print_table(records, ["case", "edges", "impl", "ms", "launches", "speedup_vs_loop"])
     path = write_results("bench_graph", device, records, extra={"quick": args.quick})
     print(f"wrote {path}")
 

@@ -4,22 +4,20 @@
 
 Conversation shapes (utterances of 20–400 frames, d = 128/256, E ∈ {4, 8, 16}, k ∈ {1, 2}) and
 long segments; forward and forward+backward. On CUDA the op runs its Triton kernels in bfloat16
-and each record carries the DESIGN §6 floor (FLOPs 2·N·k·d_in·d_out, bytes
-b·(N·d_in + N·d_out + k_used·d_in·d_out)) at the H100 rates measured in this workplace; on CPU it
-runs the ATen path in float32. Target (H100): ≥ 3× the loop.
+and each record carries launches per call, the DESIGN §6 model (FLOPs 2·N·k·d_in·d_out, bytes
+b·(N·d_in + N·d_out + k_used·d_in·d_out); backward ``benchmarks/perf_model.py``), the achieved
+rates and, on a known GPU, the shares of its peak and the floor time; on CPU it runs the ATen path
+in float32. Target (H100): ≥ 3× the loop.
 """
 from __future__ import annotations
 
 
 import torch
 
+from benchmarks import perf_model
 from benchmarks.harness import bench_parser, measure, parse_bench_args, print_table, write_results
 from hotspot_erc.ops.grouped_linear import grouped_expert_linear
 from hotspot_erc.reference.grouped_linear import grouped_expert_linear_reference
-
-H100_FLOPS = 800e12  # bf16 dense GEMM, DESIGN §6
-H100_BYTES = 3.0e12  # copy bandwidth, DESIGN §6
-
 
 def conversation_lengths(num_segments: int, lo: int, hi: int, seed: int) -> list[int]:
     g = torch.Generator().manual_seed(seed)
@@ -38,10 +36,10 @@ def make_case(lengths, d, num_experts, k, dtype, device, seed=0):
     return x, cu, experts, gates, w, b
 
 
-def floors(n, d, num_experts, k, dtype_bytes):
-    flops = 2 * n * k * d * d
-    bytes_ = dtype_bytes * (2 * n * d + min(num_experts, n) * d * d)
-    return flops, bytes_
+def work(n, d, experts, k, dtype_bytes, passes):
+    """FLOPs and bytes the call must do (``perf_model.grouped_expert_linear``, d_in = d_out = d)."""
+    used = int(torch.unique(experts).numel())
+    return perf_model.grouped_expert_linear(n, d, d, k, used, dtype_bytes, passes)
 
 
 def run(quick: bool) -> list[dict]:
@@ -59,7 +57,6 @@ def run(quick: bool) -> list[dict]:
         n = x.shape[0]
         meta = dict(kind=kind, segments=segs, tokens=n, d=d, E=num_experts, k=k,
                     dtype=str(dtype).replace("torch.", ""))
-        flops, bytes_ = floors(n, d, num_experts, k, x.element_size())
         leaves = [t.requires_grad_() for t in (x, gates, w, b)]
         dy = torch.randn(n, d, device=device, dtype=dtype)
         impls = {
@@ -67,16 +64,15 @@ def run(quick: bool) -> list[dict]:
             "reference_loop": lambda *a: grouped_expert_linear_reference(a[0], cu, experts, a[1], a[2], a[3]),
         }
         row = {}
+        elem = x.element_size()
         for impl, fn in impls.items():
             with torch.no_grad():
-                fwd = measure(f"{impl}/fwd", lambda: fn(*leaves), device, impl=impl, **{"pass": "fwd"}, **meta)
+                fwd = measure(f"{impl}/fwd", lambda: fn(*leaves), device, work=work(n, d, experts, k, elem, "fwd"),
+                              impl=impl, **{"pass": "fwd"}, **meta)
             fb = measure(f"{impl}/fwd+bwd", lambda: torch.autograd.grad(fn(*leaves), leaves, dy), device,
+                         work=work(n, d, experts, k, elem, "fwd+bwd"),
                          impl=impl, **{"pass": "fwd+bwd"}, **meta)
-            for rec, mult in ((fwd, 1), (fb, 3)):
-                rec["tflops"] = mult * flops / (rec["ms"] * 1e-3) / 1e12
-                if device.type == "cuda":
-                    rec["h100_floor_ms"] = mult * max(flops / H100_FLOPS, bytes_ / H100_BYTES) * 1e3
-                records.append(rec)
+            records += [fwd, fb]
             row[impl] = (fwd, fb)
         for i in (0, 1):
             row["op"][i]["speedup_vs_loop"] = row["reference_loop"][i]["ms"] / row["op"][i]["ms"]
@@ -87,8 +83,8 @@ def main(argv=None) -> int:
     p = bench_parser(__doc__, "two small cases (CPU smoke run)")
     args = parse_bench_args(p, argv)
     records, device = run(args.quick)
-    print_table(records, ["name", "kind", "tokens", "d", "E", "k", "ms", "peak_mb", "tflops",
-                          "speedup_vs_loop"])
+    print_table(records, ["name", "kind", "tokens", "d", "E", "k", "ms", "launches", "peak_mb", "gbps", "tflops",
+                          "flops_share", "floor_ratio", "speedup_vs_loop"])
     path = write_results("grouped_linear", device, records, extra={"quick": args.quick})
     print(f"wrote {path}")
     return 0

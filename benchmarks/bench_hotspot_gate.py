@@ -5,7 +5,8 @@
 Forward and forward+backward, both gate kinds, N tokens x d features. GPU: bfloat16, N in
 {4k, 64k, 1M}, d in {128, 256, 1024}, the op's Triton kernels; reports time, peak memory, the
 bytes the op must move (DESIGN §6), achieved bandwidth and its fraction of the card's measured
-copy bandwidth, TFLOP/s, and speed-ups over eager and compiled references. CPU: float32, a subset
+copy bandwidth, TFLOP/s, the shares of the card's data-sheet peaks (benchmarks/perf_model.py),
+launches per call, and speed-ups over eager and compiled references. CPU: float32, a subset
 of shapes, the op's CPU backend; the speed-up over eager is the number that matters there
 (the compiled reference is timed too unless --quick).
 """
@@ -15,7 +16,7 @@ import math
 
 import torch
 
-from benchmarks import harness
+from benchmarks import harness, perf_model
 from hotspot_erc.ops.hotspot_gate import hotspot_gate
 from hotspot_erc.reference.hotspot_gate import hotspot_gate_reference
 
@@ -31,14 +32,9 @@ def copy_bandwidth_gbps(device: torch.device) -> float | None:
 
 
 def bytes_and_flops(n: int, d: int, g: int, elem: int, passes: str) -> tuple[float, float]:
-    """Bytes the op must move and FLOPs it must do (DESIGN §6's floors)."""
-    fwd_bytes = elem * (3 * n * d + 2 * d * g + g)
-    fwd_flops = 4 * n * d * g
-    if passes == "fwd":
-        return fwd_bytes, fwd_flops
-    # Backward with recomputed α: read c, h, dout; write dc, dh; read W, write dW/db.
-    bwd_bytes = elem * (5 * n * d + 4 * d * g + 2 * g)
-    return fwd_bytes + bwd_bytes, fwd_flops + 12 * n * d * g
+    """Bytes the op must move and FLOPs it must do (DESIGN §6's floors: ``perf_model.hotspot_gate``)."""
+    work = perf_model.hotspot_gate(n, d, g, elem, passes)
+    return work.bytes, work.flops
 
 
 def make_case(n, d, g, dtype, device):
@@ -114,9 +110,8 @@ def main(argv=None) -> int:
                         rec = {"name": f"{name}/{passes}", "ms": best[name],
                                "peak_mb": harness.peak_memory_mb(fn, device), "impl": name, "pass": passes,
                                "gate": gate, "N": n, "d": d, "dtype": str(dtype).replace("torch.", "")}
-                        sec = rec["ms"] * 1e-3
-                        rec["gbps"] = nbytes / sec / 1e9
-                        rec["tflops"] = flops / sec / 1e12
+                        rec["launches"] = harness.launches(fn)
+                        rec.update(harness.perf_fields(perf_model.Work(flops, nbytes), rec["ms"], device, dtype))
                         if copy_bw:
                             rec["bw_frac"] = rec["gbps"] / copy_bw
                         case[name] = rec
@@ -125,7 +120,8 @@ def main(argv=None) -> int:
                     if "compiled" in case:
                         op["speedup_vs_compiled"] = case["compiled"]["ms"] / op["ms"]
                     records.extend(case.values())
-                    print(f"N={n:<8d} d={d:<5d} {gate:6s} {passes:8s} op {op['ms']:.3f} ms  "
+                    print(f"N={n:<8d} d={d:<5d} {gate:6s} {passes:8s} op {op['ms']:.3f} ms "
+                          f"({op['launches']} launches, {op['gbps']:.4g} GB/s, {op['tflops']:.3g} TFLOP/s)  "
                           f"eager {case['eager']['ms']:.3f} ms  x{op['speedup_vs_eager']:.2f}"
                           + (f"  compiled {case['compiled']['ms']:.3f} ms  x{op['speedup_vs_compiled']:.2f}"
                              if "compiled" in case else ""), flush=True)
@@ -134,10 +130,12 @@ def main(argv=None) -> int:
                     torch.cuda.empty_cache()
 
     extra = {"quick": args.quick, "copy_bandwidth_gbps": copy_bw, "rounds": rounds,
-             "bytes_model": "fwd: b(3Nd + 2dg + g); fwd+bwd adds b(5Nd + 4dg + 2g) (DESIGN §6)"}
+             "bytes_model": "fwd: b(3Nd + 2dg + g); fwd+bwd adds b(5Nd + 4dg + 2g) (DESIGN §6)",
+             "flops_model": "fwd: 4Ndg; fwd+bwd adds 12Ndg (benchmarks/perf_model.py)"}
     path = harness.write_results("hotspot_gate", device, records, extra)
     harness.print_table([r for r in records if r["impl"] == "op"],
-                        ["pass", "gate", "N", "d", "ms", "peak_mb", "gbps", "speedup_vs_eager", "speedup_vs_compiled"])
+                        ["pass", "gate", "N", "d", "ms", "launches", "peak_mb", "gbps", "tflops", "bw_share",
+                         "flops_share", "speedup_vs_eager", "speedup_vs_compiled"])
     print(f"wrote {path}")
     return 0
 

@@ -12,12 +12,16 @@ tokens, audio 50–400 frames, video 20–150 frames per utterance), forward and
 * ``plain``: :class:`~hotspot_erc.nn.moa.PlainCrossModalAttention`, the same block without
   router and experts (one key/value projection per pair). ``moa_overhead`` = moa / plain is the
   cost MoA adds, which the paper leaves open.
+
+Every row also has launches per call and the FLOPs/bytes model of ``perf_model.mixture_of_aligners``
+(projections, routed key/value projection, cross-attention per pair) with the achieved rates.
 """
 from __future__ import annotations
 
 
 import torch
 
+from benchmarks import perf_model
 from benchmarks.harness import bench_parser, measure, parse_bench_args, print_table, write_results
 from hotspot_erc.nn.moa import MixtureOfAligners, PlainCrossModalAttention
 
@@ -63,11 +67,16 @@ def run(quick: bool):
         if s <= 64:
             impls["moa_reference"] = ref
         got = {}
+        lens = {m: (c[1:] - c[:-1]).tolist() for m, c in cu.items()}
+        elem = torch.finfo(dtype).bits // 8
         for name, module in impls.items():
+            routed = (k, e) if name != "plain" else (1, 1)  # plain: one key/value projection per pair
+            work = {p: perf_model.mixture_of_aligners(lens, d, *routed, elem, p, num_heads=4)
+                    for p in ("fwd", "fwd+bwd")}
             with torch.no_grad():
-                fwd = measure(f"{name}/fwd", lambda: module(feats, cu), device,
+                fwd = measure(f"{name}/fwd", lambda: module(feats, cu), device, work=work["fwd"],
                               impl=name, **{"pass": "fwd"}, **meta)
-            fb = measure(f"{name}/fwd+bwd", lambda: _fwd_bwd(module, feats, cu), device,
+            fb = measure(f"{name}/fwd+bwd", lambda: _fwd_bwd(module, feats, cu), device, work=work["fwd+bwd"],
                          impl=name, **{"pass": "fwd+bwd"}, **meta)
             got[name] = (fwd, fb)
             records += [fwd, fb]
@@ -82,8 +91,8 @@ def main(argv=None) -> int:
     p = bench_parser(__doc__, "one small case (CPU smoke run)")
     args = parse_bench_args(p, argv)
     records, device = run(args.quick)
-    print_table(records, ["name", "utterances", "frames", "d", "E", "k", "ms", "peak_mb",
-                          "moa_overhead", "speedup_vs_reference"])
+    print_table(records, ["name", "utterances", "frames", "d", "E", "k", "ms", "launches", "tflops", "gbps",
+                          "flops_share", "peak_mb", "moa_overhead", "speedup_vs_reference"])
     path = write_results("moa", device, records, extra={"quick": args.quick})
     print(f"wrote {path}")
     return 0

@@ -6,7 +6,8 @@ The same model (same weights, same batch) runs with the automatic backends (Trit
 on GPU, the C++ and ATen paths on CPU) and with every op forced onto its plain-PyTorch reference
 (``hotspot_erc.ops.use_backend("reference")``). Cases: conversation scale (32 dialogues x 50
 utterances, the corpus' default frame lengths) and long scale (8 dialogues x 50 utterances with
-frames 5x longer). ``--quick`` shrinks both for a CPU smoke run.
+frames 5x longer). ``--quick`` shrinks both for a CPU smoke run. Every row has launches per call
+(the train step includes the optimiser step); there is no FLOP/byte model of the whole model.
 """
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
     p = bench_parser(__doc__, "small cases (CPU smoke run)")
     args = parse_bench_args(p, argv)
     records, device = run(args.quick)
-    print_table(records, ["name", "case", "utterances", "frames", "ms", "peak_mb", "speedup_vs_reference"])
+    print_table(records, ["name", "case", "utterances", "frames", "ms", "launches", "peak_mb", "speedup_vs_reference"])
     path = write_results("model", device, records, extra={"quick": args.quick})
     print(f"wrote {path}")
     return 0

@@ -4,15 +4,18 @@ its [E, in, out] weight gather fits in memory).
 Cases (issue 3): a large sparse graph (N=10k, E=100k, R=8, 256->256) and a conversation batch
 (32 dialogues x 50 utterances x 3 modalities, default relations, 128->128). Ours is timed with the
 graph prepared once (as a model reuses it across layers) and with the graph rebuilt from
-edge_index every call (the drop-in cost). Run: ``python -m benchmarks.bench_rgcn [--quick]``.
+edge_index every call (the drop-in cost). Every row has launches per call and the achieved rates
+against ``perf_model.rgcn_conv``'s floor (GEMMs over the non-empty buckets only, plus root), and on
+a known GPU the floor time and ratio. Run: ``python -m benchmarks.bench_rgcn [--quick]``.
 """
 from __future__ import annotations
 
 
 import torch
 
-from benchmarks.harness import (bench_parser, parse_bench_args, peak_memory_mb, print_table, time_ms,
-                                write_results)
+from benchmarks import perf_model
+from benchmarks.harness import (bench_parser, launches, parse_bench_args, peak_memory_mb, perf_fields, print_table,
+                                time_ms, write_results)
 from hotspot_erc.data.graph import build_conversation_graph
 from hotspot_erc.nn.rgcn import RGCNConv
 from hotspot_erc.ops.relational import RelationalGraph
@@ -82,10 +85,15 @@ def run_case(case, device, min_run_time, fast_budget_gb, rounds):
     for _ in range(rounds):
         for name, fn in variants:
             times[name].append(time_ms(fn, device, min_run_time=min_run_time))
+    # The floor: fwd, dX and dW GEMMs over the non-empty (node, relation) buckets only, plus root.
+    nonempty = int((graph.rowptr[1:] > graph.rowptr[:-1]).sum())
+    work = perf_model.rgcn_conv(n, e, r, dim, dim, x.element_size(), "fwd+bwd", nonempty_buckets=nonempty)
     for name, fn in variants:
-        records.append({"case": case["case"], "impl": name, "ms": min(times[name]), "ms_rounds": times[name],
-                        "peak_mb": peak_memory_mb(fn, device), "nodes": n, "edges": e, "relations": r,
-                        "dim": dim, "max_abs_diff_vs_pyg": diff})
+        ms = min(times[name])
+        records.append({"case": case["case"], "impl": name, "ms": ms, "ms_rounds": times[name],
+                        "peak_mb": peak_memory_mb(fn, device), "launches": launches(fn),
+                        **perf_fields(work, ms, device, x.dtype), "nodes": n, "edges": e, "relations": r,
+                        "nonempty_buckets": nonempty, "dim": dim, "max_abs_diff_vs_pyg": diff})
     base = next(rec["ms"] for rec in records if rec["impl"] == "PyG RGCNConv")
     for rec in records:
         rec["speedup_vs_pyg"] = None if rec["ms"] is None else base / rec["ms"]
@@ -104,7 +112,8 @@ def main(argv=None) -> None:
     records = []
     for case in (large_case(device), conversation_case(device)):
         records += run_case(case, device, min_run_time, budget, rounds)
-    print_table(records, ["case", "impl", "ms", "peak_mb", "speedup_vs_pyg"])
+    print_table(records, ["case", "impl", "ms", "launches", "gbps", "tflops", "floor_ratio", "peak_mb",
+                          "speedup_vs_pyg"])
     path = write_results("bench_rgcn", device, records, extra={
         "what": "RGCNConv forward + backward (grads of x and all parameters), aggr=mean",
         "quick": args.quick})

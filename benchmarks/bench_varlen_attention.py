@@ -13,7 +13,9 @@ Padding and unpadding are part of the padded baselines' time: the data arrives p
 Cases: utterances of 20-400 frames (ragged, the MoA cross-attention shape, query and key
 lengths drawn independently), the same with equal lengths (no padding waste, so padded SDPA runs
 its flash kernel without a mask: "SDPA-flash on the same tokens"), and a few long segments.
-TFLOP/s counts useful work only: 4·H·Dh·Σ Lq·Lk forward, 2.5× that more for backward.
+TFLOP/s counts useful work only: 4·H·Dh·Σ Lq·Lk forward, 2.5× that more for backward; GB/s the
+bytes the call must move (``benchmarks/perf_model.py``); every row also has launches per call and,
+on a known GPU, the shares of its peak and the floor time.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from benchmarks import perf_model
 from benchmarks.harness import bench_parser, measure, parse_bench_args, print_table, write_results
 from hotspot_erc.ops.varlen_attention import varlen_cross_attention
 from hotspot_erc.reference.varlen_attention import padded_attention_reference, padded_sdpa_attention
@@ -40,6 +43,8 @@ def make_case(name, lens_q, lens_k, heads, head_dim, dtype, device):
         "max_q": max(lens_q), "max_k": max(lens_k), "segments": len(lens_q),
         "tokens_q": sum(lens_q), "tokens_k": sum(lens_k), "heads": heads, "head_dim": head_dim,
         "dtype": str(dtype).replace("torch.", ""), "fwd_flop": 4.0 * heads * head_dim * pairs,
+        "work": {p: perf_model.varlen_cross_attention(lens_q, lens_k, heads, head_dim, q.element_size(), p)
+                 for p in ("fwd", "fwd+bwd")},
     }
 
 
@@ -111,21 +116,20 @@ def run(device: torch.device, quick: bool, rounds: int = 1) -> list[dict]:
             def fwd_bwd(fn=fn, leaves=leaves, grad=grad):
                 return torch.autograd.grad(fn(*leaves), leaves, grad)
 
-            jobs.append((name, "fwd", fwd, c["fwd_flop"], meta))
-            jobs.append((name, "fwd+bwd", fwd_bwd, 3.5 * c["fwd_flop"], meta))
+            jobs.append((name, "fwd", fwd, c["work"]["fwd"], meta))
+            jobs.append((name, "fwd+bwd", fwd_bwd, c["work"]["fwd+bwd"], meta))
     # Rounds go over all jobs in turn and each job keeps its fastest time, so a burst of load
     # from other jobs on a shared machine does not land on one method only.
     best: dict[int, dict] = {}
     for _ in range(rounds):
-        for i, (name, mode, call, flop, meta) in enumerate(jobs):
+        for i, (name, mode, call, work, meta) in enumerate(jobs):
             if "error" in best.get(i, {}):
                 continue
             try:
-                rec = measure(name, call, device, mode=mode, **meta)
+                rec = measure(name, call, device, work=work, mode=mode, **meta)
             except Exception as exc:  # a baseline that cannot run this case says why
                 best[i] = {"name": name, "mode": mode, "error": f"{type(exc).__name__}: {exc}"[:300], **meta}
                 continue
-            rec["tflops"] = flop / rec["ms"] / 1e9
             if i not in best or rec["ms"] < best[i]["ms"]:
                 best[i] = rec
     records = [best[i] for i in range(len(jobs))]
@@ -164,7 +168,8 @@ def main(argv=None) -> None:
     args = parse_bench_args(parser, argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     records = run(device, args.quick, args.rounds)
-    print_table(records, ["case", "mode", "name", "ms", "tflops", "peak_mb", "varlen_speedup", "error"])
+    print_table(records, ["case", "mode", "name", "ms", "launches", "tflops", "gbps", "flops_share", "floor_ratio",
+                          "peak_mb", "varlen_speedup", "error"])
     path = write_results("varlen_attention", device, records, extra={"quick": args.quick, "rounds": args.rounds})
     plot(records, path[:-len(".json")] + ".png")
     print(f"wrote {path} and its .png")

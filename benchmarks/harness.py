@@ -71,11 +71,40 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device | str) -> floa
     return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
-def measure(name: str, fn: Callable[[], object], device, **meta) -> dict:
-    """One result record: time, peak memory and whatever describes the case."""
-    rec = {"name": name, "ms": time_ms(fn, device), "peak_mb": peak_memory_mb(fn, device)}
+def launches(fn: Callable[[], object]) -> int | None:
+    """Kernel launches of one (already warmed-up) call of ``fn()``: Triton launches plus leaf
+    ATen/custom ops, views and allocations excluded (``hotspot_erc.testing.count_launches``;
+    value checks that CPU tensors always run and CUDA tensors only with HOTSPOT_ERC_VALIDATE=1
+    are left out). None if the call cannot be counted (a baseline the dispatch mode cannot see)."""
+    try:
+        from hotspot_erc.testing import count_launches
+
+        return count_launches(fn, warmup=0).total
+    except Exception:
+        return None
+
+
+def measure(name: str, fn: Callable[[], object], device, work=None, **meta) -> dict:
+    """One result record: time, peak memory, launches per call and whatever describes the case.
+    ``work``: the call's :class:`benchmarks.perf_model.Work` (FLOPs and bytes it must do) adds
+    the model and the achieved rates (and shares of the device's peak for ``meta["dtype"]``) to
+    the record."""
+    rec = {"name": name, "ms": time_ms(fn, device), "peak_mb": peak_memory_mb(fn, device),
+           "launches": launches(fn)}
+    if work is not None:
+        rec.update(perf_fields(work, rec["ms"], device, meta.get("dtype")))
     rec.update(meta)
     return rec
+
+
+def perf_fields(work, ms: float, device, dtype=None) -> dict:
+    """``benchmarks.perf_model.rates`` for this device: model FLOPs/bytes, achieved TFLOP/s and
+    GB/s, and on a GPU in ``perf_model.PEAKS`` the shares of its peak and the floor time."""
+    from benchmarks import perf_model
+
+    device = torch.device(device)
+    name = device_name(device) if device.type == "cuda" else None
+    return perf_model.rates(work, ms, name, dtype)
 
 
 def environment(device) -> dict:

@@ -2,7 +2,9 @@
 
 Nothing in that section is typed by hand: it lists, for the latest merged run of every device in
 ``benchmarks/results/`` (files written by ``benchmarks/run_all.py``), each measured case of ours
-with its time and its speed-up over each baseline, and names the device, date and command.
+with its time, kernel launches per call, achieved rates against the FLOP/byte model
+(``benchmarks/perf_model.py``; share of the device's peak on a known GPU) and its speed-up over
+each baseline, and names the device, date and command.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def latest_runs() -> list[dict]:
 
 
 def section() -> str:
-    from benchmarks.run_all import case_text, label, speedups
+    from benchmarks.run_all import achieved_text, case_text, label, speedups
 
     runs = latest_runs()
     out = [START, ""]
@@ -46,15 +48,17 @@ def section() -> str:
         out.append(f"**{env['device']}** — {env['date'][:10]}, torch {env['torch']}, triton {env.get('triton')}, "
                    f"`{cmd}` → `benchmarks/{run['_path']}`")
         out.append("")
-        out.append("| benchmark | implementation and case | time (ms) | speed-up (ours vs baseline) |")
-        out.append("|---|---|---:|---|")
+        out.append("| benchmark | implementation and case | time (ms) | launches | achieved | speed-up (ours vs baseline) |")
+        out.append("|---|---|---:|---:|---|---|")
         for bench, payload in run["benchmarks"].items():
             for rec in payload.get("results", []):
                 sp = speedups(rec)
                 if not sp or all(abs(v - 1.0) < 1e-12 for v in sp.values()) or rec.get("ms") is None:
                     continue  # no comparison, or the baseline measured against itself
                 sp_text = ", ".join(f"{k.replace('speedup', '').strip('_') or 'baseline'}: {v:.2f}×" for k, v in sp.items())
-                out.append(f"| {bench} | {label(rec)} {case_text(rec)} | {rec['ms']:.3g} | {sp_text} |")
+                n = rec.get("launches")
+                out.append(f"| {bench} | {label(rec)} {case_text(rec)} | {rec['ms']:.3g} | "
+                           f"{'-' if n is None else n} | {achieved_text(rec) or '-'} | {sp_text} |")
         failed = {n: s for n, s in run.get("status", {}).items() if not s.startswith("ok")}
         if failed:
             out.append("")

@@ -26,7 +26,8 @@ from benchmarks import harness
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # Keys that describe a record rather than the case it measured.
-RESULT_KEYS = {"name", "ms", "peak_mb", "impl", "pass", "tflops", "gbps", "bw_frac"}
+RESULT_KEYS = {"name", "ms", "peak_mb", "impl", "pass", "tflops", "gbps", "bw_frac", "launches", "gflop", "mbytes",
+               "bw_share", "flops_share"}
 
 
 def label(rec: dict) -> str:
@@ -82,6 +83,18 @@ def case_text(rec: dict) -> str:
             continue
         parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
     return " ".join(parts)
+
+
+def achieved_text(rec: dict) -> str | None:
+    """Achieved rates of a record against its FLOP/byte model (``perf_model.rates``) and, on a
+    known GPU, the share of the device's peak: "1.2 TFLOP/s (14% peak), 800 GB/s (24%)"."""
+    parts = []
+    for key, unit, share in (("tflops", "TFLOP/s", "flops_share"), ("gbps", "GB/s", "bw_share")):
+        v = rec.get(key)
+        if isinstance(v, (int, float)):
+            s = rec.get(share)
+            parts.append(f"{v:.3g} {unit}" + (f" ({100 * s:.0f}% of peak)" if isinstance(s, (int, float)) else ""))
+    return ", ".join(parts) or None
 
 
 def plot(merged: dict, path: str) -> None:
@@ -142,12 +155,13 @@ def main(argv=None) -> int:
     for bench, payload in merged["benchmarks"].items():
         for rec in payload.get("results", []):
             row = {"bench": bench, "name": label(rec), "case": case_text(rec)[:70],
-                   "ms": rec.get("ms"), "peak_mb": rec.get("peak_mb")}
+                   "ms": rec.get("ms"), "launches": rec.get("launches"), "achieved": achieved_text(rec),
+                   "peak_mb": rec.get("peak_mb")}
             sp = speedups(rec)
             row["speedup"] = " ".join(f"{k.replace('speedup', '').strip('_') or 'x'}={v:.2f}" for k, v in sp.items()) or None
             table.append(row)
     if table:
-        harness.print_table(table, ["bench", "name", "case", "ms", "peak_mb", "speedup"])
+        harness.print_table(table, ["bench", "name", "case", "ms", "launches", "achieved", "peak_mb", "speedup"])
     print(f"wrote {base}.json and {base}.png")
     if not args.no_readme:
         from benchmarks import readme

@@ -91,10 +91,13 @@ _ALLOCATIONS = frozenset({
     "empty", "empty_like", "empty_strided", "empty_permuted", "new_empty", "new_empty_strided",
     "resize_", "resize_as_",
 })
-# Metadata-only ops whose schema does not say so (they return a fresh TensorImpl on the same storage).
-_METADATA = frozenset({"_unsafe_view", "lift_fresh", "set_"})
+# Metadata-only ops whose schema does not say so (a fresh TensorImpl on the same storage, or a
+# size/stride query that reaches the mode for tensor subclasses such as nested tensors).
+_METADATA = frozenset({"_unsafe_view", "lift_fresh", "set_", "sym_size", "sym_stride", "sym_numel",
+                       "sym_storage_offset", "sym_is_contiguous", "size", "stride", "numel", "dim", "storage_offset",
+                       "is_contiguous", "is_strides_like_format", "is_non_overlapping_and_dense"})
 # Python-level namespaces whose ops are always ATen's.
-_ATEN_NAMESPACES = frozenset({"aten", "prims"})
+_ATEN_NAMESPACES = frozenset({"aten", "prims", "prim"})  # prim: TorchScript's layout/device queries
 _CIA = torch._C.DispatchKey.CompositeImplicitAutograd
 
 
@@ -107,7 +110,7 @@ def is_counted(func) -> bool:
     """Whether the counter counts one dispatch of ``func`` (an ``OpOverload``) as a launch:
     False for views, metadata-only ops and allocations (see the module docstring)."""
     base = func._schema.name.split("::", 1)[-1]
-    if base in _ALLOCATIONS or base in _METADATA:
+    if func.namespace == "prim" or base in _ALLOCATIONS or base in _METADATA:
         return False
     if torch.Tag.inplace_view in func.tags:
         return False
@@ -128,6 +131,20 @@ def _is_sync(func, args) -> bool:
         indices = args[1] if len(args) > 1 else ()
         return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices)
     return True
+
+
+def _plain(args, kwargs) -> bool:
+    """Only dense strided tensors among the arguments (no subclass, nested or sparse tensor: those
+    decompose their own way)."""
+    return all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.layout == torch.strided and not t.is_nested
+               for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
+
+
+def _is_composite(func) -> bool:
+    try:
+        return func.has_kernel_for_dispatch_key(_CIA)
+    except RuntimeError:  # an overload only Python knows (aten.sym_size.int): not composite
+        return False
 
 
 def _is_python_custom_op(func) -> bool:
@@ -316,7 +333,7 @@ class _CountingMode(TorchDispatchMode):
             keys = _redispatch_keys(args, kwargs)
             with self:
                 return func.redispatch(keys, *args, **kwargs)
-        if func.has_kernel_for_dispatch_key(_CIA):
+        if _is_composite(func) and _plain(args, kwargs):
             # A composite op reaches this mode only where autograd is off (inside a custom op's
             # kernel): count its leaves, as the mode sees them everywhere else.
             with self:

@@ -259,3 +259,39 @@ if __name__ == "__main__":  # pragma: no cover
         f, b = measure(op, backend)
         print(f"{op:9s} {backend:7s} fwd {f.total:4d} bwd {b.total:4d} total {f.total + b.total:4d}")
         print(f"   fwd {f}\n   bwd {b}", flush=True)
+
+
+# ----------------------------------------------------------------------------- perf model (item 4)
+
+def test_perf_model_matches_design_floors():
+    pm = pytest.importorskip("benchmarks.perf_model")
+    h100 = "NVIDIA H100 80GB HBM3"
+    # DESIGN §6: hotspot_gate vector, N = 64k, d = 256, bf16: both floors ≈ 20-35 µs on the H100.
+    w = pm.hotspot_gate(65536, 256, 256, 2, "fwd")
+    assert w.flops == 4 * 65536 * 256 * 256 and w.bytes == 2 * (3 * 65536 * 256 + 2 * 256 * 256 + 256)
+    assert 20e-3 <= w.flops / 800e12 * 1e3 <= 35e-3 and 20e-3 <= w.bytes / 3.0e12 * 1e3 <= 35e-3
+    assert pm.floor_ms(w, h100, "bfloat16") == pytest.approx(max(w.flops / 800e12, w.bytes / 3.0e12) * 1e3)
+    bwd = pm.hotspot_gate(65536, 256, 256, 2, "bwd")
+    assert bwd.flops == 3 * w.flops and pm.hotspot_gate(65536, 256, 256, 2, "fwd+bwd") == w + bwd
+    # varlen attention: backward 2.5x the forward's FLOPs
+    f = pm.varlen_cross_attention([3, 5], [4, 0], 2, 16, 2, "fwd")
+    assert f.flops == 4 * 2 * 16 * 12 and pm.varlen_cross_attention([3, 5], [4, 0], 2, 16, 2, "bwd").flops == 2.5 * f.flops
+    # grouped linear: 2·N·k·d_in·d_out, each used expert's weight read once
+    g = pm.grouped_expert_linear(100, 8, 4, 2, 3, 2, "fwd", bias=False)
+    assert g.flops == 2 * 100 * 2 * 8 * 4 and g.bytes == 2 * (100 * 8 + 100 * 4 + 3 * 8 * 4)
+    # RGCN: only the non-empty buckets are multiplied
+    dense = pm.rgcn_conv(10, 30, 4, 8, 8, 4, "fwd")
+    sparse = pm.rgcn_conv(10, 30, 4, 8, 8, 4, "fwd", nonempty_buckets=12)
+    assert dense.flops - sparse.flops == 2 * (40 - 12) * 8 * 8
+
+
+def test_perf_model_shares_only_on_known_devices():
+    pm = pytest.importorskip("benchmarks.perf_model")
+    w = pm.Work(1e12, 1e9)
+    r = pm.rates(w, 10.0, "NVIDIA H200", "bfloat16")
+    assert r["tflops"] == pytest.approx(100) and r["gbps"] == pytest.approx(100)
+    assert r["flops_share"] == pytest.approx(100e12 / 989e12) and r["bw_share"] == pytest.approx(100e9 / 4.8e12)
+    assert pm.device_peaks("NVIDIA GH200 480GB")["bytes_per_s"] == 4.0e12  # not matched as "H200"
+    for name in ("x86_64 CPU x2", "Some Future GPU", None):
+        r = pm.rates(w, 10.0, name, "bfloat16")
+        assert "bw_share" not in r and "floor_ms" not in r
