@@ -1,0 +1,146 @@
+"""Bitwise reproducibility on the CPU at more than one thread (issue 13).
+
+The backward of ``x[idx]`` on the CPU adds rows with parallel float atomics once the gradient
+holds N·d >= 32768 elements and more than one thread runs: rows that share a destination are
+summed in a timing-dependent order. The segment helpers replace such gathers on the training
+path; these tests run them (and a short training) twice at 2 threads and want identical bits.
+Shapes are chosen so that the old formulation fails: few long segments (a thread boundary falls
+inside a segment, so two threads add into the same rows at the same time) and d = 64.
+"""
+import hashlib
+
+import pytest
+import torch
+
+from hotspot_erc.hotspots import extract_hotspots, normalize_scores
+from hotspot_erc.nn.model import HotspotERC, segment_mean
+from hotspot_erc.ops import segment
+
+REPEATS = 4
+
+
+@pytest.fixture
+def two_threads():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _packed(n=50_000, segments=3, d=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cuts = torch.sort(torch.randint(1, n, (segments - 1,), generator=g)).values
+    cu = torch.cat([torch.tensor([0]), cuts, torch.tensor([n])])
+    return torch.randn(n, d, generator=g), cu, g
+
+
+def _grads(fn, inputs, grad_seed=1):
+    """Forward + backward of ``fn`` from fresh leaves; returns (output, grads) detached."""
+    leaves = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
+    out = fn(*leaves)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=out.dtype)
+    out.backward(g)
+    return [out.detach()] + [t.grad for t in leaves if t.requires_grad]
+
+
+def _assert_repeatable(fn, inputs):
+    first = _grads(fn, inputs)
+    for _ in range(REPEATS - 1):
+        again = _grads(fn, inputs)
+        for a, b in zip(first, again):
+            assert torch.equal(a, b), "forward or backward differs between identical calls"
+
+
+CASES = {
+    "segment_sum": lambda x, cu: segment.segment_sum(x, cu),
+    "segment_mean": lambda x, cu: segment.segment_mean(x, cu),
+    "segment_broadcast": lambda x, cu: segment.segment_broadcast(segment.segment_mean(x, cu), cu, x.shape[0]),
+    "model.segment_mean": segment_mean,
+    "extract_mean_content": lambda x, cu: extract_hotspots(x, cu, x[:, 0].detach()).content,
+    "extract_attention_content": lambda x, cu: extract_hotspots(
+        x, cu, x[:, 0].detach(), pool="attention").content,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_segment_helpers_are_bitwise_repeatable(name, two_threads):
+    x, cu, _ = _packed()
+    _assert_repeatable(lambda t: CASES[name](t, cu), [x])
+
+
+def test_soft_windows_and_normalised_scores_are_repeatable(two_threads):
+    x, cu, g = _packed()
+    scores = torch.randn(x.shape[0], generator=g)
+
+    def soft(t, s):
+        hs = extract_hotspots(t, cu, s, num_windows=3, radius=4, soft=True, pool="attention")
+        return hs.content + hs.hotspot + normalize_scores(s, cu)[:, None]
+
+    _assert_repeatable(soft, [x, scores])
+
+
+def test_gather_rows_with_repeated_random_rows(two_threads):
+    g = torch.Generator().manual_seed(3)
+    src = torch.randn(500, 64, generator=g)
+    index = torch.randint(0, 500, (50_000,), generator=g)
+    _assert_repeatable(lambda t: segment.gather_rows(t, index), [src])
+    # and it is the plain gather, gradients included
+    a, ga = _grads(lambda t: segment.gather_rows(t, index), [src.double()])
+    b, gb = _grads(lambda t: t[index], [src.double()])
+    assert torch.equal(a, b)
+    torch.testing.assert_close(ga, gb)
+
+
+def test_segment_helpers_match_plain_pytorch_and_double_backward():
+    x = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
+    cu = torch.tensor([0, 4, 4, 9, 9])
+    lens = torch.tensor([4, 0, 5, 0])
+    seg = torch.repeat_interleave(torch.arange(4), lens)
+    want = torch.stack([x[a:b].sum(0) for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())])
+    torch.testing.assert_close(segment.segment_sum(x, cu), want)
+    torch.testing.assert_close(segment.segment_mean(x, cu), want / lens.clamp(min=1)[:, None])
+    torch.testing.assert_close(segment.segment_broadcast(want, cu, 9), want[seg])
+    assert torch.equal(segment.segment_ids(cu, 9), seg)
+    idx = torch.tensor([2, 0, 2, 2, 8])
+    for fn in (lambda t: segment.segment_sum(t, cu), lambda t: segment.segment_mean(t, cu),
+               lambda t: segment.segment_broadcast(t[:4], cu, 9), lambda t: segment.gather_rows(t, idx)):
+        assert torch.autograd.gradcheck(fn, (x,))
+        assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+# ----------------------------------------------------------------------------- training
+
+def _long_utterance_batch(tmp_path):
+    from hotspot_erc.data.dataset import DialogueDataset, collate_dialogues
+    from hotspot_erc.data.format import open_corpus
+    from hotspot_erc.data.synthetic import generate_synthetic_corpus
+
+    path = generate_synthetic_corpus(tmp_path / "long", num_dialogues=3, seed=0, utterances=(2, 3),
+                                     frames={"t": (400, 800), "a": (400, 800), "v": (400, 800)})
+    corpus = open_corpus(path)
+    ds = DialogueDataset(corpus, "train")
+    return corpus, collate_dialogues([ds[i] for i in range(len(ds))])
+
+
+def _train(corpus, batch, steps=2):
+    torch.manual_seed(0)
+    model = HotspotERC(corpus.dims, len(corpus.label_names), d_model=64, num_heads=4, graph_layers=1,
+                       classifier_hidden=32, hotspot_source="learned", modality_dropout=0.3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(steps):
+        out = model(batch)
+        loss = torch.nn.functional.cross_entropy(out.logits, batch.labels.clamp(min=0)) + 0.01 * out.lb_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    digest = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(p.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_two_identical_trainings_give_identical_weights(tmp_path, two_threads):
+    corpus, batch = _long_utterance_batch(tmp_path)
+    assert max(int(batch.lengths(m).max()) for m in "tav") >= 400  # segments long enough to straddle threads
+    assert _train(corpus, batch) == _train(corpus, batch)
