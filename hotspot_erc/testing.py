@@ -13,6 +13,8 @@ the backward pass that follows it):
   ``Heuristics`` all launch through it) counts 1, under the name of the kernel. Whatever runs
   *inside* that call is Triton's business and is not counted: autotuning benchmark runs (which
   call ``fn.run`` directly), and the interpreter's copies of the arguments to host and back.
+  (A launcher calling ``kernel.run(grid=..., warmup=False)`` itself bypasses the proxy and is not
+  seen; every launcher in ``kernels/`` uses ``kernel[grid](...)``.)
 * **ATen ops**: every leaf ATen op dispatched outside those launches, as a
   ``TorchDispatchMode`` sees it (composite ops such as ``linear`` arrive decomposed into their
   leaves: ``t`` + ``addmm``), including the ops a Triton launcher's own Python runs around its
@@ -24,7 +26,8 @@ the backward pass that follows it):
   - views and metadata: ops whose every output aliases an input without writing it (schema
     annotation ``Tensor(a)``: ``view``, ``t``, ``transpose``, ``select``, ``slice``, ``expand``,
     ``detach``, ``alias``, ...), ops tagged ``inplace_view`` (``t_``, ``as_strided_``, ...),
-    and ``_unsafe_view``, ``lift_fresh``, ``set_``;
+    ``_unsafe_view``, ``lift_fresh``, ``set_``, size/stride queries (``sym_size``... reach
+    the mode for nested tensors) and TorchScript's ``prim`` queries (``prim.layout``);
   - allocations: ``empty``, ``empty_like``, ``empty_strided``, ``empty_permuted``, ``new_empty``,
     ``new_empty_strided``, ``resize_``, ``resize_as_`` (memory from the caching allocator).
 
@@ -39,7 +42,8 @@ the backward pass that follows it):
   bookkeeping). Any other non-ATen op (the C++ ops of ``hotspot_erc._C``, registered with
   ``TORCH_LIBRARY``) counts 1 as a kernel of its own, *plus* the ATen ops its C++ code dispatches
   (``at::zeros`` inside a C++ kernel is a second launch on a GPU; ``at::empty`` is not counted).
-
+  Inside a custom op autograd is off, so composite ATen ops (``matmul``, ``item``) reach the mode
+  undecomposed there: they are decomposed and their leaves counted, as everywhere else.
 * **Value checks are listed apart** (:attr:`LaunchCount.validation`, not in ``total``): the
   ops check argument *values* (``cu_seqlens`` monotonic, ids in range) always for CPU tensors
   but for CUDA tensors only with ``HOTSPOT_ERC_VALIDATE=1``, because each check is a host sync
@@ -239,7 +243,7 @@ def _call_site() -> tuple[str, bool]:
             if _CHECK_NAME.match(code.co_name):
                 checking = True
         frame = frame.f_back
-    return site or "?", checking
+    return site or "(autograd engine or caller)", checking
 
 
 def _inside_launch() -> bool:

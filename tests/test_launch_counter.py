@@ -261,6 +261,16 @@ if __name__ == "__main__":  # pragma: no cover
         print(f"   fwd {f}\n   bwd {b}", flush=True)
 
 
+def test_value_checks_listed_apart_and_sites_recorded():
+    fn, args = _attention_case("triton")
+    n = count_launches(fn, *args)
+    with_checks = count_launches(fn, *args, include_validation=True)
+    assert n.validation and "_local_scalar_dense" in repr(n.validation)  # cu_seqlens checks (CPU only)
+    assert with_checks.total == n.total + sum(n.validation.values())
+    assert any("check_cu_seqlens" in site for _, site in n.sites)
+    assert "hotspot_erc.kernels.varlen_attention" in n.where()
+
+
 # ----------------------------------------------------------------------------- perf model (item 4)
 
 def test_perf_model_matches_design_floors():
