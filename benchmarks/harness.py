@@ -75,7 +75,9 @@ def launches(fn: Callable[[], object]) -> int | None:
     """Kernel launches of one (already warmed-up) call of ``fn()``: Triton launches plus leaf
     ATen/custom ops, views and allocations excluded (``hotspot_erc.testing.count_launches``;
     value checks that CPU tensors always run and CUDA tensors only with HOTSPOT_ERC_VALIDATE=1
-    are left out). None if the call cannot be counted (a baseline the dispatch mode cannot see)."""
+    are left out). None if the call cannot be counted (a baseline the dispatch mode cannot see).
+    Not meaningful for ``torch.compile``'d callables: Inductor launches its kernels through its own
+    launcher, not ``kernel[grid]``, and a dispatch mode changes what Dynamo runs."""
     try:
         from hotspot_erc.testing import count_launches
 
