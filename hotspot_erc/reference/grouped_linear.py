@@ -68,4 +68,5 @@ def grouped_expert_linear_per_segment(x, cu_seqlens, experts, gates, weight, bia
                 y = y + bias[e]
             ys = ys + gates[s, i].to(x.dtype) * y
         rows.append(ys)
-    return torch.cat(rows) if rows else x.new_zeros(0, weight.shape[2])
+    # x[:0] @ weight[0]: an empty result that still belongs to the autograd graph (zero grads)
+    return torch.cat(rows) if rows else x[:0] @ weight[0]
