@@ -31,6 +31,8 @@ the backward pass that follows it):
   - allocations: ``empty``, ``empty_like``, ``empty_strided``, ``empty_permuted``, ``new_empty``,
     ``new_empty_strided``, ``resize_``, ``resize_as_`` (memory from the caching allocator).
 
+  Ops whose every output is an empty tensor are not counted either (no kernel runs for zero
+  elements).
   *Fills are counted* (``zeros``, ``ones``, ``full``, ``zeros_like``, ``new_zeros``, ``fill_``,
   ``zero_``): each is a kernel on a GPU. Copies and casts (``copy_``, ``_to_copy``, ``clone``)
   count; a ``.to()`` that changes nothing dispatches nothing. ``_local_scalar_dense``
@@ -142,6 +144,12 @@ def _plain(args, kwargs) -> bool:
     decompose their own way)."""
     return all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.layout == torch.strided and not t.is_nested
                for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
+
+
+def _all_empty(out) -> bool:
+    """Every output is a tensor with no elements (a fill or copy of nothing launches no kernel)."""
+    tensors = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+    return bool(tensors) and all(t.numel() == 0 for t in tensors)
 
 
 def _is_composite(func) -> bool:
@@ -342,9 +350,10 @@ class _CountingMode(TorchDispatchMode):
             # kernel): count its leaves, as the mode sees them everywhere else.
             with self:
                 return func._op_dk(_CIA, *args, **kwargs)
-        if is_counted(func):
+        out = func(*args, **kwargs)
+        if is_counted(func) and not _all_empty(out):
             self.counter._record_launch(_op_name(func), _is_sync(func, args))
-        return func(*args, **kwargs)
+        return out
 
 
 class LaunchCounter:
