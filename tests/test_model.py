@@ -217,6 +217,8 @@ def test_bad_inputs(corpus, batch):
         model(dataclasses.replace(batch, features={k: v for k, v in batch.features.items() if k != "v"}))
     with pytest.raises(ValueError, match="intensity"):
         _model(corpus, hotspot_source="data")(dataclasses.replace(batch, intensity=None))
+    with pytest.raises(ValueError, match=r"num_speakers must be an int >= 1"):
+        _model(corpus, num_speakers=0)
     with pytest.raises(ValueError, match=r"num_speakers=1"):  # never silently clamped on CPU
         _model(corpus, num_speakers=1)(dataclasses.replace(batch, speaker=torch.ones_like(batch.speaker)))
 

@@ -204,6 +204,9 @@ class HotspotERC(nn.Module):
                 raise ValueError("the conversation graph has no edges with these options "
                                  "(temporal and cross-modal edges both off, or one modality without "
                                  "temporal edges); turn the graph off with graph=False / --no-graph")
+            if isinstance(num_speakers, bool) or not isinstance(num_speakers, int) or num_speakers < 1:
+                raise ValueError(f"num_speakers must be an int >= 1 (the size of the speaker table; the "
+                                 f"trainer resolves 0 = auto from the corpus), got {num_speakers!r}")
             self.num_speakers = num_speakers
             self.speaker = nn.Embedding(num_speakers, d_model)
             self.gnn = nn.ModuleList(RGCNConv(d_model, d_model, len(self.relation_names))
