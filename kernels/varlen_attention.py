@@ -360,6 +360,7 @@ def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
 def forward(q, k, v, cu_q, cu_k, scale: float):
     """Returns (out [Nq, H, Dh] in q's dtype, lse [Nq, H] float32). One attention launch."""
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()  # the kernels read offsets at unit stride
     nq, heads, head_dim = q.shape
     num_segments = cu_q.numel() - 1
     out = torch.empty(q.shape, device=q.device, dtype=q.dtype)
@@ -385,7 +386,7 @@ def backward(do, q, k, v, out, lse, grad_lse, cu_q, cu_k, scale: float):
     gradient of the saved log-sum-exp. Two launches (dQ with the softmax-gradient row sums,
     then dK/dV) plus the block tables, no atomics."""
     q, k, v, do, out = (_last_dim_contiguous(t) for t in (q, k, v, do, out))
-    lse = lse.contiguous()
+    lse, cu_q, cu_k = lse.contiguous(), cu_q.contiguous(), cu_k.contiguous()
     nq, heads, head_dim = q.shape
     nk = k.shape[0]
     num_segments = cu_q.numel() - 1

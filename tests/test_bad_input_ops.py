@@ -16,7 +16,7 @@ from hotspot_erc.ops.grouped_linear import grouped_expert_linear
 from hotspot_erc.ops.hotspot_gate import hotspot_gate
 from hotspot_erc.ops.relational import (RelationalGraph, relational_aggregate, relational_matmul,
                                         relational_message_sum)
-from hotspot_erc.ops.varlen_attention import varlen_cross_attention
+from hotspot_erc.ops.varlen_attention import _fwd_op, varlen_cross_attention
 from hotspot_erc.reference.grouped_linear import grouped_expert_linear_reference
 from hotspot_erc.reference.varlen_attention import varlen_cross_attention_reference
 
@@ -343,6 +343,9 @@ def test_attention_strided_views_match_contiguous(backend):
     qs = torch.randn(9, 8, 2).transpose(1, 2).copy_(q)  # head stride 1, feature stride 2
     got = varlen_cross_attention(qs, _strided(k), v, _strided(cq), _strided(ck), backend=backend)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    if backend != "reference":  # the registered op called directly, past the public checks
+        direct = _fwd_op(q, k, v, _strided(cq), _strided(ck), 0.5, backend)[0]
+        assert torch.equal(direct, _fwd_op(q, k, v, cq, ck, 0.5, backend)[0])
 
 
 @pytest.mark.parametrize("backend", ["cpu", "triton", "reference"])
