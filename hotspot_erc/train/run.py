@@ -17,6 +17,7 @@ import numpy as np
 from hotspot_erc.train import checkpoint as ckpt
 from hotspot_erc.train.config import RunConfig, validate
 from hotspot_erc.train.metrics import evaluate_predictions
+from hotspot_erc.train.probes import linear_probes
 from hotspot_erc.train.reports import Diagnostics, collapse_warnings, write_json, write_report
 from hotspot_erc.train.trainer import (BEST, DistInfo, Trainer, TrainingDiverged, check_corpus_fits,
                                        checkpoint_config, init_distributed, load_model, predict, resolve_device)
@@ -64,10 +65,12 @@ def prepare_corpus(data_cfg, progress: bool = True) -> str:
 
         path = data_cfg.synthetic_dir
         if progress:
-            print(f"synthetic corpus: {os.path.abspath(path)}", flush=True)
+            print(f"synthetic corpus ({data_cfg.synthetic_kind}): {os.path.abspath(path)}", flush=True)
         try:
+            # The kind is part of the recipe saved with the corpus: a folder holding the other story
+            # is regenerated, never reused.
             return generate_synthetic_corpus(path, num_dialogues=data_cfg.synthetic_dialogues,
-                                             seed=data_cfg.synthetic_seed)
+                                             seed=data_cfg.synthetic_seed, kind=data_cfg.synthetic_kind)
         except OSError as exc:  # a folder holding something else, read-only, full disk
             raise OutputError(f"cannot create the synthetic corpus in {path}: {exc.strerror or exc}") from exc
         except ValueError as exc:
@@ -242,15 +245,21 @@ def train(cfg: RunConfig, run_dir: str | None = None, resume: bool = False, call
     dev = trainer.evaluate(dev_set, desc="dev")
     metrics["dev"] = dev["metrics"]
     diag = Diagnostics(mods, len(labels))
-    if test_set is not None:
-        test = trainer.evaluate(test_set, diagnostics=diag, desc="test")
-        metrics["test"] = test["metrics"]
-        write_predictions(os.path.join(run_dir, "predictions_test.csv"), test, labels)
-    else:
-        trainer.evaluate(dev_set, diagnostics=diag, desc="dev")
-        metrics["test"] = None
-        metrics["note"] = test_note
+    trainer.model.inspect = True  # the diagnostics pass also measures where MoA attention looks
+    try:
+        if test_set is not None:
+            test = trainer.evaluate(test_set, diagnostics=diag, desc="test")
+            metrics["test"] = test["metrics"]
+            write_predictions(os.path.join(run_dir, "predictions_test.csv"), test, labels)
+        else:
+            trainer.evaluate(dev_set, diagnostics=diag, desc="dev")
+            metrics["test"] = None
+            metrics["note"] = test_note
+    finally:
+        trainer.model.inspect = False
     metrics["diagnostics"] = diag.summary()
+    metrics["diagnostics"]["probes"] = linear_probes(trainer.model, train_set, dev_set, trainer.device, labels,
+                                                     batch_size=cfg.train.batch_size)
     metrics["warnings"] = collapse_warnings(metrics["diagnostics"])
     try:
         files = write_report(run_dir, metrics, history, diag, labels,
