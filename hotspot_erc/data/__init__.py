@@ -11,12 +11,13 @@ from hotspot_erc.data.iemocap import ReaderError, read_iemocap
 from hotspot_erc.data.mosei import read_mosei
 from hotspot_erc.data.safe_pickle import UnreadablePickleError, UnsafePickleError, safe_load
 from hotspot_erc.data.synthetic import generate_synthetic_corpus
+from hotspot_erc.data.synthetic_align import generate_alignment_corpus
 
 __all__ = [
     "Batch", "ConversationGraph", "Corpus", "CorpusFormatError", "CorpusWriteError", "CorpusWriter",
     "DialogueDataset", "DialogueItem", "DialogueRecord", "LengthBucketSampler", "OutputRefused", "ReaderError",
     "UnreadablePickleError", "UnsafePickleError",
     "build_conversation_graph", "collate_dialogues", "conversation_graph_fn", "convert",
-    "generate_synthetic_corpus", "make_loader", "open_corpus", "read_cogmen", "read_iemocap",
-    "read_mosei", "safe_load", "write_corpus",
+    "generate_alignment_corpus", "generate_synthetic_corpus", "make_loader", "open_corpus", "read_cogmen",
+    "read_iemocap", "read_mosei", "safe_load", "write_corpus",
 ]

@@ -112,15 +112,25 @@ DEFAULTS = dict(
 
 
 def generate_synthetic_corpus(out_dir: str | os.PathLike, num_dialogues: int = 120, seed: int = 0,
-                              overwrite: bool = False, **options) -> str:
+                              overwrite: bool = False, kind: str = "default", **options) -> str:
     """Generate the synthetic corpus (see the module docstring) into ``out_dir``; returns the path.
 
+    ``kind`` chooses the story: ``"default"`` (this module) or ``"align"`` (the alignment story of
+    :mod:`hotspot_erc.data.synthetic_align`, whose own options then apply).
     ``options`` override :data:`DEFAULTS` (e.g. ``missing_prob=0.2``, ``dims={"t": 64, ...}``).
-    If ``out_dir`` already holds a synthetic corpus generated with the same arguments it is reused
-    as is; one generated with other arguments is replaced; another corpus is replaced only with
-    ``overwrite=True``; a non-empty folder that holds no corpus is always refused (only files a
-    corpus writer creates are ever deleted, see :func:`hotspot_erc.data.format.remove_corpus`).
+    If ``out_dir`` already holds a synthetic corpus generated with the same arguments (kind
+    included) it is reused as is; one generated with other arguments or of another kind is
+    replaced; another corpus is replaced only with ``overwrite=True``; a non-empty folder that holds
+    no corpus is always refused (only files a corpus writer creates are ever deleted, see
+    :func:`hotspot_erc.data.format.remove_corpus`).
     """
+    if kind == "align":
+        from hotspot_erc.data.synthetic_align import generate_alignment_corpus
+
+        return generate_alignment_corpus(out_dir, num_dialogues=num_dialogues, seed=seed, overwrite=overwrite,
+                                         **options)
+    if kind != "default":
+        raise ValueError(f"unknown synthetic corpus kind {kind!r}; known: {list(SYNTHETIC_KINDS)}")
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
         raise TypeError(f"unknown synthetic corpus options {unknown}; known: {sorted(DEFAULTS)}")
@@ -131,28 +141,52 @@ def generate_synthetic_corpus(out_dir: str | os.PathLike, num_dialogues: int = 1
     opts["dims"] = {**DEFAULTS["dims"], **dict(options.get("dims", {}))}
     recipe = json.loads(json.dumps({"num_dialogues": num_dialogues, "seed": seed, **opts}))
     out_dir = os.fspath(out_dir)
+    if _reusable(out_dir, recipe, overwrite):
+        return out_dir
+
+    rng = np.random.default_rng(seed)
+    world = _World(rng, opts)
+    truth_dtypes = {"silent": bool, "decoy": bool, **{f"evidence_{m}": bool for m in MODALITIES}}
+    _write(out_dir, rng, num_dialogues=num_dialogues, dims=opts["dims"], label_names=LABEL_NAMES,
+           name="synthetic", recipe=recipe, dialogue=lambda d: _dialogue(rng, world, opts, f"syn{d:05d}"),
+           truth_dtypes=truth_dtypes, split_fractions=opts["split_fractions"])
+    return out_dir
+
+
+# Story names (meta.json "name") of the corpora the synthetic generators write: a folder holding
+# one of them is a synthetic corpus, which a generator may replace.
+SYNTHETIC_NAMES = ("synthetic", "synthetic-align")
+SYNTHETIC_KINDS = ("default", "align")
+
+
+def _reusable(out_dir: str, recipe: dict, overwrite: bool) -> bool:
+    """True when ``out_dir`` already holds the corpus of ``recipe``; raises when the folder is not ours."""
     previous = _previous_recipe(out_dir)
     if previous == recipe:
-        return out_dir
+        return True
     # Another synthetic corpus is ours to replace; anything else in the folder is not.
     if os.path.isdir(out_dir) and os.listdir(out_dir) and previous is None and not overwrite:
         raise FileExistsError(f"{out_dir} is not empty and does not hold a synthetic corpus "
                               "(choose another folder, or pass overwrite=True to replace the corpus in it)")
+    return False
 
-    rng = np.random.default_rng(seed)
-    world = _World(rng, opts)
-    writer = CorpusWriter(out_dir, modalities=MODALITIES, dims=opts["dims"], label_names=LABEL_NAMES,
+
+def _write(out_dir: str, rng: np.random.Generator, *, num_dialogues: int, dims: Mapping, label_names,
+           name: str, recipe: dict, dialogue, truth_dtypes: Mapping, split_fractions) -> None:
+    """Write ``num_dialogues`` dialogues from ``dialogue(d) -> (DialogueRecord, per-utterance flags)``,
+    the shuffled 70/15/15-style splits (drawn from ``rng`` after the dialogues) and the truth file."""
+    writer = CorpusWriter(out_dir, modalities=MODALITIES, dims=dims, label_names=label_names,
                           intensity=True, overwrite=True,
-                          extra_meta={"name": "synthetic", "generator": recipe})
-    truth = {"silent": [], "decoy": [], **{f"evidence_{m}": [] for m in MODALITIES}}
+                          extra_meta={"name": name, "generator": recipe})
+    truth = {k: [] for k in truth_dtypes}
     with writer:
         for d in range(num_dialogues):
-            rec, flags = _dialogue(rng, world, opts, f"syn{d:05d}")
+            rec, flags = dialogue(d)
             writer.add(rec)
             for k, v in flags.items():
                 truth[k].extend(v)
         order = rng.permutation(num_dialogues)
-        f_train, f_dev, _ = opts["split_fractions"]
+        f_train, f_dev, _ = split_fractions
         n_train = max(1, int(round(f_train * num_dialogues)))
         n_dev = max(1, int(round(f_dev * num_dialogues)))
         n_train = min(n_train, num_dialogues - n_dev - 1)
@@ -162,9 +196,8 @@ def generate_synthetic_corpus(out_dir: str | os.PathLike, num_dialogues: int = 1
             "test": sorted(order[n_train + n_dev:].tolist()),
         }
         np.savez(os.path.join(out_dir, "synthetic_truth.npz"),
-                 **{k: np.asarray(v, dtype=bool) for k, v in truth.items()})
+                 **{k: np.asarray(v, dtype=truth_dtypes[k]) for k, v in truth.items()})
         writer.close(splits)
-    return out_dir
 
 
 def _previous_recipe(out_dir: str) -> dict | None:
@@ -174,7 +207,7 @@ def _previous_recipe(out_dir: str) -> dict | None:
             meta = json.load(fh)
     except (OSError, json.JSONDecodeError):
         return None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("name") != "synthetic":
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("name") not in SYNTHETIC_NAMES:
         return None
     return meta.get("generator")
 

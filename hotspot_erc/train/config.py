@@ -100,7 +100,12 @@ class DataConfig:
 
     corpus: str = _f("", "corpus folder in the native format (see `hotspot-erc convert`)")
     synthetic: bool = _f(False, "use the synthetic corpus (generated into --synthetic-dir if absent)")
-    synthetic_dir: str = _f("data/synthetic", "cache folder of the synthetic corpus")
+    synthetic_kind: str = _f("default", "synthetic story: 'default' (hotspots, confusable pairs, carry-over) or "
+                             "'align' (the fine label needs frame-level text-audio alignment, a quarter of "
+                             "the utterances need context; see hotspot_erc.data.synthetic_align)",
+                             ("default", "align"))
+    synthetic_dir: str = _f("data/synthetic", "cache folder of the synthetic corpus (one story at a time: the "
+                            "kind is part of the recipe, so switching kinds regenerates it)")
     synthetic_dialogues: int = _f(160, "dialogues in a newly generated synthetic corpus")
     synthetic_seed: int = _f(0, "seed of a newly generated synthetic corpus")
 
