@@ -20,11 +20,12 @@ but count for neither the attention (zeros) nor the load-balancing loss.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from hotspot_erc.nn.attention_inspect import hotspot_attention_mass
 from hotspot_erc.ops import _backend
 from hotspot_erc.ops import segment as _segment
 from hotspot_erc.ops.grouped_linear import grouped_expert_linear
@@ -51,6 +52,11 @@ class MoAOutput:
     outputs: dict[str, torch.Tensor]
     lb_loss: torch.Tensor
     routing: dict[str, RoutingInfo]
+    # ‖Σ pair outputs‖ / ‖x‖ per target (detached): how much alignment changes a stream
+    residual_ratio: dict[str, torch.Tensor] = field(default_factory=dict)
+    # per pair, when hotspot masks were given: float64 [3] sums (mass of target hotspot frames on
+    # source hotspot frames, uniform attention's mass there, frames), see nn.attention_inspect
+    attention_mass: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def segment_mean(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
@@ -78,7 +84,9 @@ class PairAligner(nn.Module):
         nn.init.uniform_(self.expert_weight, -bound, bound)
         nn.init.uniform_(self.expert_bias, -bound, bound)
 
-    def forward(self, target, cu_target, source, cu_source, pooled_target, valid, backend=None):
+    def forward(self, target, cu_target, source, cu_source, pooled_target, valid, backend=None, hotspots=None):
+        """``hotspots``: optional (target mask, source mask) to also return the attention mass
+        statistics of :func:`~hotspot_erc.nn.attention_inspect.hotspot_attention_mass`."""
         from hotspot_erc.ops.varlen_attention import varlen_cross_attention
 
         logits = self.router(pooled_target)
@@ -96,7 +104,11 @@ class PairAligner(nn.Module):
                                    self.expert_weight.to(dt), self.expert_bias.to(dt), backend=backend)
         k, v = kv.view(-1, 2, heads, d // heads).unbind(1)
         attn = varlen_cross_attention(q, k, v, cu_target, cu_source, backend=backend)
-        return self.out(attn.reshape(-1, d)), lb, RoutingInfo(experts, gates, usage)
+        mass = None
+        if hotspots is not None:
+            mass = hotspot_attention_mass(q, k, cu_target, cu_source, hotspots[0], hotspots[1],
+                                          (d // heads) ** -0.5)
+        return self.out(attn.reshape(-1, d)), lb, RoutingInfo(experts, gates, usage), mass
 
 
 def pair_key(source: str, target: str) -> str:
@@ -147,6 +159,10 @@ class _CrossModalBlock(nn.Module):
     def _residual(self, feats, mixed) -> dict[str, torch.Tensor]:
         return {m: self.norms[m](feats[m] + self.dropout(mixed[m])) for m in self.modalities}
 
+    @staticmethod
+    def _residual_ratio(feats, mixed) -> dict[str, torch.Tensor]:
+        return {m: (mixed[m].detach().norm() / feats[m].detach().norm().clamp(min=1e-12)) for m in mixed}
+
 
 class MixtureOfAligners(_CrossModalBlock):
     """Routed cross-modal alignment for every ordered pair of ``modalities``.
@@ -176,21 +192,29 @@ class MixtureOfAligners(_CrossModalBlock):
         self.aligners = nn.ModuleDict({f"{s}_{t}": PairAligner(dim, num_experts, top_k, num_heads)
                                        for s, t in self.pairs})
 
-    def forward(self, feats: dict[str, torch.Tensor], cu_seqlens: dict[str, torch.Tensor]) -> MoAOutput:
+    def forward(self, feats: dict[str, torch.Tensor], cu_seqlens: dict[str, torch.Tensor],
+                hotspot_mask: dict[str, torch.Tensor] | None = None) -> MoAOutput:
+        """``hotspot_mask`` (optional, bool [N_m] per modality): also measure where attention
+        looks (``MoAOutput.attention_mass``); for evaluation, it recomputes the probabilities."""
         self._check(feats, cu_seqlens)
         pooled = {m: segment_mean(feats[m], cu_seqlens[m]) for m in self.modalities}
         present = {m: (cu_seqlens[m][1:] - cu_seqlens[m][:-1]) > 0 for m in self.modalities}
         mixed = {m: None for m in self.modalities}
         routing: dict[str, RoutingInfo] = {}
+        masses: dict[str, torch.Tensor] = {}
         lb_total = feats[self.modalities[0]].new_zeros(())
         for s, t in self.pairs:
-            out, lb, info = self.aligners[f"{s}_{t}"](
+            hot = None if hotspot_mask is None else (hotspot_mask[t], hotspot_mask[s])
+            out, lb, info, mass = self.aligners[f"{s}_{t}"](
                 feats[t], cu_seqlens[t], feats[s], cu_seqlens[s], pooled[t], present[s] & present[t],
-                self.backend)
+                self.backend, hotspots=hot)
             mixed[t] = out if mixed[t] is None else mixed[t] + out
             lb_total = lb_total + lb
             routing[pair_key(s, t)] = info
-        return MoAOutput(outputs=self._residual(feats, mixed), lb_loss=lb_total, routing=routing)
+            if mass is not None:
+                masses[pair_key(s, t)] = mass
+        return MoAOutput(outputs=self._residual(feats, mixed), lb_loss=lb_total, routing=routing,
+                         residual_ratio=self._residual_ratio(feats, mixed), attention_mass=masses)
 
 
 class PlainCrossModalAttention(_CrossModalBlock):
@@ -208,18 +232,24 @@ class PlainCrossModalAttention(_CrossModalBlock):
         self.key_value = nn.ModuleDict({f"{s}_{t}": nn.Linear(dim, 2 * dim) for s, t in self.pairs})
         self.out = nn.ModuleDict({f"{s}_{t}": nn.Linear(dim, dim) for s, t in self.pairs})
 
-    def forward(self, feats: dict[str, torch.Tensor], cu_seqlens: dict[str, torch.Tensor]) -> MoAOutput:
+    def forward(self, feats: dict[str, torch.Tensor], cu_seqlens: dict[str, torch.Tensor],
+                hotspot_mask: dict[str, torch.Tensor] | None = None) -> MoAOutput:
         from hotspot_erc.ops.varlen_attention import varlen_cross_attention
 
         self._check(feats, cu_seqlens)
         mixed = {m: None for m in self.modalities}
+        masses: dict[str, torch.Tensor] = {}
         h, d = self.num_heads, self.dim
         for s, t in self.pairs:
             key = f"{s}_{t}"
             q = self.query[key](feats[t]).view(-1, h, d // h)
             k, v = self.key_value[key](feats[s]).view(-1, 2, h, d // h).unbind(1)
             attn = varlen_cross_attention(q, k, v, cu_seqlens[t], cu_seqlens[s], backend=self.backend)
+            if hotspot_mask is not None:
+                masses[pair_key(s, t)] = hotspot_attention_mass(q, k, cu_seqlens[t], cu_seqlens[s], hotspot_mask[t],
+                                                                hotspot_mask[s], (d // h) ** -0.5)
             out = self.out[key](attn.reshape(-1, d))
             mixed[t] = out if mixed[t] is None else mixed[t] + out
         lb = feats[self.modalities[0]].new_zeros(())
-        return MoAOutput(outputs=self._residual(feats, mixed), lb_loss=lb, routing={})
+        return MoAOutput(outputs=self._residual(feats, mixed), lb_loss=lb, routing={},
+                         residual_ratio=self._residual_ratio(feats, mixed), attention_mass=masses)

@@ -44,6 +44,11 @@ class ModelOutput:
     vectors fed to the classifier [S, F]; ``cu_seqlens`` the segment boundaries actually used
     (modality dropout can empty segments in training); ``graph_update`` ‖GNN output − input‖ /
     ‖input‖ over all nodes (detached; None without the graph): near 0 means the graph adds nothing.
+    ``branches`` holds each representation the classifier could use, per utterance and detached:
+    ``"encoder"`` (attention-pooled encoder frames), ``"moa"`` (pooled MoA output) and ``"graph"``;
+    ``moa_residual[m]`` is ‖Σ alignment outputs‖ / ‖frames‖ of target m; ``attention_mass`` (only
+    when ``model.inspect`` is set) the per-pair hotspot attention statistics of
+    :func:`hotspot_erc.nn.attention_inspect.hotspot_attention_mass`.
     """
 
     logits: torch.Tensor
@@ -55,6 +60,9 @@ class ModelOutput:
     features: torch.Tensor | None = None
     cu_seqlens: dict = field(default_factory=dict)
     graph_update: torch.Tensor | None = None
+    branches: dict = field(default_factory=dict)
+    moa_residual: dict = field(default_factory=dict)
+    attention_mass: dict = field(default_factory=dict)
 
 
 def _hotspot_api():
@@ -216,6 +224,9 @@ class HotspotERC(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, classifier_hidden), nn.GELU(),
                                         nn.Dropout(dropout), nn.Linear(classifier_hidden, num_classes))
         self.drop = nn.Dropout(dropout)
+        # Evaluation-time instrument: when True, forward also measures where MoA attention looks
+        # (recomputes the attention probabilities; leave off for training).
+        self.inspect = False
 
     @classmethod
     def from_config(cls, cfg, dims: dict[str, int], num_classes: int) -> "HotspotERC":
@@ -311,16 +322,21 @@ class HotspotERC(nn.Module):
             enc[m] = self.encoder[m](fused, cu)
             pooled[m] = self.pool[m](enc[m], cu)
 
+        encoder_pooled = torch.cat([pooled[m] for m in mods], -1)
+        out.branches["encoder"] = encoder_pooled.detach()
         if self.use_moa:
-            moa = self.moa(enc, cus)
+            moa = self.moa(enc, cus, hotspot_mask=out.hotspot_mask if self.inspect else None)
             parts = [torch.cat([self.moa_pool[m](moa.outputs[m], cus[m]) for m in mods], -1)]
             out.lb_loss, out.routing = moa.lb_loss, dict(moa.routing)
+            out.moa_residual, out.attention_mass = moa.residual_ratio, moa.attention_mass
+            out.branches["moa"] = parts[0].detach()
         else:
-            parts = [torch.cat([pooled[m] for m in mods], -1)]
+            parts = [encoder_pooled]
             out.lb_loss = parts[0].new_zeros(())
         if self.use_graph:
             g, out.graph_update = self._graph_branch(pooled, cus, batch.dialogue, batch.speaker)
             parts.append(g)
+            out.branches["graph"] = g.detach()
         out.features = torch.cat(parts, -1)
         out.logits = self.classifier(out.features)
         return out

@@ -8,10 +8,15 @@ The plots are the failure signatures a user must be able to check at a glance:
 * ``experts.png``: MoA expert usage per modality pair and per emotion: collapsed routing is one
   bar taking everything;
 * ``load_balance.png``: the load-balancing loss and the dev routing entropy per epoch;
+* ``branches.png``: whether each branch earns its place: the gradient norm reaching each branch
+  per epoch, the dev linear-probe accuracy of each representation the classifier could use
+  (encoder-pooled, MoA-pooled, graph, its whole input; ``train/probes.py``) and where MoA
+  attention looks (mass that target hotspot frames put on source hotspot frames vs uniform);
 * ``confusion_matrix.png`` / ``.csv``.
 
-``metrics.json`` also carries the same diagnostics as numbers plus ``warnings`` naming any
-collapse that was detected.
+``metrics.json`` also carries the same diagnostics as numbers (``diagnostics.probes``,
+``diagnostics.moa_attention``, ``diagnostics.moa_residual_ratio``; ``history.json`` the per-epoch
+``grad_norm`` per branch) plus ``warnings`` naming any collapse that was detected.
 """
 from __future__ import annotations
 
@@ -48,6 +53,8 @@ class Diagnostics:
         self.usage: dict[str, torch.Tensor] = {}
         self.by_emotion: dict[str, torch.Tensor] = {}
         self.graph_updates: list[float] = []
+        self.attention: dict[str, torch.Tensor] = {}          # pair -> float64 [3] sums
+        self.residual: dict[str, list] = {}                   # target -> per-batch ratios
 
     @torch.no_grad()
     def update(self, out, batch) -> None:
@@ -71,6 +78,10 @@ class Diagnostics:
             self.intensity[m].append(src.detach().float().cpu())
         if getattr(out, "graph_update", None) is not None:
             self.graph_updates.append(float(out.graph_update))
+        for pair, mass in getattr(out, "attention_mass", {}).items():
+            self.attention[pair] = self.attention.get(pair, 0) + mass.detach().double().cpu()
+        for m, ratio in getattr(out, "moa_residual", {}).items():
+            self.residual.setdefault(m, []).append(float(ratio))
         labels = batch.labels.cpu()
         for pair, info in out.routing.items():
             experts, gates = info.experts.cpu(), info.gates.float().cpu()
@@ -107,6 +118,15 @@ class Diagnostics:
                 "frames": int(n),
                 "channels": int(s1.numel()),
             }
+        if self.residual:
+            res["moa_residual_ratio"] = {m: float(np.mean(v)) for m, v in self.residual.items()}
+        if self.attention:
+            res["moa_attention"] = {}
+            for pair, (mass, uniform, frames) in self.attention.items():
+                if frames > 0:
+                    res["moa_attention"][pair] = {
+                        "hotspot_mass": float(mass / frames), "uniform_mass": float(uniform / frames),
+                        "lift": float(mass / uniform) if uniform > 0 else None, "frames": int(frames)}
         for pair, u in self.usage.items():
             share = (u / u.sum()).tolist() if u.sum() > 0 else [0.0] * len(u)
             res["routing"][pair] = {
@@ -296,6 +316,42 @@ def plot_load_balance(history: list[dict], path: str) -> str | None:
     return path
 
 
+def plot_branches(history: list[dict], diag_summary: dict, path: str) -> str | None:
+    """Does each branch earn its place? Gradient norm reaching each branch per epoch, dev
+    linear-probe accuracy of each representation, and where MoA attention looks (mass that target
+    hotspot frames put on source hotspot frames vs uniform attention)."""
+    grads = [h.get("grad_norm") for h in history if h.get("grad_norm")]
+    probes = diag_summary.get("probes") or {}
+    attention = diag_summary.get("moa_attention") or {}
+    panels = [p for p, present in (("grad", grads), ("probe", probes), ("attn", attention)) if present]
+    if not panels:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "grad":
+            for name in grads[-1]:
+                ax.plot(range(1, len(grads) + 1), [g.get(name, float("nan")) for g in grads], label=name)
+            ax.set_yscale("log"), ax.set_xlabel("epoch"), ax.set_ylabel("RMS gradient norm")
+            ax.set_title("gradient reaching each branch"), ax.legend(fontsize=7)
+        elif panel == "probe":
+            names = list(probes)
+            ax.bar(range(len(names)), [probes[n]["dev_accuracy"] for n in names], color="tab:blue")
+            ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+            ax.set_ylim(0, 1), ax.set_ylabel("dev accuracy"), ax.set_title("linear probe per representation")
+        else:
+            pairs = list(attention)
+            x = np.arange(len(pairs))
+            ax.bar(x - 0.2, [attention[p]["hotspot_mass"] for p in pairs], 0.4, label="attention")
+            ax.bar(x + 0.2, [attention[p]["uniform_mass"] for p in pairs], 0.4, label="uniform")
+            ax.set_xticks(x, pairs, fontsize=8), ax.set_ylim(0, 1), ax.legend(fontsize=7)
+            ax.set_ylabel("mass on source hotspots"), ax.set_title("MoA: target hotspots look at")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_report(run_dir: str, metrics: dict, history: list[dict], diag: Diagnostics | None,
                  label_names, plots: bool = True) -> dict[str, str]:
     """Write everything into ``run_dir`` (PNG plots unless ``plots=False``); returns {artifact: path}."""
@@ -316,6 +372,9 @@ def write_report(run_dir: str, metrics: dict, history: list[dict], diag: Diagnos
         lb = plot_load_balance(history, os.path.join(run_dir, "load_balance.png"))
         if lb:
             files["load_balance"] = lb
+    branches = plot_branches(history, metrics.get("diagnostics") or {}, os.path.join(run_dir, "branches.png"))
+    if branches:
+        files["branches"] = branches
     if diag is not None:
         for key, fn in (("gates", lambda p: plot_gates(diag, p)),
                         ("experts", lambda p: plot_experts(diag, label_names, p))):

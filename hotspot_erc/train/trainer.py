@@ -134,6 +134,31 @@ def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> torch.Ten
     return torch.tensor(w, dtype=torch.float32)
 
 
+# Which branch a top-level submodule of HotspotERC belongs to, for the per-branch gradient norms.
+BRANCH_OF = {"proj": "hotspot_fusion", "center_beta": "hotspot_fusion", "scorer": "hotspot_fusion",
+             "hgf": "hotspot_fusion", "encoder": "encoder", "pool": "encoder", "moa": "moa", "moa_pool": "moa",
+             "speaker": "graph", "gnn": "graph", "gnn_norm": "graph", "classifier": "classifier"}
+
+
+def branch_parameters(model) -> dict[str, list]:
+    """{branch: parameters}, branches named by :data:`BRANCH_OF` (other modules by their own name)."""
+    groups: dict[str, list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            top = name.split(".", 1)[0]
+            groups.setdefault(BRANCH_OF.get(top, top), []).append(p)
+    return groups
+
+
+def branch_grad_sq(groups: dict[str, list]) -> torch.Tensor:
+    """Squared gradient norm of each branch, float64 [G] on the parameters' device (no sync)."""
+    rows = []
+    for params in groups.values():
+        sq = [p.grad.detach().double().square().sum() for p in params if p.grad is not None]
+        rows.append(torch.stack(sq).sum() if sq else torch.zeros((), dtype=torch.float64, device=params[0].device))
+    return torch.stack(rows)
+
+
 def lr_lambda(total_steps: int, warmup: float, schedule: str):
     warm = max(1, int(round(warmup * total_steps))) if warmup > 0 else 0
 
@@ -419,6 +444,7 @@ class Trainer:
             self._diverged(f"the training loss became {float(loss.detach())}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._grad_sq = self._grad_sq + branch_grad_sq(self._branch_params)
         if self.t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
         self.optimizer.step()
@@ -435,6 +461,8 @@ class Trainer:
         denom = torch.zeros((), dtype=torch.float64, device=self.device)
         lb_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         batches = self._global_batches(epoch)
+        self._branch_params = branch_parameters(self.model)
+        self._grad_sq = torch.zeros(len(self._branch_params), dtype=torch.float64, device=self.device)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.t.epochs}", leave=False,
                    disable=None if (self.t.progress and self.dist.is_main) else True)
         for gb in bar:
@@ -453,7 +481,10 @@ class Trainer:
             self._diverged(f"the training loss of epoch {epoch + 1} is not finite")
         lb = lb_sum / max(len(batches) * self.dist.world_size, 1)
         ce = ce_sum / max(denom, 1e-12)
-        return {"train_ce": ce, "train_lb": lb, "train_loss": ce + self.t.lb_weight * lb}
+        # root-mean-square over the epoch's steps of each branch's gradient norm (before clipping)
+        rms = (self._grad_sq / max(len(batches), 1)).sqrt().tolist()
+        return {"train_ce": ce, "train_lb": lb, "train_loss": ce + self.t.lb_weight * lb,
+                "grad_norm": dict(zip(self._branch_params, rms))}
 
     def _diverged(self, what: str) -> None:
         lr = self.optimizer.param_groups[0]["lr"]

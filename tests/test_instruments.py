@@ -1,0 +1,105 @@
+"""Instruments that show whether each branch earns its place (issue 15): MoA attention mass on
+hotspot frames, MoA residual ratio, per-branch representations, gradient norms, linear probes."""
+import json
+
+import pytest
+import torch
+
+from hotspot_erc.data.dataset import DialogueDataset, collate_dialogues
+from hotspot_erc.data.format import open_corpus
+from hotspot_erc.data.synthetic import generate_synthetic_corpus
+from hotspot_erc.nn.attention_inspect import hotspot_attention_mass
+from hotspot_erc.nn.model import HotspotERC
+from hotspot_erc.train.trainer import branch_grad_sq, branch_parameters
+
+
+def _brute_force(q, k, cu_q, cu_k, hot_q, hot_k, scale):
+    mass = uniform = frames = 0.0
+    for s in range(cu_q.numel() - 1):
+        qs, ks = q[cu_q[s]:cu_q[s + 1]].double(), k[cu_k[s]:cu_k[s + 1]].double()
+        if ks.shape[0] == 0:
+            continue
+        p = torch.softmax(torch.einsum("qhd,khd->hqk", qs, ks) * scale, -1)  # [H, Lq, Lk]
+        hk = hot_k[cu_k[s]:cu_k[s + 1]].double()
+        for i in range(qs.shape[0]):
+            if hot_q[cu_q[s] + i]:
+                mass += float((p[:, i] * hk).sum(-1).mean())
+                uniform += float(hk.mean())
+                frames += 1
+    return torch.tensor([mass, uniform, frames], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_attention_mass_matches_brute_force(seed):
+    g = torch.Generator().manual_seed(seed)
+    lq, lk = torch.tensor([3, 0, 5, 4, 1]), torch.tensor([4, 2, 0, 6, 1])
+    cu_q = torch.cat([torch.zeros(1, dtype=torch.long), lq.cumsum(0)])
+    cu_k = torch.cat([torch.zeros(1, dtype=torch.long), lk.cumsum(0)])
+    q, k = torch.randn(int(lq.sum()), 2, 4, generator=g), torch.randn(int(lk.sum()), 2, 4, generator=g)
+    hot_q, hot_k = torch.rand(q.shape[0], generator=g) > 0.4, torch.rand(k.shape[0], generator=g) > 0.5
+    got = hotspot_attention_mass(q, k, cu_q, cu_k, hot_q, hot_k, 0.5)
+    torch.testing.assert_close(got, _brute_force(q, k, cu_q, cu_k, hot_q, hot_k, 0.5), rtol=1e-5, atol=1e-6)
+    # attention that only sees hotspot keys puts all its mass there: lift = 1 / uniform share
+    soft = hotspot_attention_mass(q, k, cu_q, cu_k, hot_q.float(), hot_k.float(), 0.5)
+    assert torch.equal(soft, got)  # window weights are thresholded at 0.5
+
+
+def test_attention_mass_empty():
+    cu = torch.tensor([0, 0, 0])
+    out = hotspot_attention_mass(torch.zeros(0, 2, 4), torch.zeros(0, 2, 4), cu, cu, torch.zeros(0, dtype=torch.bool),
+                                 torch.zeros(0, dtype=torch.bool), 1.0)
+    assert out.tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = generate_synthetic_corpus(tmp_path_factory.mktemp("syn") / "c", num_dialogues=6, seed=0,
+                                     utterances=(3, 4), frames={"t": (2, 7), "a": (3, 8), "v": (1, 6)})
+    return open_corpus(path)
+
+
+def test_model_reports_branches_and_attention(corpus):
+    ds = DialogueDataset(corpus, "train")
+    batch = collate_dialogues([ds[i] for i in range(2)])
+    torch.manual_seed(0)
+    model = HotspotERC(corpus.dims, len(corpus.label_names), d_model=16, num_heads=2, classifier_hidden=16).eval()
+    out = model(batch)
+    s = batch.labels.shape[0]
+    assert set(out.branches) == {"encoder", "moa", "graph"} and all(v.shape == (s, 48) for v in out.branches.values())
+    assert not out.attention_mass and set(out.moa_residual) == {"t", "a", "v"}  # attention only when inspecting
+    model.inspect = True
+    inspected = model(batch)
+    assert set(inspected.attention_mass) == {"a->t", "v->t", "t->a", "v->a", "t->v", "a->v"}
+    torch.testing.assert_close(inspected.logits, out.logits)  # inspecting changes nothing
+    mass, uniform, frames = inspected.attention_mass["a->t"].tolist()
+    assert frames > 0 and 0 <= mass <= frames and 0 <= uniform <= frames
+    no_moa = HotspotERC(corpus.dims, len(corpus.label_names), d_model=16, num_heads=2, moa=False, graph=False)
+    assert set(no_moa(batch).branches) == {"encoder"}
+
+
+def test_branch_gradient_norms(corpus):
+    model = HotspotERC(corpus.dims, len(corpus.label_names), d_model=16, num_heads=2, classifier_hidden=16)
+    groups = branch_parameters(model)
+    assert set(groups) == {"hotspot_fusion", "encoder", "moa", "graph", "classifier"}
+    assert sum(len(v) for v in groups.values()) == len(list(model.parameters()))
+    ds = DialogueDataset(corpus, "train")
+    model(collate_dialogues([ds[0]])).logits.sum().backward()
+    sq = branch_grad_sq(groups)
+    expected = [sum(float(p.grad.double().square().sum()) for p in ps if p.grad is not None) for ps in groups.values()]
+    torch.testing.assert_close(sq, torch.tensor(expected, dtype=torch.float64))
+
+
+def test_run_report_carries_instruments(corpus, tmp_path):
+    from hotspot_erc.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--corpus", corpus.path, "--run-dir", str(run), "--d-model", "16", "--num-heads", "2",
+                 "--classifier-hidden", "16", "--epochs", "2", "--batch-size", "2", "--no-progress"]) == 0
+    diag = json.loads((run / "metrics.json").read_text())["diagnostics"]
+    assert set(diag["probes"]) == {"encoder", "moa", "graph", "classifier_input"}
+    assert all(0 <= p["dev_accuracy"] <= 1 for p in diag["probes"].values())
+    assert set(diag["moa_attention"]) == {"a->t", "v->t", "t->a", "v->a", "t->v", "a->v"}
+    assert set(diag["moa_residual_ratio"]) == {"t", "a", "v"}
+    history = json.loads((run / "history.json").read_text())
+    assert set(history[-1]["grad_norm"]) == {"hotspot_fusion", "encoder", "moa", "graph", "classifier"}
+    assert (run / "branches.png").exists()
