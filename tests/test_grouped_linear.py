@@ -47,11 +47,12 @@ def _grads(fn, x, gates, weight, bias, dy):
 
 @pytest.fixture
 def poison(monkeypatch):
-    """Every buffer the Triton kernels must fill starts as NaN."""
+    """Every buffer the Triton kernels must fill starts as NaN (the plan's integer buffers: a huge
+    value, which would send any read of an unwritten entry far out of bounds)."""
     import hotspot_erc.kernels.grouped_linear as kern
 
     monkeypatch.setattr(kern, "_empty", lambda shape, dtype, device: torch.full(
-        shape, float("nan"), dtype=dtype, device=device))
+        shape, float("nan") if dtype.is_floating_point else 2 ** 40, dtype=dtype, device=device))
 
 
 def test_reference_matches_definition():
@@ -146,6 +147,74 @@ def test_triton_weight_gradient_deterministic(poison):
         assert torch.equal(g0, g1)
 
 
+def test_plan_built_once_shared_by_calls():
+    """One plan launch for P expert choices over the same segments; each call with ``plan[p]``
+    is then one forward launch and gives bitwise what a call that builds its own plan gives."""
+    from hotspot_erc.ops.grouped_linear import GroupedLinearPlan, grouped_linear_plan
+    from hotspot_erc.testing import count_fwd_bwd, count_launches
+
+    x, cu, e1, g1, w, b = make_inputs(CASES["mixed"], 4, 2, 16, 8, dtype=torch.float32)
+    e2 = torch.stack([torch.randperm(4)[:2] for _ in range(e1.shape[0])])
+    g2 = torch.rand(e1.shape, dtype=torch.float32)
+    plans = grouped_linear_plan(cu, torch.stack([e1, e2]), 4, x.shape[0])
+    assert isinstance(plans, GroupedLinearPlan) and len(plans) == 2 and "choices=2" in repr(plans)
+    assert count_launches(grouped_linear_plan, cu, torch.stack([e1, e2]), 4, x.shape[0]).total == 1
+    dy = torch.randn(x.shape[0], 8, dtype=torch.float64)
+    for p, (e, g) in enumerate(((e1, g1), (e2, g2))):
+        want = _grads(lambda *a: grouped_expert_linear(a[0], cu, e, a[1], a[2], a[3], backend="triton"),
+                      x, g, w, b, dy)
+        got = _grads(lambda *a: grouped_expert_linear(a[0], cu, e, a[1], a[2], a[3], backend="triton",
+                                                      plan=plans[p]), x, g, w, b, dy)
+        for u, v in zip((want[0], *want[1]), (got[0], *got[1])):
+            assert torch.equal(u, v)
+        leaves = [t.detach().requires_grad_() for t in (x, g, w, b)]
+        fwd, bwd = count_fwd_bwd(lambda *a: grouped_expert_linear(a[0], cu, e, a[1], a[2], a[3],
+                                                                  backend="triton", plan=plans[p]),
+                                 *leaves, grad=torch.randn(x.shape[0], 8))
+        assert (fwd.total, bwd.total) == (1, 3), (fwd, bwd)
+    # the CPU backend ignores a plan; a wrong one is refused with the reason
+    torch.testing.assert_close(grouped_expert_linear(x, cu, e1, g1, w, b, backend="cpu", plan=plans[1]),
+                               grouped_expert_linear(x, cu, e1, g1, w, b, backend="cpu"))
+    with pytest.raises(ValueError, match="other cu_seqlens/experts values"):
+        grouped_expert_linear(x, cu, e1, g1, w, b, backend="triton", plan=plans[1])
+    with pytest.raises(ValueError, match="holds 2 expert choices"):
+        grouped_expert_linear(x, cu, e1, g1, w, b, backend="triton", plan=plans)
+    with pytest.raises(ValueError, match="plan was built for 58 tokens, 4 experts"):
+        w5 = torch.cat([w, w[:1]])
+        grouped_expert_linear(x, cu, e1, g1, w5, torch.cat([b, b[:1]]), backend="triton", plan=plans[0])
+    with pytest.raises(TypeError, match="plan must be a GroupedLinearPlan"):
+        grouped_expert_linear(x, cu, e1, g1, w, b, backend="triton", plan=(plans.tiles, plans.routing))
+    with pytest.raises(ValueError, match="segments but experts has"):
+        grouped_linear_plan(cu, e1[:-1], 4, x.shape[0])
+
+
+def test_plan_layout():
+    """The plan's contents, read back: tiles never cross segments and cover every row once;
+    the routing is a stable sort of the assignments by expert with their rows' starts."""
+    from hotspot_erc.kernels.grouped_linear import plan_sizes
+    from hotspot_erc.ops.grouped_linear import grouped_linear_plan
+
+    lens = [5, 0, 1, 17, 33, 2, 0]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    experts = torch.tensor([[2, 0], [1, 1], [0, 2], [2, 2], [1, 0], [2, 1], [0, 0]])
+    plan = grouped_linear_plan(cu, experts, 3, int(cu[-1]))
+    t, _, _ = plan_sizes(int(cu[-1]), len(lens), 2, 3, plan.block_m)
+    seg, row0, start = plan.tiles[:t], plan.tiles[t:2 * t], plan.tiles[2 * t:]
+    rows = []
+    for s in range(len(lens)):
+        mine = (seg == s).nonzero().flatten()
+        assert mine.tolist() == list(range(int(start[s]), int(start[s + 1])))
+        for r in row0[mine].tolist():
+            rows += range(r, min(r + plan.block_m, int(cu[s + 1])))
+    assert rows == list(range(int(cu[-1]))) and (seg[int(start[-1]):] == -1).all()
+    sk = experts.numel()
+    order, begin, first = plan.routing[:sk], plan.routing[sk:2 * sk + 1], plan.routing[2 * sk + 1:]
+    assert order.tolist() == torch.sort(experts.flatten(), stable=True).indices.tolist()
+    assert first.tolist() == [0] + torch.bincount(experts.flatten(), minlength=3).cumsum(0).tolist()
+    seg_len = torch.tensor(lens)[order // 2]
+    assert begin.tolist() == [0] + seg_len.cumsum(0).tolist()
+
+
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
 def test_gradcheck_float64(backend):
     x, cu, experts, gates, w, b = make_inputs([3, 0, 1, 4], 3, 2, 4, 3)
@@ -156,6 +225,8 @@ def test_gradcheck_float64(backend):
 
 @pytest.mark.parametrize("impl", ["aten", "triton"])
 def test_opcheck(impl):
+    from hotspot_erc.ops.grouped_linear import grouped_linear_plan
+
     dtype = torch.float64 if impl == "aten" else torch.float32
     for bias in (True, False):
         x, cu, experts, gates, w, b = make_inputs([3, 0, 5], 3, 2, 16, 16, dtype=dtype, bias=bias)
@@ -163,8 +234,14 @@ def test_opcheck(impl):
             # Transposed storage (a weight kept [E, d_out, d_in]): the fake's gradient strides
             # must still match the real, contiguous ones.
             x, w = x.t().contiguous().t(), w.transpose(1, 2).contiguous().transpose(1, 2)
+        plan = (None, None, 0)
+        if impl == "triton":
+            p = grouped_linear_plan(cu, experts, 3, x.shape[0])
+            plan = (p.tiles, p.routing, p.block_m)
+            torch.library.opcheck(torch.ops.hotspot_erc.grouped_linear_plan.default,
+                                  (cu, experts, 3, x.shape[0], p.block_m))
         args = (x.requires_grad_(), cu, experts, gates.requires_grad_(), w.requires_grad_(),
-                b.requires_grad_() if b is not None else None, impl)
+                b.requires_grad_() if b is not None else None, *plan, impl)
         torch.library.opcheck(torch.ops.hotspot_erc.grouped_expert_linear.default, args)
         dy = torch.randn(x.shape[0], w.shape[2], dtype=dtype)
         torch.library.opcheck(torch.ops.hotspot_erc.grouped_expert_linear_backward.default,
@@ -250,21 +327,24 @@ _SM90_COMPILE = textwrap.dedent("""
         triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=consts),
                        target=GPUTarget("cuda", 90, 64), options=opts)
 
+    for cu_t in ("*i32", "*i64"):
+        build(K._plan_kernel, dict(cu_ptr=cu_t, experts_ptr=cu_t, tiles_ptr="*i64", routing_ptr="*i64"),
+              dict(K=2, BLOCK_M=32, BLOCK_P=K._PLAN_TILES, BLOCK_S=K._PLAN_SEGMENTS, BLOCK_A=K._PLAN_ASSIGN))
     for dt, prec, bk in (("bf16", "tf32", 64), ("fp32", "ieee", 32)):
         ptrs = dict(a_ptr="*" + dt, b_ptr="*" + dt, bias_ptr="*" + dt, experts_ptr="*i64",
-                    gates_ptr="*fp32", out_ptr="*" + dt, tile_seg_ptr="*i32", tile_row0_ptr="*i64",
+                    gates_ptr="*fp32", out_ptr="*" + dt, tiles_ptr="*i64",
                     cu_ptr="*i64", x2_ptr="*" + dt, dgb_ptr="*" + dt, partial_ptr="*fp32")
         for dgate in (False, True):
             build(K._routed_mm_kernel, ptrs, dict(K=2, HAS_BIAS=not dgate, DGATE=dgate, DGATE_BIAS=dgate,
                   BLOCK_M=64, BLOCK_N=128, BLOCK_K=bk, UPCAST=False, PRECISION=prec),
                   num_warps=8, num_stages=3)  # what the launcher uses for 64x128 tiles
-        ptrs = dict(x_ptr="*" + dt, dy_ptr="*" + dt, cu_ptr="*i32", asg_seg_ptr="*i64",
-                    asg_gate_ptr="*fp32", asg_start_ptr="*i64", split_v_ptr="*i64", split_a_ptr="*i64",
+        ptrs = dict(x_ptr="*" + dt, dy_ptr="*" + dt, cu_ptr="*i32", gates_ptr="*fp32", routing_ptr="*i64",
                     dw_ptr="*fp32", db_ptr="*fp32")
-        build(K._expert_weight_grad_kernel, ptrs, dict(SPLIT=4, HAS_BIAS=True, BLOCK_M=64, BLOCK_K=64,
+        build(K._expert_weight_grad_kernel, ptrs, dict(K=2, SPLIT=4, HAS_BIAS=True, BLOCK_M=64, BLOCK_K=64,
               BLOCK_N=64, UPCAST=False, PRECISION=prec), num_warps=8, num_stages=3)
-    build(K._tile_to_segment_sum_kernel, dict(partial_ptr="*fp32", tile_start_ptr="*i64", out_ptr="*fp32"),
-          dict(K=3, BLOCK_K=4))
+        build(K._finalize_kernel, dict(partial_ptr="*fp32", tiles_ptr="*i64", dgates_ptr="*fp32",
+              dw_part_ptr="*fp32", dw_ptr="*" + dt, db_part_ptr="*fp32", db_ptr="*" + dt),
+              dict(K=3, BLOCK_K=4, SPLIT=4, BLOCK=K._FINALIZE_BLOCK))
     print("compiled")
 """)
 

@@ -1,11 +1,12 @@
 """Functional ops. Each takes ``backend=None`` (auto) or one of "triton", "cuda", "cpu",
 "reference"; see :mod:`hotspot_erc.ops._backend`."""
 from hotspot_erc.ops._backend import BACKENDS, BackendUnavailable, use_backend
-from hotspot_erc.ops.grouped_linear import grouped_expert_linear
+from hotspot_erc.ops.grouped_linear import GroupedLinearPlan, grouped_expert_linear, grouped_linear_plan
 from hotspot_erc.ops.hotspot_gate import hotspot_gate
 from hotspot_erc.ops.relational import (RelationalGraph, relational_aggregate, relational_matmul,
                                         relational_message_sum)
 from hotspot_erc.ops.varlen_attention import varlen_cross_attention
 
-__all__ = ["BACKENDS", "BackendUnavailable", "RelationalGraph", "grouped_expert_linear", "hotspot_gate", "relational_aggregate",
+__all__ = ["BACKENDS", "BackendUnavailable", "GroupedLinearPlan", "RelationalGraph", "grouped_expert_linear",
+           "grouped_linear_plan", "hotspot_gate", "relational_aggregate",
            "relational_matmul", "relational_message_sum", "use_backend", "varlen_cross_attention"]
