@@ -356,7 +356,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 import hotspot_erc.kernels.hotspot_gate as K
 
-FP32_PTRS = {"pw_ptr", "pb_ptr"}  # float32 partial sums
+FP32_PTRS = {"pw_ptr"}  # float32 partial sums
 SCALAR_FP32 = {"dz_ptr"}  # the scalar gate's dz is float32
 
 def compile_one(fn, dtype, consts, num_warps, scalar=False):
@@ -372,7 +372,7 @@ def compile_one(fn, dtype, consts, num_warps, scalar=False):
     # What Triton's launcher specialises for 16-divisible sizes, strides and aligned pointers
     # (as at d = 256/1024 with contiguous tensors): the pipelined code then uses more shared memory.
     attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(fn.params)
-             if not p.is_constexpr and p.name not in ("N", "rows_per_chunk")}
+             if not p.is_constexpr and p.name not in ("N", "rows_per_chunk", "chunks")}
     src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": 3})
     return k.metadata.shared
@@ -384,9 +384,15 @@ for dtype, elem, d in (("bf16", 2, 256), ("fp32", 4, 1024)):
     prec = "ieee" if dtype == "fp32" else "tf32"  # what K._precision picks with torch's default TF32 off
     gemm = dict(UPCAST=False, PRECISION=prec, **blk)
     out[f"fwd_vector/{dtype}"] = compile_one(K._fwd_vector_kernel, dtype, dict(WRITE_ALPHA=True, **gemm), t["num_warps"])
-    out[f"dz_vector/{dtype}"] = compile_one(K._bwd_dz_vector_kernel, dtype, dict(HAS_GA=True, **gemm), t["num_warps"])
-    out[f"dx_vector/{dtype}"] = compile_one(K._bwd_dx_vector_kernel, dtype, gemm, t["num_warps"])
-    out[f"dw_vector/{dtype}"] = compile_one(K._bwd_dw_vector_kernel, dtype, gemm, t["num_warps"])
+    for dr in (64, d):  # one tile (every gate column in registers) and the two-phase sweep
+        r = K._rows_tiles(dr, elem)
+        rows_gemm = dict(UPCAST=False, PRECISION=prec, **{k: r[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")})
+        out[f"rows_vector/{dtype}/{dr}"] = compile_one(K._bwd_rows_vector_kernel, dtype,
+                                                       dict(HAS_GA=True, ONE_TILE=r["BLOCK_N"] >= dr, **rows_gemm),
+                                                       r["num_warps"])
+    bk, bn = K._dw_tiles(d)
+    out[f"dw_vector/{dtype}"] = compile_one(K._bwd_dw_vector_kernel, dtype,
+                                            dict(UPCAST=False, PRECISION=prec, BLOCK_M=64, BLOCK_N=bn, BLOCK_K=bk), 4)
     if dtype == "fp32":
         continue  # float32 matters for the GEMM tiles' shared memory only
     bm, bd, nw, one = K._row_tiles(d)
@@ -394,7 +400,7 @@ for dtype, elem, d in (("bf16", 2, 256), ("fp32", 4, 1024)):
         rows = dict(ONE_PASS=one_pass, BLOCK_M=bm, BLOCK_D=bd if one_pass else 256)
         out[f"fwd_scalar/{dtype}/{one_pass}"] = compile_one(K._fwd_scalar_kernel, dtype, dict(WRITE_ALPHA=True, **rows), nw, True)
         out[f"rows_scalar/{dtype}/{one_pass}"] = compile_one(K._bwd_rows_scalar_kernel, dtype, dict(HAS_GA=True, **rows), nw, True)
-    out[f"dw_scalar/{dtype}"] = compile_one(K._bwd_dw_scalar_kernel, dtype, dict(BLOCK_M=64, BLOCK_D=256), 4, True)
+    out[f"finalize_scalar/{dtype}"] = compile_one(K._bwd_finalize_scalar_kernel, dtype, dict(BLOCK=1024), 4, True)
 print(json.dumps(out))
 '''
 

@@ -210,7 +210,7 @@ def _launches(op: str, backend: str, which: str) -> tuple[int, LaunchCount | tup
 # on the kernel work in progress then, the larger of the two): ceilings, lower them as the
 # kernels improve. "fwd+bwd" of MoA: forward (with the loss) plus backward.
 CEILINGS = {
-    ("gate", "triton", "fwd"): 1, ("gate", "triton", "bwd"): 3,
+    ("gate", "triton", "fwd"): 1, ("gate", "triton", "bwd"): 2,  # issue 14 budget 1 / 2: met
     ("gate", "cpu", "fwd"): 4, ("gate", "cpu", "bwd"): 11,
     ("grouped", "triton", "fwd"): 2, ("grouped", "triton", "bwd"): 3,  # issue 14 budget 2 / 4: met
     ("grouped", "cpu", "fwd"): 20, ("grouped", "cpu", "bwd"): 51,
@@ -223,9 +223,8 @@ CEILINGS = {
     ("moa", "cpu", "fwd"): 566, ("moa", "cpu", "bwd"): 768,
 }
 # Issue 14's launch budgets not met yet (met ones: hotspot_gate fwd 1, varlen attention fwd 2,
-# grouped_expert_linear fwd 2 / bwd 4, already the ceilings above). RGCNConv's budget holds for its CPU path as for CUDA.
+# grouped_expert_linear fwd 2 / bwd 4, hotspot_gate bwd 2, already the ceilings above). RGCNConv's budget holds for its CPU path as for CUDA.
 BUDGETS = {
-    ("gate", "triton", "bwd"): 2,
     ("attention", "triton", "bwd"): 3,
     ("rgcn", "cpu", "fwd"): 3, ("rgcn", "cpu", "bwd"): 6,
     ("moa", "triton", "fwd+bwd"): 214,  # 40% of the issue's 535
