@@ -253,3 +253,35 @@ def test_cuda_matches_cpu():
         assert rel_err(b.outputs[m], a.outputs[m]) < 1e-2  # TF32 may be on for the GPU path
     for key, info in a.routing.items():
         assert torch.equal(b.routing[key].experts.cpu(), info.experts)
+
+
+def test_hotspot_frames_fixed_size_stream():
+    from hotspot_erc.nn.moa import hotspot_frames
+
+    x = torch.arange(10.0).view(10, 1)
+    cu = torch.tensor([0, 4, 4, 10])
+    peaks = torch.tensor([[1, -1], [-1, -1], [7, 4]])
+    frames, cu_k, has = hotspot_frames(x, cu, peaks, radius=1)
+    # windows clipped to their utterance; a missing window repeats the first; empty utterance flagged
+    assert frames.view(3, 2, 3).tolist() == [[[0, 1, 2], [0, 1, 2]], [[4, 4, 4], [4, 4, 4]],
+                                             [[6, 7, 8], [4, 4, 5]]]
+    assert cu_k.tolist() == [0, 6, 12, 18] and has.tolist() == [True, False, True]
+    x = torch.randn(10, 3, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda t: hotspot_frames(t, cu, peaks, 1)[0], (x,))
+
+
+def test_moa_sources_default_to_all_frames():
+    """Passing each modality's own frames as ``sources`` is the plain forward; utterances whose
+    stand-in source has no frames contribute nothing."""
+    torch.manual_seed(0)
+    feats, cu = make_batch(16, lens={"t": [3, 5, 1, 4], "a": [6, 2, 3, 1], "v": [2, 1, 4, 3]})
+    moa = MixtureOfAligners(16, modalities=("t", "a", "v"), num_heads=2).double().eval()
+    ref = moa(feats, cu)
+    present = {m: cu[m][1:] > cu[m][:-1] for m in cu}
+    got = moa(feats, cu, sources={m: (feats[m], cu[m], present[m]) for m in cu})
+    for m in feats:
+        torch.testing.assert_close(got.outputs[m], ref.outputs[m])
+    none = {m: (feats[m], cu[m], torch.zeros_like(present[m])) for m in cu}
+    alone = moa(feats, cu, sources=none)  # nothing to attend to: the residual and norm only
+    for m in feats:
+        torch.testing.assert_close(alone.outputs[m], moa.norms[m](feats[m]))

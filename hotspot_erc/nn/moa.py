@@ -111,6 +111,28 @@ class PairAligner(nn.Module):
         return self.out(attn.reshape(-1, d)), lb, RoutingInfo(experts, gates, usage), mass
 
 
+def hotspot_frames(x: torch.Tensor, cu_seqlens: torch.Tensor, peaks: torch.Tensor, radius: int) -> tuple:
+    """The frames of each utterance's hotspot windows as a fixed-size packed stream, for
+    :class:`MixtureOfAligners` ``sources``: ``(frames [S·K·W, d], cu_seqlens [S+1], has [S])``
+    with W = 2·radius + 1 slots around each of the K peaks (``peaks`` [S, K], -1 = no window).
+
+    Fixed sizes keep this free of host synchronisation: slots past an utterance's end repeat its
+    edge frame, missing windows repeat the first one, and ``has`` is False for an utterance with
+    no window (its slots point anywhere; the caller drops what they produce).
+    """
+    s_count, k_count = peaks.shape
+    width = 2 * radius + 1
+    start = cu_seqlens[:-1].long()
+    last = cu_seqlens[1:].long() - 1
+    valid = peaks >= 0
+    centre = torch.where(valid, peaks, peaks[:, :1])  # [S, K]
+    idx = centre[:, :, None] + torch.arange(-radius, radius + 1, device=peaks.device)  # [S, K, W]
+    idx = torch.maximum(torch.minimum(idx, last[:, None, None]), start[:, None, None])
+    idx = idx.clamp(0, max(x.shape[0] - 1, 0)).reshape(-1)
+    cu = torch.arange(s_count + 1, device=peaks.device, dtype=cu_seqlens.dtype) * (k_count * width)
+    return _segment.gather_rows(x, idx), cu, valid[:, 0]
+
+
 def pair_key(source: str, target: str) -> str:
     return f"{source}->{target}"
 
@@ -193,9 +215,13 @@ class MixtureOfAligners(_CrossModalBlock):
                                        for s, t in self.pairs})
 
     def forward(self, feats: dict[str, torch.Tensor], cu_seqlens: dict[str, torch.Tensor],
-                hotspot_mask: dict[str, torch.Tensor] | None = None) -> MoAOutput:
+                hotspot_mask: dict[str, torch.Tensor] | None = None,
+                sources: dict[str, tuple] | None = None) -> MoAOutput:
         """``hotspot_mask`` (optional, bool [N_m] per modality): also measure where attention
-        looks (``MoAOutput.attention_mass``); for evaluation, it recomputes the probabilities."""
+        looks (``MoAOutput.attention_mass``); for evaluation, it recomputes the probabilities.
+        ``sources`` (optional): per modality ``(frames [P, dim], cu_seqlens [S+1], has [S] bool)``,
+        the frames its targets attend to instead of all of ``feats[m]`` (e.g. its hotspot
+        windows, :func:`hotspot_frames`); an utterance with ``has`` False contributes nothing."""
         self._check(feats, cu_seqlens)
         pooled = {m: segment_mean(feats[m], cu_seqlens[m]) for m in self.modalities}
         present = {m: (cu_seqlens[m][1:] - cu_seqlens[m][:-1]) > 0 for m in self.modalities}
@@ -204,10 +230,18 @@ class MixtureOfAligners(_CrossModalBlock):
         masses: dict[str, torch.Tensor] = {}
         lb_total = feats[self.modalities[0]].new_zeros(())
         for s, t in self.pairs:
-            hot = None if hotspot_mask is None else (hotspot_mask[t], hotspot_mask[s])
+            if sources is not None and s in sources:
+                src, cu_src, has = sources[s]
+                hot_src = torch.ones(src.shape[0], dtype=torch.bool, device=src.device)
+            else:
+                src, cu_src, has = feats[s], cu_seqlens[s], present[s]
+                hot_src = None if hotspot_mask is None else hotspot_mask[s]
+            hot = None if hotspot_mask is None else (hotspot_mask[t], hot_src)
             out, lb, info, mass = self.aligners[f"{s}_{t}"](
-                feats[t], cu_seqlens[t], feats[s], cu_seqlens[s], pooled[t], present[s] & present[t],
+                feats[t], cu_seqlens[t], src, cu_src, pooled[t], present[s] & present[t],
                 self.backend, hotspots=hot)
+            if sources is not None and s in sources:  # stand-in rows of utterances without frames
+                out = out * _segment.segment_broadcast(has.to(out.dtype).unsqueeze(1), cu_seqlens[t], out.shape[0])
             mixed[t] = out if mixed[t] is None else mixed[t] + out
             lb_total = lb_total + lb
             routing[pair_key(s, t)] = info

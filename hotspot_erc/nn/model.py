@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from hotspot_erc.nn.encoder import AttentionPool, FrameEncoder
+from hotspot_erc.nn.moa import hotspot_frames
 
 MODALITIES = ("t", "a", "v")
 HOTSPOT_SOURCES = ("data", "rule", "learned")
@@ -135,7 +136,8 @@ class HotspotERC(nn.Module):
                  temporal_edges: bool = True, cross_modal_edges: bool = True, window_past: int = 2,
                  window_future: int = 2, graph_scheme: str = "default", num_speakers: int = 8,
                  dropout: float = 0.1, modality_dropout: float = 0.0, classifier_hidden: int = 128,
-                 soft_temperature: float = 1.0, content_pool: str | None = None, center: bool = True):
+                 soft_temperature: float = 1.0, content_pool: str | None = None, center: bool = True,
+                 encoder_skip: bool = False, graph_on_aligned: bool = False, moa_keys: str = "all"):
         super().__init__()
         mods = tuple(modalities)
         if not mods or len(set(mods)) != len(mods) or any(m not in MODALITIES for m in mods):
@@ -193,6 +195,15 @@ class HotspotERC(nn.Module):
                                       for m in mods})
         self.pool = nn.ModuleDict({m: AttentionPool(d_model, num_heads) for m in mods})
         width = len(mods) * d_model
+        # Without MoA the classifier sees the encoder-pooled vectors; with it, the MoA-pooled ones,
+        # and beside them the encoder-pooled ones when encoder_skip is on.
+        if moa_keys not in ("all", "hotspots"):
+            raise ValueError(f"moa_keys must be 'all' or 'hotspots', got {moa_keys!r}")
+        self.moa_keys = moa_keys
+        self.encoder_skip = encoder_skip and moa
+        self.graph_on_aligned = graph_on_aligned and moa
+        if self.encoder_skip:
+            width += len(mods) * d_model
         if moa:
             from hotspot_erc.nn.moa import MixtureOfAligners
 
@@ -303,7 +314,7 @@ class HotspotERC(nn.Module):
             feats, cus, intensity = drop_modalities(feats, cus, intensity, self.modality_dropout, mods)
 
         out = ModelOutput(logits=None, lb_loss=None, cu_seqlens=cus)
-        enc, pooled = {}, {}
+        enc, pooled, peaks = {}, {}, {}
         for m in mods:
             raw, cu = feats[m], cus[m]
             x = self.proj[m](raw)
@@ -314,6 +325,7 @@ class HotspotERC(nn.Module):
             hs = extract_hotspots(x, cu, score, num_windows=self.num_windows, radius=self.radius, soft=soft,
                                   temperature=self.soft_temperature, pool=self.content_pool)
             out.scores[m], out.hotspot_mask[m] = score, hs.mask
+            peaks[m] = hs.peaks
             if self.use_hgf:
                 fused, alpha = self.hgf[m](hs.content, hs.hotspot, return_gate=True)
                 out.gates[m] = alpha
@@ -325,11 +337,20 @@ class HotspotERC(nn.Module):
         encoder_pooled = torch.cat([pooled[m] for m in mods], -1)
         out.branches["encoder"] = encoder_pooled.detach()
         if self.use_moa:
-            moa = self.moa(enc, cus, hotspot_mask=out.hotspot_mask if self.inspect else None)
-            parts = [torch.cat([self.moa_pool[m](moa.outputs[m], cus[m]) for m in mods], -1)]
+            sources = None
+            if self.moa_keys == "hotspots":  # targets attend to the sources' hotspot windows only
+                sources = {m: hotspot_frames(enc[m], cus[m], peaks[m], self.radius) for m in mods
+                           if enc[m].shape[0] > 0}
+            moa = self.moa(enc, cus, hotspot_mask=out.hotspot_mask if self.inspect else None, sources=sources)
+            moa_pooled = {m: self.moa_pool[m](moa.outputs[m], cus[m]) for m in mods}
+            parts = [torch.cat([moa_pooled[m] for m in mods], -1)]
             out.lb_loss, out.routing = moa.lb_loss, dict(moa.routing)
             out.moa_residual, out.attention_mass = moa.residual_ratio, moa.attention_mass
             out.branches["moa"] = parts[0].detach()
+            if self.encoder_skip:
+                parts.insert(0, encoder_pooled)
+            if self.graph_on_aligned:  # the graph passes aligned (cross-modal) evidence between turns
+                pooled = moa_pooled
         else:
             parts = [encoder_pooled]
             out.lb_loss = parts[0].new_zeros(())

@@ -70,6 +70,12 @@ class ModelConfig:
     modality_dropout: float = _f(0.0, "training only: probability of hiding each (modality, "
                                  "utterance) input; one modality per utterance always stays")
     classifier_hidden: int = _f(128, "hidden width of the two-layer MLP classifier")
+    encoder_skip: bool = _f(False, "with MoA: the classifier also sees the encoder-pooled utterance vectors "
+                            "beside the MoA-pooled ones")
+    moa_keys: str = _f("all", "frames MoA targets attend to in each source modality: all of them, or only the "
+                       "frames of its hotspot windows", ("all", "hotspots"))
+    graph_on_aligned: bool = _f(False, "with MoA: graph nodes start from the MoA-pooled (aligned) utterance "
+                                "vectors instead of the encoder-pooled ones")
 
 
 @dataclass
