@@ -111,6 +111,20 @@ DEFAULTS = dict(
 )
 
 
+def merge_options(defaults: dict, options: dict, num_dialogues: int) -> dict:
+    """A story's options: ``defaults`` overridden by ``options`` (``frames`` and ``dims`` per
+    modality), after checking the names and the dialogue count."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown synthetic corpus options {unknown}; known: {sorted(defaults)}")
+    if num_dialogues < 3:
+        raise ValueError(f"num_dialogues must be >= 3 (one per split), got {num_dialogues}")
+    opts = {**defaults, **options}
+    opts["frames"] = {**defaults["frames"], **dict(options.get("frames", {}))}
+    opts["dims"] = {**defaults["dims"], **dict(options.get("dims", {}))}
+    return opts
+
+
 def generate_synthetic_corpus(out_dir: str | os.PathLike, num_dialogues: int = 120, seed: int = 0,
                               overwrite: bool = False, kind: str = "default", **options) -> str:
     """Generate the synthetic corpus (see the module docstring) into ``out_dir``; returns the path.
@@ -131,14 +145,7 @@ def generate_synthetic_corpus(out_dir: str | os.PathLike, num_dialogues: int = 1
                                          **options)
     if kind != "default":
         raise ValueError(f"unknown synthetic corpus kind {kind!r}; known: {list(SYNTHETIC_KINDS)}")
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise TypeError(f"unknown synthetic corpus options {unknown}; known: {sorted(DEFAULTS)}")
-    if num_dialogues < 3:
-        raise ValueError(f"num_dialogues must be >= 3 (one per split), got {num_dialogues}")
-    opts = {**DEFAULTS, **options}
-    opts["frames"] = {**DEFAULTS["frames"], **dict(options.get("frames", {}))}
-    opts["dims"] = {**DEFAULTS["dims"], **dict(options.get("dims", {}))}
+    opts = merge_options(DEFAULTS, options, num_dialogues)
     recipe = json.loads(json.dumps({"num_dialogues": num_dialogues, "seed": seed, **opts}))
     out_dir = os.fspath(out_dir)
     if _reusable(out_dir, recipe, overwrite):

@@ -87,7 +87,7 @@ from typing import Mapping
 import numpy as np
 
 from hotspot_erc.data.format import DialogueRecord
-from hotspot_erc.data.synthetic import LABEL_NAMES, MODALITIES, _bump, _reusable, _write
+from hotspot_erc.data.synthetic import LABEL_NAMES, MODALITIES, _bump, _reusable, _write, merge_options
 
 GROUPS = ("pos", "neg", "calm")
 # class name -> (coarse group index, fine sign index: 0 = low / -, 1 = high / +)
@@ -133,14 +133,7 @@ def generate_alignment_corpus(out_dir: str | os.PathLike, num_dialogues: int = 1
     :func:`hotspot_erc.data.synthetic.generate_synthetic_corpus` (the recipe includes the kind, so a
     default-story corpus in the folder is replaced, never reused).
     """
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise TypeError(f"unknown synthetic corpus options {unknown}; known: {sorted(DEFAULTS)}")
-    if num_dialogues < 3:
-        raise ValueError(f"num_dialogues must be >= 3 (one per split), got {num_dialogues}")
-    opts = {**DEFAULTS, **options}
-    opts["frames"] = {**DEFAULTS["frames"], **dict(options.get("frames", {}))}
-    opts["dims"] = {**DEFAULTS["dims"], **dict(options.get("dims", {}))}
+    opts = merge_options(DEFAULTS, options, num_dialogues)
     _check(opts)
     recipe = json.loads(json.dumps({"kind": "align", "num_dialogues": num_dialogues, "seed": seed, **opts}))
     out_dir = os.fspath(out_dir)
