@@ -42,6 +42,9 @@ Kernels:
   ``dgates[S, k]``, and the ``SPLIT`` weight and bias partials into ``dW``/``db`` in the
   parameters' dtype.
 
+Sizes that change with every batch (token, tile, segment and assignment counts) are
+``do_not_specialize``: one compiled kernel serves every batch size.
+
 Pure kernel code: arguments are assumed valid (see :mod:`hotspot_erc.ops.grouped_linear`);
 whatever the values, nothing is read or written out of bounds (an expert id outside [0, E)
 contributes nothing; the op's checks report it).
@@ -59,7 +62,7 @@ from hotspot_erc.ops._backend import triton_interpret
 
 # ----------------------------------------------------------------------------- plan
 
-@triton.jit
+@triton.jit(do_not_specialize=["S", "T", "n_tile_programs", "routing_stride"])
 def _plan_kernel(
     cu_ptr, experts_ptr, tiles_ptr, routing_ptr,
     S, T, E, n_tile_programs, routing_stride,
@@ -145,7 +148,7 @@ def _plan_kernel(
 
 # ----------------------------------------------------------------------------- products
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def _routed_mm_kernel(
     a_ptr, b_ptr, bias_ptr, experts_ptr, gates_ptr, out_ptr,
     tiles_ptr, cu_ptr,
@@ -227,13 +230,13 @@ def _first_at_least(start_ptr, lo, hi, value, STEPS):
     return lo
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["SK", "STEPS", "SPLIT"])
 def _expert_weight_grad_kernel(
     x_ptr, dy_ptr, cu_ptr, gates_ptr, routing_ptr,
     dw_ptr, db_ptr,
-    D_IN, D_OUT, E, SK, STEPS,
+    D_IN, D_OUT, E, SK, STEPS, SPLIT,
     stride_xm, stride_xk, stride_ym, stride_yn,
-    K: tl.constexpr, SPLIT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    K: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -295,12 +298,12 @@ def _expert_weight_grad_kernel(
             tl.store(db_ptr + (j.to(tl.int64) * E + e) * D_OUT + ns, acc_b, mask=nmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["S", "T", "n_gate_programs", "n_w_programs", "W_NUMEL", "B_NUMEL", "SPLIT"])
 def _finalize_kernel(
     partial_ptr, tiles_ptr, dgates_ptr,
     dw_part_ptr, dw_ptr, db_part_ptr, db_ptr,
-    S, T, NT, n_gate_programs, n_w_programs, W_NUMEL, B_NUMEL,
-    K: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT: tl.constexpr, BLOCK: tl.constexpr,
+    S, T, NT, n_gate_programs, n_w_programs, W_NUMEL, B_NUMEL, SPLIT,
+    K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if pid < n_gate_programs:
@@ -322,7 +325,7 @@ def _finalize_kernel(
 
 
 @triton.jit
-def _sum_slices(src, dst, q, numel, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+def _sum_slices(src, dst, q, numel, SPLIT, BLOCK: tl.constexpr):
     """dst[i] = Σ_j src[j, i] over the SPLIT float32 slices in slice order, in dst's dtype."""
     offs = q.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < numel
@@ -518,9 +521,10 @@ def grouped_linear_backward(dy, x, cu_seqlens, experts, gates, weight, bias, til
             grid = (num_experts * split, max(1, triton.cdiv(d_in, block_k)), triton.cdiv(d_out, block_n))
             _expert_weight_grad_kernel[grid](
                 x, dy, cu_seqlens, gates, routing,
-                dw_part, db_part, d_in, d_out, num_experts, sk, max(1, sk).bit_length() + 1,
+                # SPLIT follows the row count: a runtime argument, or every batch size would compile
+                dw_part, db_part, d_in, d_out, num_experts, sk, max(1, sk).bit_length() + 1, split,
                 x.stride(0), x.stride(1), dy.stride(0), dy.stride(1),
-                K=k, SPLIT=split, HAS_BIAS=bias is not None,
+                K=k, HAS_BIAS=bias is not None,
                 BLOCK_M=wb_m, BLOCK_K=block_k, BLOCK_N=block_n,
                 # 8 warps: the two 64x64 float32 accumulators (acc, part) spill with 4 on sm_90.
                 UPCAST=triton_interpret(), PRECISION=prec, num_warps=8, num_stages=3,
@@ -540,7 +544,7 @@ def grouped_linear_backward(dy, x, cu_seqlens, experts, gates, weight, bias, til
             dw_part if dw_part is not None else any_f32, dweight if dweight is not None else any_f32,
             db_part if need_bias else any_f32, dbias if dbias is not None else any_f32,
             num_seg, t, nt, n_gate_programs, n_w_programs,
-            dweight.numel() if n_w_programs else 0, dbias.numel() if n_b_programs else 0,
-            K=k, BLOCK_K=triton.next_power_of_2(k), SPLIT=split, BLOCK=_FINALIZE_BLOCK,
+            dweight.numel() if n_w_programs else 0, dbias.numel() if n_b_programs else 0, split,
+            K=k, BLOCK_K=triton.next_power_of_2(k), BLOCK=_FINALIZE_BLOCK,
         )
     return dx, dgates, dweight, dbias

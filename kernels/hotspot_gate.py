@@ -26,7 +26,8 @@ Every kernel loads in the storage dtype and computes in float32. Under ``TRITON_
 dot operands are upcast to float32 first (the interpreter gets bf16 dots wrong); on a GPU they go
 to the tensor cores in their own dtype. Launch parameters are fixed heuristics per shape class
 rather than autotuned: token counts change every batch in ERC training, and re-tuning per N would
-cost more than it saves.
+cost more than it saves. For the same reason N (and the sizes derived from it) is
+``do_not_specialize``: one compiled kernel serves every batch size.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def _vector_alpha_tile(c_ptr, h_ptr, w_ptr, b_ptr, rows, cols, rmask, cmask, D,
     return tl.sigmoid(acc + bias[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])
 def _fwd_vector_kernel(c_ptr, h_ptr, w_ptr, b_ptr, out_ptr, alpha_ptr, N, D,
                        stride_c, stride_h, stride_w, stride_o, stride_a,
                        WRITE_ALPHA: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
@@ -96,7 +97,7 @@ def _fwd_vector_kernel(c_ptr, h_ptr, w_ptr, b_ptr, out_ptr, alpha_ptr, N, D,
                      alpha.to(alpha_ptr.dtype.element_ty), mask=omask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])
 def _fwd_scalar_kernel(c_ptr, h_ptr, w_ptr, b_ptr, out_ptr, alpha_ptr, N, D,
                        stride_c, stride_h, stride_o,
                        WRITE_ALPHA: tl.constexpr, ONE_PASS: tl.constexpr,
@@ -146,7 +147,7 @@ def _fwd_scalar_kernel(c_ptr, h_ptr, w_ptr, b_ptr, out_ptr, alpha_ptr, N, D,
 
 # ----------------------------------------------------------------------------- backward, vector gate
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])
 def _bwd_rows_vector_kernel(c_ptr, h_ptr, w_ptr, b_ptr, g_ptr, ga_ptr, dz_ptr, dc_ptr, dh_ptr, N, D,
                             stride_c, stride_h, stride_w, stride_g, stride_ga, stride_dz, stride_dc, stride_dh,
                             HAS_GA: tl.constexpr, ONE_TILE: tl.constexpr,
@@ -225,7 +226,7 @@ def _bwd_rows_vector_kernel(c_ptr, h_ptr, w_ptr, b_ptr, g_ptr, ga_ptr, dz_ptr, d
                      mask=omask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])
 def _bwd_dw_vector_kernel(c_ptr, h_ptr, dz_ptr, dw_ptr, db_ptr, N, D,
                           stride_c, stride_h, stride_dz,
                           UPCAST: tl.constexpr, PRECISION: tl.constexpr,
@@ -270,7 +271,7 @@ def _bwd_dw_vector_kernel(c_ptr, h_ptr, dz_ptr, dw_ptr, db_ptr, N, D,
 
 # ----------------------------------------------------------------------------- backward, scalar gate
 
-@triton.jit
+@triton.jit(do_not_specialize=["N", "rows_per_chunk"])
 def _bwd_rows_scalar_kernel(c_ptr, h_ptr, w_ptr, b_ptr, g_ptr, ga_ptr, dc_ptr, dh_ptr, pw_ptr, N, D,
                             rows_per_chunk,
                             stride_c, stride_h, stride_g, stride_dc, stride_dh,
@@ -365,7 +366,7 @@ def _bwd_rows_scalar_kernel(c_ptr, h_ptr, w_ptr, b_ptr, g_ptr, ga_ptr, dc_ptr, d
     tl.store(pw_row + 2 * D + tl.arange(0, 1), tl.sum(acc_db, axis=0) + tl.zeros((1,), dtype=tl.float32))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["chunks"])
 def _bwd_finalize_scalar_kernel(pw_ptr, dw_ptr, db_ptr, D, chunks, BLOCK: tl.constexpr):
     """dW (2D) and db (1) = Σ over chunks of the partial rows, in chunk order, in the
     parameters' dtype."""

@@ -52,27 +52,48 @@ def _segment(TBL, CU_Q, CU_K, pid, num_tiles):
     return seg, blk, q_start, k_start, q_len, k_len
 
 
-def _configs(free_tile: str) -> list:
-    """Autotuned: the tile that does not index the block table, warps and pipeline stages.
-    The interpreter gets one config (it cannot time kernels)."""
-    from hotspot_erc.ops._backend import triton_interpret
-
-    if triton_interpret():
-        return [triton.Config({free_tile: 16}, num_warps=4, num_stages=1)]
+def _candidates(free_tile: str) -> list:
+    """The configs ``HOTSPOT_ERC_AUTOTUNE=1`` times (the free tile, warps, pipeline stages);
+    by default the checked-in table (:mod:`hotspot_erc.kernels.tile_configs`) picks one."""
     return [triton.Config({free_tile: t}, num_warps=w, num_stages=st)
             for t in (32, 64) for w in (4, 8) for st in (1, 2, 3)]
 
 
-# Token counts are not in the keys: they change every batch, the best config hardly does.
+# The autotuner's key when HOTSPOT_ERC_AUTOTUNE=1: token counts are not in it (they change every
+# batch, the best config hardly does).
 _KEY = ["head_dim", "BLOCK_D", "DOT_F32", "PRECISION"]
+_FREE_TILE = {"fwd": "BLOCK_N", "dq": "BLOCK_N", "dkdv": "BLOCK_M"}
+_TABLE_TILE = {"fwd": "BLOCK_M", "dq": "BLOCK_M", "dkdv": "BLOCK_N"}
+_AUTOTUNED: dict = {}
+
+
+def _launch_config(name: str, kernel, device: torch.device, dtype: torch.dtype, block_d: int,
+                   table_tile: int):
+    """(kernel to launch, its extra launch arguments). Fixed by default: the table entry for
+    (kernel, arch family, dtype class, head tile, table tile), so every process and every rank
+    runs the same tile (hence the same summation order: bitwise-identical results), and nothing
+    is timed or recompiled at the first call of a shape. ``HOTSPOT_ERC_AUTOTUNE=1`` autotunes
+    instead (``benchmarks/tune_attention.py`` writes the winners back into the table)."""
+    from hotspot_erc.kernels import tile_configs
+
+    if _interpreting():
+        return kernel, {_FREE_TILE[name]: 16, "num_warps": 4, "num_stages": 1}
+    if tile_configs.autotune_enabled():
+        if name not in _AUTOTUNED:
+            _AUTOTUNED[name] = triton.autotune(configs=_candidates(_FREE_TILE[name]),
+                                               key=_KEY + [_TABLE_TILE[name]])(kernel)
+        return _AUTOTUNED[name], {}
+    cfg = tile_configs.lookup("varlen_attention", name, tile_configs.arch_family(device),
+                              tile_configs.dtype_class(dtype), block_d, table_tile)
+    return kernel, {_FREE_TILE[name]: cfg["tile"], "num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
+
 
 # Address arithmetic: the segment's start goes into the base pointer as an int64 scalar; offsets
 # inside a segment stay int32 (half the registers of int64 offset tiles), which holds while one
 # segment's length x H x Dh is below 2**31 elements.
 
 
-@triton.autotune(configs=_configs("BLOCK_N"), key=_KEY + ["BLOCK_M"])
-@triton.jit
+@triton.jit(do_not_specialize=["num_tiles"])
 def _fwd_kernel(
     Q, K, V, O, LSE, CU_Q, CU_K, TBL, num_tiles,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
@@ -134,8 +155,7 @@ def _fwd_kernel(
     tl.store(LSE + offs_m * stride_lt, lse, mask=m_mask)
 
 
-@triton.autotune(configs=_configs("BLOCK_M"), key=_KEY + ["BLOCK_N"])
-@triton.jit
+@triton.jit(do_not_specialize=["num_tiles"])
 def _bwd_dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV, CU_Q, CU_K, TBL, num_tiles,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
@@ -196,8 +216,7 @@ def _bwd_dkdv_kernel(
     tl.store(DV + offs_n[:, None] * stride_dvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
-@triton.autotune(configs=_configs("BLOCK_N"), key=_KEY + ["BLOCK_M"])
-@triton.jit
+@triton.jit(do_not_specialize=["num_tiles"])
 def _bwd_dq_kernel(
     Q, K, V, O, DO, LSE, DLSE, DELTA, DQ, CU_Q, CU_K, TBL, num_tiles,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
@@ -264,13 +283,13 @@ _TABLE_ROWS, _TABLE_COLS = 128, 64  # programs x segments per step of the table 
 
 
 @triton.jit
-def _block_table_kernel(CU, TBL, num_segments, grid_size, BLOCK: tl.constexpr, BLOCK_P: tl.constexpr,
-                        BLOCK_S: tl.constexpr):
-    """Fills the block table for programs [pid·BLOCK_P, (pid+1)·BLOCK_P). Each program scans
-    all segments' tile counts (a running cumsum); the segment of tile p is the number of
-    segments whose last tile ends at or before p, and its first tile is the largest such end."""
+def _fill_table(CU, TBL, num_segments, grid_size, block, tile_id,
+                BLOCK_P: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Fills entries [tile_id·BLOCK_P, (tile_id+1)·BLOCK_P) of one block table. Scans all
+    segments' tile counts (a running cumsum); the segment of tile p is the number of segments
+    whose last tile ends at or before p, and its first tile is the largest such end."""
     # Tile counts and program ids fit in int32 (the grid itself is an int32 range).
-    pids = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    pids = tile_id * BLOCK_P + tl.arange(0, BLOCK_P)
     seg = tl.zeros([BLOCK_P], dtype=tl.int32)
     first = tl.zeros([BLOCK_P], dtype=tl.int32)
     total = tl.zeros([1], dtype=tl.int32)
@@ -279,7 +298,7 @@ def _block_table_kernel(CU, TBL, num_segments, grid_size, BLOCK: tl.constexpr, B
         m = offs < num_segments
         lo = tl.load(CU + offs, mask=m, other=0).to(tl.int64)
         hi = tl.load(CU + offs + 1, mask=m, other=0).to(tl.int64)
-        tiles = tl.where(m, ((hi - lo + BLOCK - 1) // BLOCK).to(tl.int32), 0)
+        tiles = tl.where(m, ((hi - lo + block - 1) // block).to(tl.int32), 0)
         ends = tl.cumsum(tiles, 0)[None, :] + total[:, None]  # [1, BLOCK_S]
         done = (ends <= pids[:, None]) & m[None, :]
         seg += tl.sum(done.to(tl.int32), 1)
@@ -291,12 +310,69 @@ def _block_table_kernel(CU, TBL, num_segments, grid_size, BLOCK: tl.constexpr, B
     tl.store(TBL + grid_size + pids, pids - first, mask=inside)
 
 
+@triton.jit(do_not_specialize=["num_segments", "g0", "g1", "g2", "p0", "p1"])
+def _block_tables_kernel(CU_Q, CU_K, TBL, num_segments, g0, g1, g2, p0, p1, b0, b1, b2,
+                         BLOCK_P: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Every block table of one attention call in one launch: programs [0, p0) fill the
+    forward's query table (tile b0), [p0, p0 + p1) the dQ pass's query table (tile b1; absent,
+    p1 = 0, when it equals the forward's), the rest the dK/dV pass's key table (tile b2). The
+    tables lie back to back in TBL, each [2, g]."""
+    pid = tl.program_id(0)
+    if pid < p0:
+        _fill_table(CU_Q, TBL, num_segments, g0, b0, pid, BLOCK_P, BLOCK_S)
+    elif pid < p0 + p1:
+        _fill_table(CU_Q, TBL + 2 * g0, num_segments, g1, b1, pid - p0, BLOCK_P, BLOCK_S)
+    else:
+        _fill_table(CU_K, TBL + 2 * (g0 + g1), num_segments, g2, b2, pid - p0 - p1, BLOCK_P, BLOCK_S)
+
+
 # ----------------------------------------------------------------------------- launchers
 
 def _interpreting() -> bool:
     from hotspot_erc.ops._backend import triton_interpret
 
     return triton_interpret()
+
+
+def table_layout(nq: int, nk: int, num_segments: int, dtype: torch.dtype) -> tuple:
+    """((tile, grid) of the forward's query table, of the dQ pass's query table (grid 0: it
+    reuses the forward's), of the dK/dV pass's key table), from shapes only. Grid = cdiv(N,
+    tile) + S bounds the tile count, so the tables are built on the device without a sync."""
+    dot_f32, precision = _dot_args(dtype)
+    fma = _fma_dot(dot_f32, precision)
+    bm_f = _table_tile(nq, num_segments, 64 if fma else 128)
+    bm_q = _table_tile(nq, num_segments, 64)
+    bn = _table_tile(nk, num_segments, 32 if fma else 64)
+    g_f = triton.cdiv(nq, bm_f) + num_segments
+    g_q = 0 if bm_q == bm_f else triton.cdiv(nq, bm_q) + num_segments
+    return (bm_f, g_f), (bm_q, g_q), (bn, triton.cdiv(nk, bn) + num_segments)
+
+
+def tables_numel(nq: int, nk: int, num_segments: int, dtype: torch.dtype) -> int:
+    return 2 * sum(g for _, g in table_layout(nq, nk, num_segments, dtype))
+
+
+def build_tables(cu_q: torch.Tensor, cu_k: torch.Tensor, nq: int, nk: int, dtype: torch.dtype) -> torch.Tensor:
+    """int32 [2·(g_f + g_q + g_k)]: every block table of one call (forward and both backward
+    passes), one launch. The forward returns it and the backward reuses it."""
+    num_segments = cu_q.numel() - 1
+    (b0, g0), (b1, g1), (b2, g2) = table_layout(nq, nk, num_segments, dtype)
+    tables = torch.empty(2 * (g0 + g1 + g2), device=cu_q.device, dtype=torch.int32)
+    p0, p1, p2 = (triton.cdiv(g, _TABLE_ROWS) for g in (g0, g1, g2))
+    if p0 + p1 + p2 > 0:
+        _block_tables_kernel[(p0 + p1 + p2,)](
+            cu_q, cu_k, tables, num_segments, g0, g1, g2, p0, p1, b0, b1, b2,
+            BLOCK_P=_TABLE_ROWS, BLOCK_S=_TABLE_COLS)
+    return tables
+
+
+def _split_tables(tables: torch.Tensor, nq: int, nk: int, num_segments: int, dtype: torch.dtype):
+    """Views (tile, [2, g] table) of the forward, dQ and dK/dV tables inside ``tables``."""
+    (b0, g0), (b1, g1), (b2, g2) = table_layout(nq, nk, num_segments, dtype)
+    fwd = tables[:2 * g0].view(2, g0)
+    dq = tables[2 * g0:2 * (g0 + g1)].view(2, g1) if g1 else fwd
+    dkdv = tables[2 * (g0 + g1):].view(2, g2)
+    return (b0, fwd), (b1 if g1 else b0, dq), (b2, dkdv)
 
 
 def block_table(cu_seqlens: torch.Tensor, block: int, num_tokens: int) -> torch.Tensor:
@@ -307,8 +383,9 @@ def block_table(cu_seqlens: torch.Tensor, block: int, num_tokens: int) -> torch.
     grid = triton.cdiv(num_tokens, block) + num_segments
     table = torch.empty((2, grid), device=cu_seqlens.device, dtype=torch.int32)
     if grid > 0:
-        _block_table_kernel[(triton.cdiv(grid, _TABLE_ROWS),)](
-            cu_seqlens, table, num_segments, grid, BLOCK=block, BLOCK_P=_TABLE_ROWS, BLOCK_S=_TABLE_COLS)
+        _block_tables_kernel[(triton.cdiv(grid, _TABLE_ROWS),)](
+            cu_seqlens, cu_seqlens, table, num_segments, grid, 0, 0, triton.cdiv(grid, _TABLE_ROWS), 0,
+            block, block, block, BLOCK_P=_TABLE_ROWS, BLOCK_S=_TABLE_COLS)
     return table
 
 
@@ -358,33 +435,41 @@ def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
 
 @on_device
 def forward(q, k, v, cu_q, cu_k, scale: float):
-    """Returns (out [Nq, H, Dh] in q's dtype, lse [Nq, H] float32). One attention launch."""
+    """Returns (out [Nq, H, Dh] in q's dtype, lse [Nq, H] float32, the block tables the
+    backward reuses). Two launches: the tables, the attention."""
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
     cu_q, cu_k = cu_q.contiguous(), cu_k.contiguous()  # the kernels read offsets at unit stride
     nq, heads, head_dim = q.shape
+    nk = k.shape[0]
     num_segments = cu_q.numel() - 1
     out = torch.empty(q.shape, device=q.device, dtype=q.dtype)
     lse = torch.empty((nq, heads), device=q.device, dtype=torch.float32)
-    if nq == 0 or heads == 0 or num_segments == 0:
-        return out, lse
+    if heads == 0 or num_segments == 0:
+        return out, lse, torch.empty(tables_numel(nq, nk, num_segments, q.dtype), device=q.device,
+                                     dtype=torch.int32)
+    tables = build_tables(cu_q, cu_k, nq, nk, q.dtype)
+    if nq == 0:
+        return out, lse, tables
     dot_f32, precision = _dot_args(q.dtype)
-    bm = _table_tile(nq, num_segments, 64 if _fma_dot(dot_f32, precision) else 128)
-    tbl = block_table(cu_q, bm, nq)
-    _fwd_kernel[(tbl.shape[1], heads)](
+    (bm, tbl), _, _ = _split_tables(tables, nq, nk, num_segments, q.dtype)
+    bd = _head_tile(head_dim)
+    kernel, cfg = _launch_config("fwd", _fwd_kernel, q.device, q.dtype, bd, bm)
+    kernel[(tbl.shape[1], heads)](
         q, k, v, out, lse, cu_q, cu_k, tbl, tbl.shape[1],
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), lse.stride(0), lse.stride(1),
         head_dim, scale * LOG2E,
-        BLOCK_M=bm, BLOCK_D=_head_tile(head_dim), DOT_F32=dot_f32, PRECISION=precision,
+        BLOCK_M=bm, BLOCK_D=bd, DOT_F32=dot_f32, PRECISION=precision, **cfg,
     )
-    return out, lse
+    return out, lse, tables
 
 
 @on_device
-def backward(do, q, k, v, out, lse, grad_lse, cu_q, cu_k, scale: float):
+def backward(do, q, k, v, out, lse, grad_lse, cu_q, cu_k, scale: float, tables=None):
     """Returns (dq, dk, dv) in the inputs' dtype; ``grad_lse`` (None or [Nq, H]) is the
     gradient of the saved log-sum-exp. Two launches (dQ with the softmax-gradient row sums,
-    then dK/dV) plus the block tables, no atomics."""
+    then dK/dV) over the forward's block tables (rebuilt, one more launch, when ``tables`` is
+    None or empty), no atomics."""
     q, k, v, do, out = (_last_dim_contiguous(t) for t in (q, k, v, do, out))
     lse, cu_q, cu_k = lse.contiguous(), cu_q.contiguous(), cu_k.contiguous()
     nq, heads, head_dim = q.shape
@@ -395,30 +480,33 @@ def backward(do, q, k, v, out, lse, grad_lse, cu_q, cu_k, scale: float):
     dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
     if heads == 0 or num_segments == 0:
         return dq, dk, dv
+    if tables is None or tables.numel() == 0:
+        tables = build_tables(cu_q, cu_k, nq, nk, q.dtype)
+    _, (bm, tbl_q), (bn, tbl_k) = _split_tables(tables, nq, nk, num_segments, q.dtype)
     delta = torch.empty((nq, heads), device=q.device, dtype=torch.float32)
     dlse = delta if grad_lse is None else grad_lse.to(torch.float32).contiguous()
     dot_f32, precision = _dot_args(q.dtype)
     bd = _head_tile(head_dim)
     if nq > 0:
-        bm = _table_tile(nq, num_segments, 64)
-        tbl_q = block_table(cu_q, bm, nq)
-        _bwd_dq_kernel[(tbl_q.shape[1], heads)](
+        kernel, cfg = _launch_config("dq", _bwd_dq_kernel, q.device, q.dtype, bd, bm)
+        kernel[(tbl_q.shape[1], heads)](
             q, k, v, out, do, lse, dlse, delta, dq, cu_q, cu_k, tbl_q, tbl_q.shape[1],
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
             out.stride(0), out.stride(1), do.stride(0), do.stride(1), lse.stride(0), lse.stride(1),
             dq.stride(0), dq.stride(1),
             head_dim, scale, scale * LOG2E,
             BLOCK_M=bm, BLOCK_D=bd, DOT_F32=dot_f32, PRECISION=precision, HAS_DLSE=grad_lse is not None,
+            **cfg,
         )
     if nk > 0:
-        bn = _table_tile(nk, num_segments, 32 if _fma_dot(dot_f32, precision) else 64)
-        tbl_k = block_table(cu_k, bn, nk)
-        _bwd_dkdv_kernel[(tbl_k.shape[1], heads)](
+        kernel, cfg = _launch_config("dkdv", _bwd_dkdv_kernel, q.device, q.dtype, bd, bn)
+        kernel[(tbl_k.shape[1], heads)](
             q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, tbl_k, tbl_k.shape[1],
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
             do.stride(0), do.stride(1), lse.stride(0), lse.stride(1),
             dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
             head_dim, scale, scale * LOG2E,
             BLOCK_N=bn, BLOCK_D=bd, DOT_F32=dot_f32, PRECISION=precision,
+            **cfg,
         )
     return dq, dk, dv

@@ -165,16 +165,10 @@ def test_strided_rows(poison):
     assert rel_err(hotspot_gate(c, h, w, b, backend="cpu"), want) < 1e-5
 
 
-def test_weight_gradient_deterministic(poison):
-    """Weight/bias gradients come from per-chunk partials summed in a fixed order: bitwise
-    reproducible (n = 1023 spans several chunks, the last one ragged)."""
-    for gate in ("vector", "scalar"):
-        inputs = make_inputs(1023, 16, gate)
-        go = torch.randn(1023, 16)
-        first = torch.autograd.grad(hotspot_gate(*inputs, backend="triton"), inputs[2:], go)
-        again = torch.autograd.grad(hotspot_gate(*inputs, backend="triton"), inputs[2:], go)
-        for a, b in zip(first, again):
-            assert torch.equal(a, b)
+# Bitwise reproducibility (deterministic reductions, fixed tiles) is tested across two processes
+# on a GPU in tests/test_determinism.py; under the interpreter, which runs one program at a
+# time, a repeat test cannot fail. The multi-chunk scalar reduction is covered by the n = 1023
+# cases above.
 
 
 # ----------------------------------------------------------------------------- memory

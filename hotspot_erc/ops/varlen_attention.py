@@ -7,8 +7,10 @@ values get zero gradients. Never NaN.
 
 Backends: ``"triton"`` (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``): the
 FlashAttention-style kernels of :mod:`hotspot_erc.kernels.varlen_attention`, O(N) memory,
-deterministic; one attention launch forward and two backward, each after a tiny launch that
-builds its tile table. ``"cpu"``: segments grouped by length into
+deterministic; forward: one launch building the block tables of the forward and of both backward
+passes, then the attention launch; backward: two launches over those tables (saved by the
+forward). Tile configs come from a checked-in table (:mod:`hotspot_erc.kernels.tile_configs`),
+not from timing, so results are bitwise identical across processes. ``"cpu"``: segments grouped by length into
 padded batches under a work budget and run through ATen's CPU flash-attention kernel (explicit
 matmul/softmax where a torch build lacks it, or where the log-sum-exp has a gradient).
 ``"reference"``: the per-segment loop of :mod:`hotspot_erc.reference.varlen_attention` with
@@ -165,56 +167,70 @@ def _triton_kernels():
     return kernels
 
 
+def _tables_numel(q, k, cu_seqlens_q, backend) -> int:
+    if backend != "triton" or q.shape[1] == 0 or q.shape[2] == 0:
+        return 0
+    return _triton_kernels().tables_numel(q.shape[0], k.shape[0], cu_seqlens_q.shape[0] - 1, q.dtype)
+
+
 @torch.library.custom_op("hotspot_erc::varlen_attention_fwd", mutates_args=())
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
-            cu_seqlens_k: torch.Tensor, scale: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out [Nq, H, Dh], lse [Nq, H]); lse is -inf for rows whose segment has no keys."""
+            cu_seqlens_k: torch.Tensor, scale: float, backend: str
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out [Nq, H, Dh], lse [Nq, H], tables); lse is -inf for rows whose segment has no keys.
+    ``tables`` (int32, empty off the Triton path) holds the block tables of the forward and of
+    both backward passes, built in one launch here and reused by the backward."""
     if q.shape[1] == 0 or q.shape[2] == 0:
         # Nothing to attend with (and ATen's CPU flash kernel divides by the head count).
-        return q.new_zeros(q.shape), q.new_full(q.shape[:2], float("-inf"), dtype=_lse_dtype(q.dtype))
+        return (q.new_zeros(q.shape), q.new_full(q.shape[:2], float("-inf"), dtype=_lse_dtype(q.dtype)),
+                q.new_empty(0, dtype=torch.int32))
     if backend == "triton":
         return _triton_kernels().forward(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
-    return _cpu_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
+    return (*_cpu_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, scale), q.new_empty(0, dtype=torch.int32))
 
 
 @_fwd_op.register_fake
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, scale, backend):
-    return q.new_empty(q.shape), q.new_empty(q.shape[:2], dtype=_lse_dtype(q.dtype))
+    return (q.new_empty(q.shape), q.new_empty(q.shape[:2], dtype=_lse_dtype(q.dtype)),
+            q.new_empty(_tables_numel(q, k, cu_seqlens_q, backend), dtype=torch.int32))
 
 
 @torch.library.custom_op("hotspot_erc::varlen_attention_bwd", mutates_args=())
 def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             out: torch.Tensor, lse: torch.Tensor, grad_lse: Optional[torch.Tensor], cu_seqlens_q: torch.Tensor,
-            cu_seqlens_k: torch.Tensor, scale: float, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            cu_seqlens_k: torch.Tensor, scale: float, backend: str,
+            tables: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv). ``grad_lse`` (None when the log-sum-exp got no gradient) enters the
-    softmax-gradient row term: d lse / d score = softmax probability."""
+    softmax-gradient row term: d lse / d score = softmax probability. ``tables``: the forward's
+    block tables (rebuilt when None or empty)."""
     if q.shape[1] == 0 or q.shape[2] == 0:
         return q.new_zeros(q.shape), k.new_zeros(k.shape), v.new_zeros(v.shape)
     if backend == "triton":
-        return _triton_kernels().backward(grad_out, q, k, v, out, lse, grad_lse, cu_seqlens_q, cu_seqlens_k, scale)
+        return _triton_kernels().backward(grad_out, q, k, v, out, lse, grad_lse, cu_seqlens_q, cu_seqlens_k, scale,
+                                          tables)
     return _cpu_backward(grad_out, q, k, v, out, lse, grad_lse, cu_seqlens_q, cu_seqlens_k, scale)
 
 
 @_bwd_op.register_fake
-def _(grad_out, q, k, v, out, lse, grad_lse, cu_seqlens_q, cu_seqlens_k, scale, backend):
+def _(grad_out, q, k, v, out, lse, grad_lse, cu_seqlens_q, cu_seqlens_k, scale, backend, tables=None):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup_context(ctx, inputs, output):
     q, k, v, cu_q, cu_k, scale, backend = inputs
-    out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)
+    out, lse, tables = output
+    ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k, tables)
     ctx.scale = scale
     ctx.backend = backend
     # An unused log-sum-exp arrives as None rather than a zero tensor: no fill, no extra read.
     ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, grad_out, grad_lse):
-    q, k, v, out, lse, cu_q, cu_k = ctx.saved_tensors
+def _backward(ctx, grad_out, grad_lse, _grad_tables):
+    q, k, v, out, lse, cu_q, cu_k, tables = ctx.saved_tensors
     if grad_out is None:
         grad_out = torch.zeros_like(out)
-    dq, dk, dv = _bwd_op(grad_out, q, k, v, out, lse, grad_lse, cu_q, cu_k, ctx.scale, ctx.backend)
+    dq, dk, dv = _bwd_op(grad_out, q, k, v, out, lse, grad_lse, cu_q, cu_k, ctx.scale, ctx.backend, tables)
     return dq, dk, dv, None, None, None, None
 
 
