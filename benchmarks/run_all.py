@@ -1,6 +1,6 @@
 """Run every benchmark in this folder on the present device and collect one report.
 
-    python -m benchmarks.run_all [--quick] [--only NAME ...] [--no-readme]
+    python -m benchmarks.run_all [--quick] [--only NAME ...] [--no-readme] [--budget SECONDS]
     hotspot-erc bench [--quick] ...
 
 Each ``benchmarks/bench_<name>.py`` runs in its own process (so one failure or a hung kernel does
@@ -131,6 +131,9 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", default=None, help=f"benchmarks to run (default all: {' '.join(discover())})")
     p.add_argument("--timeout", type=float, default=None, help="seconds per benchmark (default 170 quick, 300 full)")
     p.add_argument("--no-readme", action="store_true", help="don't regenerate README.md's performance section")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds for the whole run: each benchmark gets at most what is left, and the ones "
+                        "that no longer fit are skipped with a message (the merged JSON is still written)")
     args = p.parse_args(argv)
     names = args.only or discover()
     unknown = sorted(set(names) - set(discover()))
@@ -140,9 +143,18 @@ def main(argv=None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     merged = {"benchmark": "all", "quick": args.quick, "environment": harness.environment(device),
               "benchmarks": {}, "status": {}}
+    deadline = time.time() + args.budget if args.budget else None
     for name in names:
+        this_timeout = timeout
+        if deadline is not None:
+            left = deadline - time.time()
+            if left < 10:
+                merged["status"][name] = f"skipped: the {args.budget:.0f} s budget is spent"
+                print(f"== bench_{name}: {merged['status'][name]}", flush=True)
+                continue
+            this_timeout = min(timeout, left)
         print(f"== bench_{name} ...", flush=True)
-        payload, status = run_one(name, args.quick, timeout)
+        payload, status = run_one(name, args.quick, this_timeout)
         merged["status"][name] = status
         print(f"   {status}", flush=True)
         if payload is not None:

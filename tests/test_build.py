@@ -111,3 +111,70 @@ def test_use_backend_reference_matches_default_path():
 def test_has_kernel_for_unknown_op_is_false():
     assert not _ext.has_kernel("no_such_op", "CPU")
     assert _ext.has_kernel("relational_aggregate", "CPU")
+
+
+# ----------------------------------------------------------------------------- make gpu-check (issue 14)
+# The script runs on a GPU machine; its planning, budgets and cut-short logic are tested here.
+
+def _gpu_check():
+    return pytest.importorskip("benchmarks.gpu_check")
+
+
+def test_gpu_check_dry_run_plans_every_stage_within_eight_minutes():
+    gc = _gpu_check()
+    lines = []
+    assert gc.main(["--dry-run", "--no-readme"], log=lambda *a, **k: lines.append(" ".join(map(str, a)))) == 0
+    text = "\n".join(lines)
+    for stage in ("build ", "build-check", "tests ", "bench "):
+        assert stage in text, text
+    assert "--no-build-isolation --no-deps -e ." in text and "-m gpu" in text and "--no-readme" in text
+    steps = gc.plan((9, 0), gc.DEFAULT_BUDGETS)
+    assert sum(s.budget_s for s in steps) <= gc.TOTAL_BUDGET_S == 480
+    assert [s.name for s in steps] == ["build", "build-check", "tests", "bench"]
+    assert steps[0].env["TORCH_CUDA_ARCH_LIST"] == "9.0"  # the present GPU's arch only
+    assert gc.arch_list((8, 6)) == "8.6"
+    assert all(s.env.get("TRITON_INTERPRET", "unset") is None for s in steps)  # real kernels, not the interpreter
+    # over-budget plans are refused, not run
+    assert gc.main(["--dry-run", "--budget-tests", "400"], log=lambda *a, **k: None) == 2
+
+
+def test_gpu_check_cuts_an_overrunning_stage_short():
+    import sys
+    import time
+
+    gc = _gpu_check()
+    stage = gc.Stage("slow", [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"], 2.0)
+    t0 = time.time()
+    logged = []
+    r = gc.run_stage(stage, log=lambda *a, **k: logged.append(" ".join(map(str, a))))
+    assert time.time() - t0 < 20
+    assert r.status == "cut short" and "rerun alone with" in r.detail and "budget 2 s" in r.detail
+    ok = gc.run_stage(gc.Stage("ok", [sys.executable, "-c", "print('3 passed, 1 skipped in 2.00s')"], 30.0),
+                      log=lambda *a, **k: None)
+    assert ok.status == "passed"
+    bad = gc.run_stage(gc.Stage("tests", [sys.executable, "-c", "print('== 1 failed, 2 passed in 1s =='); raise SystemExit(1)"],
+                                30.0), log=lambda *a, **k: None)
+    assert bad.status == "failed" and bad.detail == "1 failed, 2 passed in 1s"
+
+
+def test_gpu_check_without_gpu_says_so():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    gc = _gpu_check()
+    msgs = []
+    assert gc.main([], log=lambda *a, **k: msgs.append(" ".join(map(str, a)))) == 2
+    assert "needs a CUDA GPU" in msgs[0]
+
+
+def test_gpu_check_records_stages_in_the_results_json(tmp_path, monkeypatch):
+    import json
+
+    gc = _gpu_check()
+    monkeypatch.setattr(gc, "RESULTS_DIR", str(tmp_path))
+    path = gc._record([gc.StageResult("tests", "cut short", 160.2, 160, "cut short after 160 s")],
+                      {"name": "NVIDIA H200", "capability": [9, 0]})
+    assert path.startswith(str(tmp_path)) and "nvidia-h200-" in path
+    data = json.load(open(path))
+    assert data["gpu_check"]["stages"]["tests"]["status"] == "cut short"
