@@ -137,7 +137,8 @@ class HotspotERC(nn.Module):
                  window_future: int = 2, graph_scheme: str = "default", num_speakers: int = 8,
                  dropout: float = 0.1, modality_dropout: float = 0.0, classifier_hidden: int = 128,
                  soft_temperature: float = 1.0, content_pool: str | None = None, center: bool = True,
-                 encoder_skip: bool = False, graph_on_aligned: bool = False, moa_keys: str = "all"):
+                 encoder_skip: bool = False, graph_on_aligned: bool = False, moa_keys: str = "all",
+                 hotspot_pool: bool = False):
         super().__init__()
         mods = tuple(modalities)
         if not mods or len(set(mods)) != len(mods) or any(m not in MODALITIES for m in mods):
@@ -200,6 +201,7 @@ class HotspotERC(nn.Module):
         if moa_keys not in ("all", "hotspots"):
             raise ValueError(f"moa_keys must be 'all' or 'hotspots', got {moa_keys!r}")
         self.moa_keys = moa_keys
+        self.hotspot_pool = hotspot_pool
         self.encoder_skip = encoder_skip and moa
         self.graph_on_aligned = graph_on_aligned and moa
         if self.encoder_skip:
@@ -251,6 +253,13 @@ class HotspotERC(nn.Module):
 
         return build_conversation_graph(dialogue, speaker, modalities=self.graph_modalities, present=present,
                                         **self.graph_options)
+
+    def _pool(self, pool, x, cu, peaks):
+        """Attention pooling of each utterance's frames, or of its hotspot windows only."""
+        if not self.hotspot_pool or x.shape[0] == 0:
+            return pool(x, cu)
+        frames, cu_h, has = hotspot_frames(x, cu, peaks, self.radius)
+        return pool(frames, cu_h) * has.to(x.dtype).unsqueeze(1)
 
     def _speaker_ids(self, speaker: torch.Tensor) -> torch.Tensor:
         if speaker.device.type == "cpu":  # a value check is free here; on a GPU it would sync
@@ -332,7 +341,7 @@ class HotspotERC(nn.Module):
             else:
                 fused = hs.content
             enc[m] = self.encoder[m](fused, cu)
-            pooled[m] = self.pool[m](enc[m], cu)
+            pooled[m] = self._pool(self.pool[m], enc[m], cu, hs.peaks)
 
         encoder_pooled = torch.cat([pooled[m] for m in mods], -1)
         out.branches["encoder"] = encoder_pooled.detach()
@@ -342,7 +351,7 @@ class HotspotERC(nn.Module):
                 sources = {m: hotspot_frames(enc[m], cus[m], peaks[m], self.radius) for m in mods
                            if enc[m].shape[0] > 0}
             moa = self.moa(enc, cus, hotspot_mask=out.hotspot_mask if self.inspect else None, sources=sources)
-            moa_pooled = {m: self.moa_pool[m](moa.outputs[m], cus[m]) for m in mods}
+            moa_pooled = {m: self._pool(self.moa_pool[m], moa.outputs[m], cus[m], peaks[m]) for m in mods}
             parts = [torch.cat([moa_pooled[m] for m in mods], -1)]
             out.lb_loss, out.routing = moa.lb_loss, dict(moa.routing)
             out.moa_residual, out.attention_mass = moa.residual_ratio, moa.attention_mass

@@ -74,6 +74,8 @@ class ModelConfig:
                             "beside the MoA-pooled ones")
     moa_keys: str = _f("all", "frames MoA targets attend to in each source modality: all of them, or only the "
                        "frames of its hotspot windows", ("all", "hotspots"))
+    hotspot_pool: bool = _f(False, "utterance vectors pool the frames of the hotspot windows only (encoder and "
+                            "MoA outputs) instead of all frames")
     graph_on_aligned: bool = _f(False, "with MoA: graph nodes start from the MoA-pooled (aligned) utterance "
                                 "vectors instead of the encoder-pooled ones")
 
