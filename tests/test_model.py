@@ -74,6 +74,8 @@ ABLATIONS = {
     "corect_graph": dict(graph_scheme="corect", window_past=-1, window_future=3),
     "cogmen_graph": dict(graph_scheme="cogmen", window_past=4, window_future=-1, num_speakers=2),
     "cogmen_text_only": dict(graph_scheme="cogmen", modalities="t", moa=False, num_speakers=2),
+    "hotspot_alignment": dict(moa_keys="hotspots", hotspot_pool=True, encoder_skip=True, graph_on_aligned=True),
+    "hotspot_pool_no_moa": dict(hotspot_pool=True, moa=False, encoder_skip=True),
     "two_encoder_layers": dict(encoder_layers=2, graph_layers=1),
     "no_center": dict(center=False),
 }
@@ -87,7 +89,8 @@ def test_ablation_switches(corpus, batch, name):
     mods = kw.get("modalities", "tav")
     assert out.logits.shape == (batch.num_utterances, 6) and torch.isfinite(out.logits).all()
     graph_nodes = 1 if kw.get("graph_scheme") == "cogmen" else len(mods)  # COGMEN: one node per utterance
-    width = len(mods) * 16 + graph_nodes * 16 * int(kw.get("graph", True))
+    skip = kw.get("encoder_skip", False) and kw.get("moa", True)  # encoder beside MoA vectors
+    width = len(mods) * 16 * (1 + int(skip)) + graph_nodes * 16 * int(kw.get("graph", True))
     assert model.classifier[1].in_features == width
     if kw.get("hgf") is False:
         assert out.gates == {} and not hasattr(model, "hgf")
@@ -217,6 +220,8 @@ def test_bad_inputs(corpus, batch):
         model(dataclasses.replace(batch, features={k: v for k, v in batch.features.items() if k != "v"}))
     with pytest.raises(ValueError, match="intensity"):
         _model(corpus, hotspot_source="data")(dataclasses.replace(batch, intensity=None))
+    with pytest.raises(ValueError, match="moa_keys"):
+        _model(corpus, moa_keys="frames")
     with pytest.raises(ValueError, match=r"num_speakers must be an int >= 1"):
         _model(corpus, num_speakers=0)
     with pytest.raises(ValueError, match=r"num_speakers=1"):  # never silently clamped on CPU
