@@ -310,6 +310,25 @@ def test_tile_config_table_covers_every_launch(monkeypatch):
         torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+def test_tune_attention_rewrites_only_its_family(tmp_path):
+    """The generator replaces one arch family's entries between the markers and keeps the rest."""
+    import shutil
+
+    tune = pytest.importorskip("benchmarks.tune_attention")
+    path = tmp_path / "tile_configs.py"
+    shutil.copy(tune.TABLE_FILE, path)
+    entries = {"fwd/half/d64/t32": {"tile": 32, "num_warps": 4, "num_stages": 2}}
+    tune.write_table("sm90", entries, str(path))
+    scope: dict = {}
+    exec(path.read_text(), scope)
+    table = scope["TABLE"]["varlen_attention"]
+    assert table["sm90"] == entries
+    from hotspot_erc.kernels import tile_configs
+
+    assert table["sm80"] == tile_configs.TABLE["varlen_attention"]["sm80"]
+    assert "def lookup" in path.read_text()  # the code around the markers is kept
+
+
 def test_fixed_configs_unless_autotune_asked(monkeypatch):
     import triton
 

@@ -5,11 +5,14 @@ constructor, parameter names (``weight``, ``comp``, ``root``, ``bias``) and shap
 PyG ``state_dict`` loads and gives the same outputs. Unlike PyG it never loops over edge masks
 per relation and never gathers a per-edge weight:
 
-* CPU (eager), dense or composed weights: :func:`relational_matmul`, a grouped GEMM over the
-  non-empty (node, relation) buckets only - in a conversation graph two thirds of them are
-  empty, and a dense ``[N, R*in] @ [R*in, out]`` would multiply those zeros too;
-* otherwise (CUDA, torch.compile, bases applied on the feature side, blocks), one aggregation
-  kernel plus one GEMM, in whichever order is cheaper for the layer's shape:
+* dense or composed weights (eager, CPU and CUDA alike): three launches forward
+  (:meth:`RGCNConv._forward_grouped`): the non-empty (node, relation) buckets, grouped by
+  relation, and one root row per node are gathered into Z; one ``segment_matmul`` multiplies each
+  group by its weight (the root group by ``root`` plus ``bias``); each node's rows are summed. In a
+  conversation graph two thirds of the buckets are empty: a dense ``[N, R*in] @ [R*in, out]``
+  would multiply those zeros too;
+* otherwise (torch.compile, bases applied on the feature side, blocks), one aggregation kernel
+  plus one GEMM, in whichever order is cheaper for the layer's shape:
   aggregate-then-transform (``Z = relational_aggregate(x)`` [N, R, in], then ``Z @ W``) or
   transform-then-aggregate (``H = x @ W`` [N, R, out], then ``relational_message_sum(H)``).
   Both cost ``2*N*R*in*out`` GEMM FLOPs (fewer when a basis decomposition is applied on the
@@ -26,6 +29,18 @@ from hotspot_erc.ops._backend import validate_values
 from hotspot_erc.ops.relational import (RelationalGraph, relational_aggregate, relational_matmul,
                                         relational_message_sum)
 from hotspot_erc.ops.segment import gather_rows
+from hotspot_erc.ops.segment_matmul import segment_matmul
+
+
+def _grouped_ok(x: torch.Tensor) -> bool:
+    """The grouped path needs the compiled ops on x's device (else the reference-backed path
+    runs) and eager mode (its compact structure reads the bucket count on the CPU)."""
+    from hotspot_erc import _ext
+
+    if torch.compiler.is_compiling() or not _ext.available():
+        return False
+    key = "CUDA" if x.is_cuda else "CPU"
+    return _ext.has_kernel("relational_aggregate", key) and _ext.has_kernel("segment_matmul", key)
 
 _AGGRS = {"mean": "mean", "add": "sum", "sum": "sum"}
 _MAX_SIZE = 2**31 - 1
@@ -176,6 +191,8 @@ class RGCNConv(nn.Module):
         x = x.contiguous()
         n, r, i, o = x.shape[0], self.num_relations, self.in_channels, self.out_channels
         order, use_basis = self.plan(n, x.device)
+        if self.num_blocks is None and not use_basis and _grouped_ok(x):
+            return self._forward_grouped(x, graph)
         if order == "aggregate_first":
             if self.num_blocks is not None:
                 nb = self.num_blocks
@@ -201,6 +218,38 @@ class RGCNConv(nn.Module):
             out = out + x @ self.root
         if self.bias is not None:
             out = out + self.bias
+        return out
+
+    def _forward_grouped(self, x: torch.Tensor, graph: RelationalGraph) -> torch.Tensor:
+        """Dense (or composed) weights, CPU and CUDA alike: three launches forward.
+
+        1. gather Z [M, in]: one root row per node (x_i) and the non-empty (node, relation)
+           buckets grouped by relation (the mean over the bucket's in-edges), one
+           ``relational_aggregate`` over the graph's cached compact structure;
+        2. ``segment_matmul``: the root group times ``root`` plus ``bias``, each relation's
+           group times ``W_r`` (no GEMM row is an empty bucket);
+        3. sum each node's rows (its root row and its buckets): ``relational_aggregate`` again.
+        Backward: the same three in reverse (gradients of the row sum, of the grouped product
+        with the weight, root and bias gradients in the same launch on the CPU, and of the
+        gather). Deterministic: every sum runs in a fixed order, no atomics."""
+        cs = graph.compact()
+        gather = torch.ops.hotspot_erc.relational_aggregate
+        z = gather(x, *cs["z"], self.aggr == "mean")
+        root, bias = self.root, self.bias
+        ptr = cs["group_ptr"] if root is not None else cs["group_ptr"][1:]
+        tiles = None
+        if x.is_cuda:
+            from hotspot_erc.kernels import segment_matmul as K
+
+            bm = K.block_m(cs["rows"], ptr.numel() - 1)
+            key = (bm, root is not None)
+            if key not in cs["tiles"]:
+                cs["tiles"][key] = K.tile_map(ptr, cs["rows"], bm)
+            tiles = cs["tiles"][key]
+        y = segment_matmul(z, ptr, self._dense_weight(), root, bias if root is not None else None, tiles)
+        out = gather(y, *cs["nodes"], False)
+        if root is None and bias is not None:
+            out = out + bias
         return out
 
     def _forward_featureless(self, x, edge_index, edge_type) -> torch.Tensor:

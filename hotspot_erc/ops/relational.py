@@ -188,6 +188,75 @@ class RelationalGraph:
             }
         return self._relation_major
 
+    def compact(self) -> dict:
+        """The structures of ``RGCNConv``'s grouped path (issue 14), built once on the graph's
+        device and cached. Rows of the gathered matrix Z: [0, N) one *root* row per node (node i
+        itself), then the K non-empty (node, relation) buckets grouped by relation (relation-
+        major), then, on CUDA, padding up to the bound N + min(E, N*R) (sizes from shapes: no
+        host sync; on the CPU the row count is exact, reading K there is free).
+
+        * ``z``: the gather x -> Z as :func:`relational_aggregate`'s CSR arguments (a root row
+          has one entry of weight 1; a bucket row its edges, weight 1/degree when the mean is
+          asked), with the transposed structure for the gradient;
+        * ``group_ptr`` [R+2]: the root group then one group per relation (for segment_matmul);
+        * ``nodes``: the sum of each node's rows (its root row and its buckets) as CSR arguments,
+          and the transposed structure (the gradient copies a node's row gradient to its rows);
+        * ``rows``: M, the number of rows of Z; ``tiles``: the CUDA kernel's row tiles (cached
+          per row tile size by ``RGCNConv``).
+        """
+        if getattr(self, "_compact", None) is None:
+            n, r, dev = self.num_nodes, self.num_relations, self.device
+            e = self.num_edges
+            counts = self.in_degree().t().reshape(-1)  # relation-major buckets r * N + i
+            nonempty = counts > 0
+            cidx = torch.cumsum(nonempty.long(), 0) - 1
+            per_rel = nonempty.view(r, n).sum(1) if n else torch.zeros(r, dtype=torch.long, device=dev)
+            if dev.type == "cpu":
+                rows = n + int(nonempty.sum())
+            else:
+                rows = n + min(e, n * r)
+            ar_n = torch.arange(n, device=dev)
+            group_ptr = torch.zeros(r + 2, dtype=torch.long, device=dev)
+            group_ptr[1:] = n
+            torch.cumsum(per_rel, 0, out=group_ptr[2:])
+            group_ptr[2:] += n
+            # row of each relation-major bucket (rows past the last: a dump slot, never read)
+            bucket_row = torch.where(nonempty, n + cidx, rows)
+            lens = torch.zeros(rows + 1, dtype=torch.long, device=dev)
+            lens.scatter_(0, bucket_row, counts)
+            lens[:n] = 1
+            ptr_z = torch.zeros(rows + 1, dtype=torch.long, device=dev)
+            torch.cumsum(lens[:rows], 0, out=ptr_z[1:])
+            # edges in relation-major bucket order (stable: CSR order inside a bucket); the
+            # invalid edges (past rowptr[-1] in the sorted arrays) last
+            valid = torch.arange(e, device=dev) < self.rowptr[-1]
+            rm_key = torch.where(valid, (self.key % r) * n + self.key // r, r * n)
+            rm_sorted, perm = torch.sort(rm_key, stable=True)
+            edge_ok = rm_sorted < r * n
+            edge_row = torch.where(edge_ok, bucket_row.index_select(0, rm_sorted.clamp(max=max(r * n - 1, 0))), rows)
+            idx_z = torch.cat([ar_n, self.col.index_select(0, perm)])
+            wkey_z = torch.cat([ar_n, edge_row])
+            src = torch.cat([ar_n, torch.where(edge_ok, self.col.index_select(0, perm), n)])
+            _, tperm = torch.sort(src, stable=True)
+            t_ptr_z = _bucket_ptr(src, n)
+            t_idx_z = wkey_z.index_select(0, tperm)
+            # rows of each node: its root row and its bucket rows (padding rows: node n, never read)
+            row_node = torch.full((rows + 1,), n, dtype=torch.long, device=dev)
+            row_node[:n] = ar_n
+            row_node.scatter_(0, bucket_row, torch.arange(r * n, device=dev) % max(n, 1))
+            row_node = row_node[:rows].contiguous()
+            _, nperm = torch.sort(row_node, stable=True)
+            ptr_n = _bucket_ptr(row_node, n)
+            t_ptr_n = torch.zeros(rows + 1, dtype=torch.long, device=dev)
+            torch.cumsum((row_node < n).long(), 0, out=t_ptr_n[1:])
+            zeros = torch.zeros(max(rows, 1), dtype=torch.long, device=dev)
+            self._compact = {
+                "rows": rows, "group_ptr": group_ptr, "tiles": {},
+                "z": (ptr_z, idx_z, wkey_z, t_ptr_z, t_idx_z, t_idx_z, ptr_z),
+                "nodes": (ptr_n, nperm, zeros[:rows], t_ptr_n, row_node, zeros[:rows], ptr_n),
+            }
+        return self._compact
+
     @property
     def num_edges(self) -> int:
         return self.edge_index.shape[1]

@@ -1,0 +1,136 @@
+"""``segment_matmul``: rows in groups, each group times its own weight (pyg-lib's segment_matmul;
+``grouped_expert_linear`` with k = 1 and unit gates), with an optional *root* group that has its
+own weight and a bias. ``RGCNConv`` runs its whole relational term and root/bias through it
+(issue 14 item 3): the non-empty (node, relation) buckets grouped by relation plus one root row
+per node, so no GEMM touches an empty bucket and root and bias cost no launch of their own.
+
+``segment_matmul(a, ptr, weight, root=None, bias=None, tiles=None, backend=None)``:
+
+* ``a`` [M, in]; ``ptr`` int64 [G+1] (no root) or [G+2] (root group first); ``weight`` [G, in, out];
+  rows of group g are multiplied by ``weight[g]``, rows of the root group by ``root`` plus
+  ``bias``; rows past ``ptr[-1]`` (padding of a sync-free bound) come out zero.
+* One compiled op, ``hotspot_erc::segment_matmul``: the C++ CPU kernel (``csrc/segment_matmul``,
+  one GEMM per group through ATen's CPU matmul, one launch) and the Triton CUDA kernel
+  (:mod:`hotspot_erc.kernels.segment_matmul`, registered here for the CUDA dispatch key; its row
+  tiles come from ``tiles``, which callers cache with their graph). The C++ autograd formula
+  calls ``segment_matmul_backward``: one launch on the CPU, two on CUDA.
+* ``backend="triton"`` runs the Triton kernels on CPU tensors under ``TRITON_INTERPRET=1``
+  (tests); ``"reference"`` is the loop over groups in plain PyTorch.
+"""
+from __future__ import annotations
+
+import torch
+
+from hotspot_erc import _ext
+from hotspot_erc.ops import _backend
+
+OP = "segment_matmul"
+
+
+def _registered() -> bool:
+    return _ext.available() and hasattr(torch.ops.hotspot_erc, OP)
+
+
+def reference(a, ptr, weight, root=None, bias=None):
+    """The definition, one group at a time (plain autograd)."""
+    bounds = ptr.tolist()
+    out = a.new_zeros(a.shape[0], weight.shape[2])
+    weights = ([root] if root is not None else []) + list(weight.unbind(0))
+    pieces = []
+    for g, w in enumerate(weights):
+        y = a[bounds[g]:bounds[g + 1]] @ w
+        if g == 0 and root is not None and bias is not None:
+            y = y + bias
+        pieces.append(y)
+    if pieces:
+        out = torch.cat([a.new_zeros(bounds[0], weight.shape[2]), *pieces,
+                         a.new_zeros(a.shape[0] - bounds[-1], weight.shape[2])])
+    return out
+
+
+class _TritonSegmentMatmul(torch.autograd.Function):
+    """The Triton kernels called directly (CPU tensors under the interpreter, or CUDA)."""
+
+    @staticmethod
+    def forward(ctx, a, ptr, weight, root, bias, tiles):
+        from hotspot_erc.kernels import segment_matmul as K
+
+        ctx.save_for_backward(a, ptr, weight, root, tiles)
+        ctx.has_bias = bias is not None
+        return K.forward(a, ptr, weight, root, bias, tiles)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        from hotspot_erc.kernels import segment_matmul as K
+
+        a, ptr, weight, root, tiles = ctx.saved_tensors
+        ga, gw, groot, gb = K.backward(grad, a, ptr, weight, root, ctx.has_bias, tiles)
+        return ga, None, gw, (groot if root is not None else None), (gb if ctx.has_bias else None), None
+
+
+def _check(a, ptr, weight, root, bias):
+    _backend.check_tensor("a", a, ndim=2, dtypes=_backend.FLOAT_DTYPES)
+    _backend.check_tensor("ptr", ptr, ndim=1, dtypes=(torch.int64,), device=a.device)
+    _backend.check_tensor("weight", weight, ndim=3, dtypes=(a.dtype,), device=a.device)
+    if weight.shape[1] != a.shape[1]:
+        raise ValueError(f"weight must be [G, in={a.shape[1]}, out], got {tuple(weight.shape)}")
+    groups = weight.shape[0] + (root is not None)
+    if ptr.shape[0] != groups + 1:
+        raise ValueError(f"ptr must have {groups + 1} entries ({weight.shape[0]} weights"
+                         f"{' + the root group' if root is not None else ''}), got {ptr.shape[0]}")
+    if root is not None:
+        _backend.check_tensor("root", root, ndim=2, dtypes=(a.dtype,), device=a.device)
+        if tuple(root.shape) != (a.shape[1], weight.shape[2]):
+            raise ValueError(f"root must be [in, out] = [{a.shape[1]}, {weight.shape[2]}], got {tuple(root.shape)}")
+    if bias is not None:
+        if root is None:
+            raise ValueError("bias is added to the root group's rows: pass root with it")
+        _backend.check_tensor("bias", bias, ndim=1, dtypes=(a.dtype,), device=a.device)
+        if bias.shape[0] != weight.shape[2]:
+            raise ValueError(f"bias must be [out] = [{weight.shape[2]}], got {tuple(bias.shape)}")
+
+
+def segment_matmul(a: torch.Tensor, ptr: torch.Tensor, weight: torch.Tensor, root: torch.Tensor | None = None,
+                   bias: torch.Tensor | None = None, tiles: torch.Tensor | None = None,
+                   backend: str | None = None) -> torch.Tensor:
+    """Grouped product (see the module docstring) -> [M, out] in a's dtype."""
+    _check(a, ptr, weight, root, bias)
+    if backend == "reference" or (backend is None and not _registered()):
+        return reference(a, ptr, weight, root, bias)
+    if backend == "triton":
+        why = _backend.triton_reason(a.device)
+        if why:
+            raise _backend.BackendUnavailable(f"{OP}: backend 'triton' is unavailable: {why}")
+        return _TritonSegmentMatmul.apply(a.contiguous(), ptr.contiguous(), weight, root, bias, tiles)
+    if backend not in (None, "cpu", "cuda"):
+        raise ValueError(f"backend must be one of None, 'cpu', 'cuda', 'triton', 'reference', got {backend!r}")
+    return torch.ops.hotspot_erc.segment_matmul(a.contiguous(), ptr.contiguous(), weight, root, bias, tiles)
+
+
+# ----------------------------------------------------------------------------- registration
+
+if _registered():
+    @torch.library.register_fake("hotspot_erc::segment_matmul")
+    def _(a, ptr, weight, root, bias, tiles):
+        return a.new_empty(a.shape[0], weight.shape[2])
+
+    @torch.library.register_fake("hotspot_erc::segment_matmul_backward")
+    def _(grad, a, ptr, weight, root, has_bias, tiles):
+        groot = a.new_empty(a.shape[1], weight.shape[2]) if root is not None else a.new_empty(0)
+        gb = a.new_empty(weight.shape[2]) if has_bias else a.new_empty(0)
+        return a.new_empty(a.shape), weight.new_empty(weight.shape), groot, gb
+
+    # The CUDA kernels are Triton's: registered for the op's CUDA dispatch key, so the C++
+    # autograd formula reaches them through the dispatcher like the CPU kernel.
+    @torch.library.impl("hotspot_erc::segment_matmul", "CUDA")
+    def _segment_matmul_cuda(a, ptr, weight, root, bias, tiles):
+        from hotspot_erc.kernels import segment_matmul as K
+
+        return K.forward(a, ptr, weight, root, bias, tiles)
+
+    @torch.library.impl("hotspot_erc::segment_matmul_backward", "CUDA")
+    def _segment_matmul_backward_cuda(grad, a, ptr, weight, root, has_bias, tiles):
+        from hotspot_erc.kernels import segment_matmul as K
+
+        return K.backward(grad, a, ptr, weight, root, has_bias, tiles)
