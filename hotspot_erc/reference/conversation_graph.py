@@ -3,13 +3,27 @@
 
 It walks dialogues, utterances, window offsets and modality pairs one at a time (the way
 CORECT/COGMEN-style code builds graphs) and names each edge's relation as a string. Same edge set
-and relation ids as the vectorised builder; edge order may differ.
+and relation ids as the vectorised builder; edge order may differ. Imports nothing from the package.
 """
 from __future__ import annotations
 
 import torch
 
-from hotspot_erc.data.graph import relation_names
+
+def relation_names(modalities, scheme: str) -> tuple[str, ...]:
+    """The relation names of our schemes in id order, written out again here so the spec does
+    not depend on the code it specifies."""
+    names = []
+    for m in modalities:
+        if scheme == "default":
+            names += [f"{m}:past", f"{m}:future"]
+        elif scheme == "speaker":
+            names += [f"{m}:past:same", f"{m}:past:other", f"{m}:future:same", f"{m}:future:other"]
+    if scheme == "temporal_multi":
+        names += [f"{a}->{b}:{d}" for a in modalities for b in modalities for d in ("past", "future")]
+    names += [f"{a}->{b}" + (":same" if scheme == "temporal_multi" else "")
+              for a in modalities for b in modalities if a != b]
+    return tuple(names)
 
 
 def _relation(scheme: str, a: str, b: str, offset: int, same_speaker: bool) -> str | None:
