@@ -482,6 +482,18 @@ def _dw_tiles(d: int) -> tuple[int, int]:
     return 16, 16
 
 
+def _dw_rows(block_k: int, elem: int) -> int:
+    """Rows per step of the weight-gradient kernel. Each program walks all N rows in order, so
+    the step count (N / BLOCK_M) is its latency: take the longest step whose operand tiles stay
+    spill-free on sm_90 at 4 warps (ptxas -v: 256 rows with 16/32-wide half-precision tiles, 128
+    with float32; 64 for 64-wide tiles)."""
+    if triton_interpret():
+        return 32
+    if block_k > 32:
+        return 64
+    return 256 if elem < 4 else 128
+
+
 def _rows_tiles(d: int, elem: int) -> dict:
     """Tiles of the fused vector backward row kernel: BLOCK_N covers the whole row (every gate
     column in registers) up to 64 columns (32 in float32); wider rows sweep column tiles twice
@@ -547,6 +559,6 @@ def backward(grad_out: torch.Tensor, grad_alpha: torch.Tensor | None, c: torch.T
         bk, bn = _dw_tiles(d)
         _bwd_dw_vector_kernel[(2 * triton.cdiv(d, bk) * triton.cdiv(d, bn),)](
             c, h, dz, dw, db, n, d, c.stride(0), h.stride(0), dz.stride(0),
-            UPCAST=interp, PRECISION=prec, BLOCK_M=32 if interp else 64, BLOCK_N=bn, BLOCK_K=bk,
+            UPCAST=interp, PRECISION=prec, BLOCK_M=_dw_rows(bk, c.element_size()), BLOCK_N=bn, BLOCK_K=bk,
             num_warps=4, num_stages=3 if not interp else 1)
         return dc, dh, dw, db

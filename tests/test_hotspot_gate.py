@@ -386,7 +386,8 @@ for dtype, elem, d in (("bf16", 2, 256), ("fp32", 4, 1024)):
                                                        r["num_warps"])
     bk, bn = K._dw_tiles(d)
     out[f"dw_vector/{dtype}"] = compile_one(K._bwd_dw_vector_kernel, dtype,
-                                            dict(UPCAST=False, PRECISION=prec, BLOCK_M=64, BLOCK_N=bn, BLOCK_K=bk), 4)
+                                            dict(UPCAST=False, PRECISION=prec, BLOCK_M=K._dw_rows(bk, elem),
+                                                 BLOCK_N=bn, BLOCK_K=bk), 4)
     if dtype == "fp32":
         continue  # float32 matters for the GEMM tiles' shared memory only
     bm, bd, nw, one = K._row_tiles(d)
