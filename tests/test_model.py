@@ -76,6 +76,7 @@ ABLATIONS = {
     "cogmen_text_only": dict(graph_scheme="cogmen", modalities="t", moa=False, num_speakers=2),
     "hotspot_alignment": dict(moa_keys="hotspots", hotspot_pool=True, encoder_skip=True, graph_on_aligned=True),
     "hotspot_pool_no_moa": dict(hotspot_pool=True, moa=False, encoder_skip=True),
+    "mark_hotspots": dict(mark_hotspots=True),
     "two_encoder_layers": dict(encoder_layers=2, graph_layers=1),
     "no_center": dict(center=False),
 }

@@ -138,7 +138,7 @@ class HotspotERC(nn.Module):
                  dropout: float = 0.1, modality_dropout: float = 0.0, classifier_hidden: int = 128,
                  soft_temperature: float = 1.0, content_pool: str | None = None, center: bool = True,
                  encoder_skip: bool = False, graph_on_aligned: bool = False, moa_keys: str = "all",
-                 hotspot_pool: bool = False):
+                 hotspot_pool: bool = False, mark_hotspots: bool = False):
         super().__init__()
         mods = tuple(modalities)
         if not mods or len(set(mods)) != len(mods) or any(m not in MODALITIES for m in mods):
@@ -202,6 +202,13 @@ class HotspotERC(nn.Module):
             raise ValueError(f"moa_keys must be 'all' or 'hotspots', got {moa_keys!r}")
         self.moa_keys = moa_keys
         self.hotspot_pool = hotspot_pool
+        # The encoder's LayerNorms scale every frame to the same norm, so the small fused frames
+        # outside hotspot windows come out as large as the hotspot frames; a learned marker added
+        # to window frames keeps them distinguishable after normalisation.
+        self.mark_hotspots = mark_hotspots
+        if mark_hotspots:
+            self.hotspot_marker = nn.ParameterDict({m: nn.Parameter(torch.randn(d_model) * d_model ** -0.5)
+                                                    for m in mods})
         self.encoder_skip = encoder_skip and moa
         self.graph_on_aligned = graph_on_aligned and moa
         if self.encoder_skip:
@@ -340,6 +347,8 @@ class HotspotERC(nn.Module):
                 out.gates[m] = alpha
             else:
                 fused = hs.content
+            if self.mark_hotspots:  # window membership as a direction, since norms cannot carry it
+                fused = fused + hs.mask.to(fused.dtype).unsqueeze(1) * self.hotspot_marker[m]
             enc[m] = self.encoder[m](fused, cu)
             pooled[m] = self._pool(self.pool[m], enc[m], cu, hs.peaks)
 

@@ -76,6 +76,9 @@ class ModelConfig:
                        "frames of its hotspot windows", ("all", "hotspots"))
     hotspot_pool: bool = _f(False, "utterance vectors pool the frames of the hotspot windows only (encoder and "
                             "MoA outputs) instead of all frames")
+    mark_hotspots: bool = _f(False, "add a learned marker vector to frames inside hotspot windows before the "
+                             "encoder (its LayerNorms otherwise erase the size difference between window and "
+                             "other frames)")
     graph_on_aligned: bool = _f(False, "with MoA: graph nodes start from the MoA-pooled (aligned) utterance "
                                 "vectors instead of the encoder-pooled ones")
 

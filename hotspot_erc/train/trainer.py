@@ -136,7 +136,8 @@ def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> torch.Ten
 
 # Which branch a top-level submodule of HotspotERC belongs to, for the per-branch gradient norms.
 BRANCH_OF = {"proj": "hotspot_fusion", "center_beta": "hotspot_fusion", "scorer": "hotspot_fusion",
-             "hgf": "hotspot_fusion", "encoder": "encoder", "pool": "encoder", "moa": "moa", "moa_pool": "moa",
+             "hotspot_marker": "hotspot_fusion", "hgf": "hotspot_fusion", "encoder": "encoder", "pool": "encoder",
+             "moa": "moa", "moa_pool": "moa",
              "speaker": "graph", "gnn": "graph", "gnn_norm": "graph", "classifier": "classifier"}
 
 
