@@ -202,6 +202,15 @@ def test_segment_matmul_gradcheck_and_errors():
         torch.ops.hotspot_erc.segment_matmul(a, torch.tensor([0, 5, 2, 3, 4]), w, r, b, None)
 
 
+@pytest.mark.parametrize("root,bias", [(True, True), (False, False)])
+def test_segment_matmul_opcheck(root, bias):
+    a, ptr, w, r, b = _segment_case(3, 5, 4, root, bias, torch.float32, pad=1)
+    for t in (a, w, r, b):
+        if t is not None:
+            t.requires_grad_()
+    torch.library.opcheck(torch.ops.hotspot_erc.segment_matmul.default, (a, ptr, w, r, b, None))
+
+
 def test_grouped_path_skips_empty_buckets_and_matches_dense():
     """The grouped path's GEMM rows: one per node plus one per non-empty bucket (not N*R), and
     the layer agrees with the dense formulation; also without root weight or bias."""

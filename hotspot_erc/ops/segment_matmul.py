@@ -23,29 +23,13 @@ import torch
 
 from hotspot_erc import _ext
 from hotspot_erc.ops import _backend
+from hotspot_erc.reference.segment_matmul import segment_matmul_reference as reference
 
 OP = "segment_matmul"
 
 
 def _registered() -> bool:
     return _ext.available() and hasattr(torch.ops.hotspot_erc, OP)
-
-
-def reference(a, ptr, weight, root=None, bias=None):
-    """The definition, one group at a time (plain autograd)."""
-    bounds = ptr.tolist()
-    out = a.new_zeros(a.shape[0], weight.shape[2])
-    weights = ([root] if root is not None else []) + list(weight.unbind(0))
-    pieces = []
-    for g, w in enumerate(weights):
-        y = a[bounds[g]:bounds[g + 1]] @ w
-        if g == 0 and root is not None and bias is not None:
-            y = y + bias
-        pieces.append(y)
-    if pieces:
-        out = torch.cat([a.new_zeros(bounds[0], weight.shape[2]), *pieces,
-                         a.new_zeros(a.shape[0] - bounds[-1], weight.shape[2])])
-    return out
 
 
 class _TritonSegmentMatmul(torch.autograd.Function):
