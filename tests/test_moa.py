@@ -285,3 +285,59 @@ def test_moa_sources_default_to_all_frames():
     alone = moa(feats, cu, sources=none)  # nothing to attend to: the residual and norm only
     for m in feats:
         torch.testing.assert_close(alone.outputs[m], moa.norms[m](feats[m]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_routing_equals_per_pair_reference(dtype):
+    """The module routes every pair in one set of ops: row p must be the per-pair reference."""
+    from hotspot_erc.nn.moa import batched_routing
+
+    torch.manual_seed(0)
+    n_pairs, num_seg, num_experts, k = 6, 5, 4, 2
+    logits = torch.randn(n_pairs, num_seg, num_experts, dtype=dtype)
+    logits[1, 2] = 0.0  # ties
+    valid = torch.rand(n_pairs, num_seg) > 0.3
+    valid[3] = False  # a pair without any routed utterance
+    for v in (valid, valid.to(dtype), None):
+        experts, gates, usage, loss = batched_routing(logits, k, num_experts, v)
+        assert experts.shape == gates.shape == (n_pairs, num_seg, k) and usage.shape == (n_pairs, num_experts)
+        for p in range(n_pairs):
+            e_ref, g_ref, probs = topk_masked_softmax(logits[p], k)
+            l_ref, f_ref = load_balancing_loss(probs, e_ref, num_experts, None if v is None else valid[p])
+            assert torch.equal(experts[p], e_ref) and torch.equal(gates[p], g_ref)
+            torch.testing.assert_close(usage[p], f_ref, rtol=0, atol=0)
+            torch.testing.assert_close(loss[p], l_ref, rtol=0, atol=0)
+    assert float(batched_routing(logits, k, num_experts, valid)[3][3]) == 0.0
+
+
+def test_pairs_batched_equal_per_pair_aligners():
+    """The batched forward (stacked weights, one grouped call, one attention call) equals running
+    each PairAligner on its own, outputs and gradients; state_dict keys are the per-pair ones."""
+    torch.manual_seed(3)
+    moa = MixtureOfAligners(16, num_experts=4, top_k=2, num_heads=2).double()
+    assert all(k.startswith(("aligners.", "norms.")) for k in moa.state_dict())
+    assert {k.split(".")[2] for k in moa.state_dict() if k.startswith("aligners.")} == {
+        "router", "query", "expert_weight", "expert_bias", "out"}
+    feats, cu = make_batch(16)
+    feats = {m: x.requires_grad_() for m, x in feats.items()}
+
+    def per_pair():
+        present = {m: cu[m][1:] > cu[m][:-1] for m in cu}
+        mixed, lb = {}, 0.0
+        for s, t in moa.pairs:
+            out, l, _, _ = moa.aligners[f"{s}_{t}"](feats[t], cu[t], feats[s], cu[s], segment_mean(feats[t], cu[t]),
+                                                     present[s] & present[t])
+            mixed[t] = out if t not in mixed else mixed[t] + out
+            lb = lb + l
+        return moa._residual(feats, mixed), lb
+
+    got = moa(feats, cu)
+    want, lb = per_pair()
+    params = [*feats.values(), *moa.parameters()]
+    g_got = torch.autograd.grad(sum((o * o).sum() for o in got.outputs.values()) + got.lb_loss, params)
+    g_want = torch.autograd.grad(sum((o * o).sum() for o in want.values()) + lb, params)
+    for m in feats:
+        assert rel_err(got.outputs[m], want[m]) < 1e-12, m
+    assert rel_err(got.lb_loss, lb) < 1e-12
+    for a, b in zip(g_got, g_want):
+        assert rel_err(a, b) < 1e-10

@@ -4,8 +4,8 @@ For every ordered modality pair k→j (source k, target j) and every utterance s
 
 1. a router reads the mean of the target's frames of s, ``logits_s = W_r · pool_j(s)`` ([S, E]),
    keeps the top-k logits and mixes with their softmax (TopK-masked softmax);
-2. the source frames of s go through the gated mix of the chosen expert aligners — one
-   :func:`~hotspot_erc.ops.grouped_linear.grouped_expert_linear` call per pair. Each expert maps a
+2. the source frames of s go through the gated mix of the chosen expert aligners
+   (:func:`~hotspot_erc.ops.grouped_linear.grouped_expert_linear`). Each expert maps a
    source frame straight to an aligned (key, value) pair, ``[d] -> [2d]``: a mix of linear
    aligners followed by a shared linear key/value projection is the same family of functions,
    so the separate projection would only add a GEMM;
@@ -14,6 +14,9 @@ For every ordered modality pair k→j (source k, target j) and every utterance s
    projection maps the result back to d.
 
 Target j's output is ``LayerNorm(x_j + dropout(Σ_{k≠j} attn_{k→j}))`` (post-norm residual).
+:class:`PairAligner` holds one pair's parameters and computes it alone (the per-pair spec);
+:class:`MixtureOfAligners` runs all pairs at once on their stacked parameters (issue 14: a fixed
+number of launches, not one set per pair), with the same results.
 Utterances whose target or source stream is empty (a missing modality) still get a routing row
 but count for neither the attention (zeros) nor the load-balancing loss.
 """
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from hotspot_erc.nn.attention_inspect import hotspot_attention_mass
 from hotspot_erc.ops import _backend
@@ -65,8 +69,31 @@ def segment_mean(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
     return _segment.segment_mean(x, cu_seqlens)
 
 
+def batched_routing(logits: torch.Tensor, top_k: int, num_experts: int, valid: torch.Tensor | None = None):
+    """:func:`~hotspot_erc.reference.routing.topk_masked_softmax` and
+    :func:`~hotspot_erc.reference.routing.load_balancing_loss` of P routers at once, one set of ops.
+
+    ``logits`` [P, S, E]; ``valid`` [P, S] (bool, or 0/1 in the logits' dtype; all rows when None).
+    Returns ``(experts [P, S, k], gates [P, S, k], usage [P, E], loss [P])``: row p is what the
+    per-pair reference functions give for ``logits[p]`` and ``valid[p]``.
+    """
+    experts, gates, probs = topk_masked_softmax(logits, top_k)
+    w = probs.new_ones(probs.shape[:-1]) if valid is None else valid.to(probs.dtype)
+    rows = w.sum(-1).clamp(min=1)
+    # Each row's top-k experts are distinct, so writing w (rather than adding it) into zeros is
+    # the reference's scatter_add; the expanded source needs no copy.
+    onehot = torch.zeros_like(probs).scatter_(-1, experts, w.unsqueeze(-1).expand(experts.shape))
+    f = onehot.sum(-2) / (rows * experts.shape[-1]).unsqueeze(-1)
+    p = (probs * w.unsqueeze(-1)).sum(-2) / rows.unsqueeze(-1)
+    return experts, gates, f, num_experts * (f * p).sum(-1)
+
+
 class PairAligner(nn.Module):
-    """Router, expert aligners and cross-attention of one ordered modality pair (source→target)."""
+    """Router, expert aligners and cross-attention of one ordered modality pair (source→target).
+
+    :class:`MixtureOfAligners` keeps its pairs' parameters here (state_dict keys
+    ``aligners.<s>_<t>.*``) but stacks them and runs every pair in one batched computation;
+    :meth:`forward` is the same computation for this pair alone."""
 
     def __init__(self, dim: int, num_experts: int, top_k: int, num_heads: int):
         super().__init__()
@@ -221,33 +248,106 @@ class MixtureOfAligners(_CrossModalBlock):
         looks (``MoAOutput.attention_mass``); for evaluation, it recomputes the probabilities.
         ``sources`` (optional): per modality ``(frames [P, dim], cu_seqlens [S+1], has [S] bool)``,
         the frames its targets attend to instead of all of ``feats[m]`` (e.g. its hotspot
-        windows, :func:`hotspot_frames`); an utterance with ``has`` False contributes nothing."""
+        windows, :func:`hotspot_frames`); an utterance with ``has`` False contributes nothing.
+
+        Every pair runs at once (the same computation as :class:`PairAligner` per pair, in a
+        fixed number of launches whatever the number of pairs): one router matmul, one batched
+        routing, one ``grouped_expert_linear`` over the P pairs' source streams laid end to end
+        (pair p's experts are ids p·E.. of the stacked expert weights), one query projection and
+        one output projection per target (stacked weights), one ``varlen_cross_attention`` over
+        the P·S (pair, utterance) segments. The pairs' parameters stay where they are
+        (``aligners["a_t"]``); they are stacked at run time.
+        """
+        from hotspot_erc.ops.varlen_attention import varlen_cross_attention
+
         self._check(feats, cu_seqlens)
-        pooled = {m: segment_mean(feats[m], cu_seqlens[m]) for m in self.modalities}
-        present = {m: (cu_seqlens[m][1:] - cu_seqlens[m][:-1]) > 0 for m in self.modalities}
-        mixed = {m: None for m in self.modalities}
-        routing: dict[str, RoutingInfo] = {}
+        mods, pairs = self.modalities, self.pairs
+        n_mod, n_pairs, others = len(mods), len(pairs), len(mods) - 1
+        h, d, n_exp = self.num_heads, self.dim, self.num_experts
+        aligners = [self.aligners[f"{s}_{t}"] for s, t in pairs]
+        src = {m: (feats[m], cu_seqlens[m]) for m in mods}
+        if sources is not None:
+            src.update({m: (v[0], v[1]) for m, v in sources.items() if m in src})
+        num_seg = cu_seqlens[mods[0]].shape[0] - 1
+
+        # Offsets of every pair's key and query streams, [2P, S+1]: pairs' source streams first,
+        # then their targets' (pairs are target-major, so target t is rows P + t·(M-1)...).
+        cu = torch.stack([src[s][1] for s, _ in pairs] + [cu_seqlens[t] for _, t in pairs])
+        lengths = (cu[:, 1:] - cu[:, :-1]).long()                      # [2P, S]
+        cu_all = F.pad(lengths.view(2, n_pairs * num_seg).cumsum(1), (1, 0))
+        cu_k, cu_q = cu_all[0], cu_all[1]                               # [P·S + 1] each
+        len_mod = lengths[n_pairs:].view(n_mod, others, num_seg)[:, 0]  # [M, S] (views)
+        nonempty = lengths > 0
+        present = nonempty[n_pairs:].view(n_mod, others, num_seg)[:, 0]
+        if sources is None:
+            valid = nonempty[:n_pairs] & nonempty[n_pairs:]             # [P, S]
+        else:  # routing counts the utterances where both feats streams have frames
+            both = present[:, None] & present[None]                     # [M (target), M (source), S]
+            valid = both.view(n_mod * n_mod, num_seg)[1:].view(others, n_mod + 1, num_seg)[:, :n_mod]
+            valid = valid.reshape(n_pairs, num_seg)                     # off-diagonal, target-major
+
+        # Router: mean of each target's frames (= segment_mean), one batched matmul for all pairs.
+        x0 = feats[mods[0]]
+        totals = torch.stack([_segment._SegmentSum.apply(feats[m], len_mod[i]) for i, m in enumerate(mods)])
+        pooled = totals / len_mod.clamp(min=1).to(totals.dtype).unsqueeze(-1)   # [M, S, d]
+        w_router = torch.stack([al.router.weight for al in aligners])             # [P, E, d]
+        logits = torch.bmm(pooled, w_router.view(n_mod, others * n_exp, d).transpose(1, 2))
+        logits = logits.view(n_mod, num_seg, others, n_exp).transpose(1, 2).reshape(n_pairs, num_seg, n_exp)
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()  # top-k ties and the softmax are better decided in float32
+        experts, gates, usage, lb = batched_routing(logits, self.top_k, n_exp, valid)
+
+        # Queries: one Linear per target on its pairs' stacked weights, pair-major rows.
+        w_q = torch.stack([al.query.weight for al in aligners]).view(n_mod, others * d, d).unbind(0)
+        b_q = torch.stack([al.query.bias for al in aligners]).view(n_mod, others * d).unbind(0)
+        q_pairs = []
+        for i, t in enumerate(mods):
+            q_pairs.extend(F.linear(feats[t], w_q[i], b_q[i]).split(d, dim=1))
+        q = torch.cat(q_pairs)                                         # [Σ_p N_t(p), d]
+        dt = q.dtype  # under autocast the Linear picks it; the custom ops do not
+
+        # Keys/values: every pair's source stream end to end, one grouped call (experts p·E..).
+        x_src = torch.cat([src[s][0] for s, _ in pairs]).to(dt)
+        offset = torch.arange(0, n_pairs * n_exp, n_exp, device=experts.device, dtype=experts.dtype)
+        w_kv = torch.stack([al.expert_weight for al in aligners]).view(n_pairs * n_exp, d, 2 * d).to(dt)
+        b_kv = torch.stack([al.expert_bias for al in aligners]).view(n_pairs * n_exp, 2 * d).to(dt)
+        kv = grouped_expert_linear(x_src, cu_k, (experts + offset.view(-1, 1, 1)).view(n_pairs * num_seg, -1),
+                                   gates.view(n_pairs * num_seg, -1), w_kv, b_kv, backend=self.backend)
+        k, v = kv.view(-1, 2, h, d // h).unbind(1)
+        q = q.view(-1, h, d // h)
+        attn = varlen_cross_attention(q, k, v, cu_q, cu_k, backend=self.backend)
+
+        n_q = [feats[t].shape[0] for _, t in pairs]
         masses: dict[str, torch.Tensor] = {}
-        lb_total = feats[self.modalities[0]].new_zeros(())
-        for s, t in self.pairs:
-            if sources is not None and s in sources:
-                src, cu_src, has = sources[s]
-                hot_src = torch.ones(src.shape[0], dtype=torch.bool, device=src.device)
-            else:
-                src, cu_src, has = feats[s], cu_seqlens[s], present[s]
-                hot_src = None if hotspot_mask is None else hotspot_mask[s]
-            hot = None if hotspot_mask is None else (hotspot_mask[t], hot_src)
-            out, lb, info, mass = self.aligners[f"{s}_{t}"](
-                feats[t], cu_seqlens[t], src, cu_src, pooled[t], present[s] & present[t],
-                self.backend, hotspots=hot)
-            if sources is not None and s in sources:  # stand-in rows of utterances without frames
-                out = out * _segment.segment_broadcast(has.to(out.dtype).unsqueeze(1), cu_seqlens[t], out.shape[0])
-            mixed[t] = out if mixed[t] is None else mixed[t] + out
-            lb_total = lb_total + lb
-            routing[pair_key(s, t)] = info
-            if mass is not None:
-                masses[pair_key(s, t)] = mass
-        return MoAOutput(outputs=self._residual(feats, mixed), lb_loss=lb_total, routing=routing,
+        if hotspot_mask is not None:
+            n_k = [src[s][0].shape[0] for s, _ in pairs]
+            for (s, t), q_p, k_p in zip(pairs, q.split(n_q), k.split(n_k)):
+                hot_src = hotspot_mask[s] if sources is None or s not in sources else \
+                    torch.ones(src[s][0].shape[0], dtype=torch.bool, device=x0.device)
+                masses[pair_key(s, t)] = hotspot_attention_mass(q_p, k_p, cu_seqlens[t], src[s][1],
+                                                                hotspot_mask[t], hot_src, (d // h) ** -0.5)
+
+        # Output projections: Σ_pairs out_p(attn_p) = one matmul of the target's pairs' outputs
+        # side by side with the stacked transposed weights, plus the summed biases.
+        attn = attn.view(-1, d)
+        mixed = {}
+        if sources is None:
+            w_o = torch.stack([al.out.weight.t() for al in aligners]).view(n_mod, others * d, d).unbind(0)
+            b_o = torch.stack([al.out.bias for al in aligners]).view(n_mod, others, d).sum(1).unbind(0)
+            blocks = attn.split([others * feats[t].shape[0] for t in mods])
+            for i, t in enumerate(mods):
+                a_t = blocks[i].view(others, -1, d).transpose(0, 1).reshape(-1, others * d)
+                mixed[t] = torch.addmm(b_o[i], a_t, w_o[i])
+        else:  # per pair: the stand-in rows of utterances without source frames are dropped
+            for (s, t), al, a_p in zip(pairs, aligners, attn.split(n_q)):
+                out = al.out(a_p)
+                if s in sources:
+                    has = sources[s][2]
+                    out = out * _segment.segment_broadcast(has.to(out.dtype).unsqueeze(1), cu_seqlens[t], out.shape[0])
+                mixed[t] = out if t not in mixed else mixed[t] + out
+            mixed = {m: mixed[m] for m in mods}
+        routing = {pair_key(s, t): RoutingInfo(experts[p], gates[p], usage[p]) for p, (s, t) in enumerate(pairs)}
+        return MoAOutput(outputs=self._residual(feats, mixed), lb_loss=lb.sum(), routing=routing,
                          residual_ratio=self._residual_ratio(feats, mixed), attention_mass=masses)
 
 
