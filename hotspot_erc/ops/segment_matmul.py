@@ -32,6 +32,17 @@ def _registered() -> bool:
     return _ext.available() and hasattr(torch.ops.hotspot_erc, OP)
 
 
+def _compiled_reason(device: torch.device) -> str:
+    return "" if _registered() else f"hotspot_erc::{OP} is not compiled ({_ext.unavailable_reason() or 'no kernel'})"
+
+
+# The CUDA kernel is Triton's, reached through the compiled op's CUDA key; the CPU one is C++.
+SUPPORTS = _backend.register(OP, {
+    "triton": lambda device: _compiled_reason(device) or _backend.triton_reason(device),
+    "cpu": lambda device: _compiled_reason(device) or _backend.cpu_ext_reason(OP),
+})
+
+
 class _TritonSegmentMatmul(torch.autograd.Function):
     """The Triton kernels called directly (CPU tensors under the interpreter, or CUDA)."""
 
