@@ -375,13 +375,12 @@ def test_full_disk_while_converting_leaves_nothing_half_written(ws, capsys, monk
 
 
 def test_full_disk_while_saving_a_checkpoint(ws, capsys, monkeypatch):
-    import safetensors.torch as st
-    from safetensors import SafetensorError
+    import hotspot_erc.train.checkpoint as ck
 
     def fail(*args, **kwargs):
-        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(st, "save_file", fail)
+    monkeypatch.setattr(ck, "_write_file", fail)
     code, err = run_cli(["train", "--corpus", ws.corpus, "--run-dir", ws.path("run"), *TINY], capsys)
     assert code == 5 and "No space left on device" in err and "Traceback" not in err
     assert [n for n in os.listdir(ws.path("run/checkpoints")) if n.startswith(".tmp-")] == []

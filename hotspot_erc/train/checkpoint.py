@@ -133,7 +133,7 @@ def save_checkpoint(path: str, model: torch.nn.Module, config: dict, state: dict
     Raises :class:`CheckpointError` when the folder cannot be written; any earlier file at
     ``path`` is then left untouched.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save as save_bytes
 
     tensors: dict[str, torch.Tensor] = {}
     for name, t in model.state_dict().items():
@@ -166,9 +166,10 @@ def save_checkpoint(path: str, model: torch.nn.Module, config: dict, state: dict
     from safetensors import SafetensorError
 
     try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        # Serialised in memory and written by us: safetensors' own file writer goes through a
+        # ".tmpXXXXXX" file of its Rust side, which a kill leaves behind under a name that
+        # remove_stale_temp_files cannot attribute to a dead writer.
+        _write_file(tmp, save_bytes(tensors, metadata=metadata))
         os.replace(tmp, path)
         _fsync_dir(folder)
         _write_sidecar(path, config, state or {}, metadata["sha256"])
@@ -180,6 +181,14 @@ def save_checkpoint(path: str, model: torch.nn.Module, config: dict, state: dict
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """Write and fsync ``data`` (a full disk raises OSError here)."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _temp_path(folder: str, suffix: str) -> str:
