@@ -54,3 +54,21 @@ def run_offline_compile(script: str, timeout: float = 600):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                           timeout=timeout)
+
+
+def previous_same_speaker_label(corpus):
+    """Per utterance of ``corpus``, the label of the same speaker's previous utterance in its
+    dialogue (-1 for a speaker's first utterance)."""
+    import numpy as np
+
+    prev = np.full(corpus.num_utterances, -1)
+    for d in range(corpus.num_dialogues):
+        lo, hi = corpus.dialogue_utterances(d)
+        last = {}
+        for u in range(lo, hi):
+            s = int(corpus.speaker[u])
+            if s in last:
+                prev[u] = corpus.label[last[s]]
+            last[s] = u
+    return prev
+

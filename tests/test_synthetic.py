@@ -10,6 +10,7 @@ from sklearn.model_selection import cross_val_score
 
 from hotspot_erc.data.format import open_corpus
 from hotspot_erc.data.synthetic import LABEL_NAMES, generate_synthetic_corpus
+from conftest import previous_same_speaker_label
 
 
 def _files(path):
@@ -128,15 +129,7 @@ def test_silent_utterances_follow_context(probe):
     c, _, peak, truth = probe
     silent = truth["silent"]
     assert 0.08 < silent.mean() < 0.25
-    prev_same = np.full(c.num_utterances, -1)
-    for d in range(c.num_dialogues):
-        lo, hi = c.dialogue_utterances(d)
-        last = {}
-        for u in range(lo, hi):
-            s = int(c.speaker[u])
-            if s in last:
-                prev_same[u] = c.label[last[s]]
-            last[s] = u
+    prev_same = previous_same_speaker_label(c)
     has_prev = silent & (prev_same >= 0)
     carried = (c.label[has_prev] == prev_same[has_prev]).mean()
     assert carried > 0.6  # the speaker's previous label predicts a silent utterance's label

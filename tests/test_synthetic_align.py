@@ -14,6 +14,7 @@ from hotspot_erc.data import generate_alignment_corpus, generate_synthetic_corpu
 from hotspot_erc.data.format import open_corpus
 from hotspot_erc.data.synthetic import LABEL_NAMES
 from hotspot_erc.data.synthetic_align import CLASS_CODES, probe_baseline, probe_features
+from conftest import previous_same_speaker_label
 
 
 def _files(path):
@@ -139,15 +140,7 @@ def test_cueless_utterances_need_the_conversation(probe):
     X = np.concatenate([p[f"{kind}_{m}"] for kind in ("mean", "peak") for m in "tav"], 1)
     clf = LogisticRegression(max_iter=2000).fit(X[cue], y[cue])
     assert (clf.predict(X[~cue]) == y[~cue]).mean() < 0.3  # chance is 1/6
-    prev_same = np.full(c.num_utterances, -1)
-    for d in range(c.num_dialogues):
-        lo, hi = c.dialogue_utterances(d)
-        last = {}
-        for u in range(lo, hi):
-            s = int(c.speaker[u])
-            if s in last:
-                prev_same[u] = y[last[s]]
-            last[s] = u
+    prev_same = previous_same_speaker_label(c)
     assert (prev_same[~cue] >= 0).all()  # a speaker's first utterance always carries a cue
     assert (y[~cue] == prev_same[~cue]).mean() >= 0.9  # 1.0 by construction (no label noise)
 

@@ -125,6 +125,19 @@ def merge_options(defaults: dict, options: dict, num_dialogues: int) -> dict:
     return opts
 
 
+def draw_lengths(rng: np.random.Generator, o: dict) -> dict[str, int]:
+    """Frames per modality of one utterance from the ``frames`` ranges; each modality goes missing
+    (0 frames) with probability ``missing_prob``, never all of them."""
+    lengths = {m: int(rng.integers(o["frames"][m][0], o["frames"][m][1] + 1)) for m in MODALITIES}
+    missing = rng.random(len(MODALITIES)) < o["missing_prob"]
+    if missing.all():
+        missing[int(rng.integers(len(MODALITIES)))] = False
+    for i, m in enumerate(MODALITIES):
+        if missing[i]:
+            lengths[m] = 0
+    return lengths
+
+
 def generate_synthetic_corpus(out_dir: str | os.PathLike, num_dialogues: int = 120, seed: int = 0,
                               overwrite: bool = False, kind: str = "default", **options) -> str:
     """Generate the synthetic corpus (see the module docstring) into ``out_dir``; returns the path.
@@ -270,13 +283,7 @@ def _dialogue(rng: np.random.Generator, world: _World, o: Mapping, did: str):
     flags = {"silent": [], "decoy": [], **{f"evidence_{m}": [] for m in MODALITIES}}
     for u in range(n):
         emo = LABEL_NAMES[labels[u]]
-        lengths = {m: int(rng.integers(o["frames"][m][0], o["frames"][m][1] + 1)) for m in MODALITIES}
-        missing = rng.random(len(MODALITIES)) < o["missing_prob"]
-        if missing.all():
-            missing[int(rng.integers(len(MODALITIES)))] = False
-        for i, m in enumerate(MODALITIES):
-            if missing[i]:
-                lengths[m] = 0
+        lengths = draw_lengths(rng, o)
         silent = rng.random() < o["silent_prob"]
         key = rng.standard_normal(o["key_dim"])
         key /= np.linalg.norm(key)

@@ -87,7 +87,7 @@ from typing import Mapping
 import numpy as np
 
 from hotspot_erc.data.format import DialogueRecord
-from hotspot_erc.data.synthetic import LABEL_NAMES, MODALITIES, _bump, _reusable, _write, merge_options
+from hotspot_erc.data.synthetic import LABEL_NAMES, MODALITIES, _bump, _reusable, _write, draw_lengths, merge_options
 
 GROUPS = ("pos", "neg", "calm")
 # class name -> (coarse group index, fine sign index: 0 = low / -, 1 = high / +)
@@ -235,13 +235,7 @@ def _dialogue(rng: np.random.Generator, world: _World, o: Mapping, did: str):
     flags = {k: [] for k in TRUTH_DTYPES}
     for u in range(n):
         coarse, fine = CLASS_CODES[LABEL_NAMES[labels[u]]]
-        lengths = {m: int(rng.integers(o["frames"][m][0], o["frames"][m][1] + 1)) for m in MODALITIES}
-        missing = rng.random(len(MODALITIES)) < o["missing_prob"]
-        if missing.all():
-            missing[int(rng.integers(len(MODALITIES)))] = False
-        for i, m in enumerate(MODALITIES):
-            if missing[i]:
-                lengths[m] = 0
+        lengths = draw_lengths(rng, o)
         xs, profs = {}, {}
         for m in MODALITIES:
             L, d = lengths[m], o["dims"][m]
