@@ -12,29 +12,32 @@ import numpy as np
 import torch
 
 from hotspot_erc.train.metrics import evaluate_predictions
+from hotspot_erc.train.trainer import predict
 
 CLASSIFIER_INPUT = "classifier_input"
 
 
-@torch.no_grad()
-def branch_features(model, dataset, device, batch_size: int = 16) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per-utterance vectors of every branch over ``dataset`` (labelled utterances only)."""
-    from hotspot_erc.train.trainer import collate, epoch_batches
+class _BranchCollector:
+    """Receives every evaluated batch from :func:`~hotspot_erc.train.trainer.predict` (its
+    ``diagnostics`` hook) and keeps the labelled utterances' branch vectors."""
 
-    was_training = model.training
-    model.eval()
-    feats: dict[str, list] = {}
-    labels = []
-    for idx in epoch_batches(len(dataset), batch_size, 0, 0, shuffle=False):
-        batch = collate(dataset, idx).to(device)
-        out = model(batch)
+    def __init__(self):
+        self.feats: dict[str, list] = {}
+        self.labels: list = []
+
+    def update(self, out, batch) -> None:
         keep = batch.labels >= 0
         for name, vec in {**out.branches, CLASSIFIER_INPUT: out.features}.items():
-            feats.setdefault(name, []).append(vec[keep].float().cpu())
-        labels.append(batch.labels[keep].cpu())
-    model.train(was_training)
-    return ({k: torch.cat(v).numpy() for k, v in feats.items()},
-            torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64))
+            self.feats.setdefault(name, []).append(vec[keep].float().cpu())
+        self.labels.append(batch.labels[keep].cpu())
+
+
+def branch_features(model, dataset, device, batch_size: int = 16) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-utterance vectors of every branch over ``dataset`` (labelled utterances only)."""
+    got = _BranchCollector()
+    predict(model, dataset, device, batch_size=batch_size, diagnostics=got)
+    return ({k: torch.cat(v).numpy() for k, v in got.feats.items()},
+            torch.cat(got.labels).numpy() if got.labels else np.zeros(0, dtype=np.int64))
 
 
 def linear_probes(model, train_set, dev_set, device, label_names, batch_size: int = 16,
