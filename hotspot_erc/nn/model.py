@@ -196,8 +196,6 @@ class HotspotERC(nn.Module):
                                       for m in mods})
         self.pool = nn.ModuleDict({m: AttentionPool(d_model, num_heads) for m in mods})
         width = len(mods) * d_model
-        # Without MoA the classifier sees the encoder-pooled vectors; with it, the MoA-pooled ones,
-        # and beside them the encoder-pooled ones when encoder_skip is on.
         if moa_keys not in ("all", "hotspots"):
             raise ValueError(f"moa_keys must be 'all' or 'hotspots', got {moa_keys!r}")
         self.moa_keys = moa_keys
@@ -209,6 +207,8 @@ class HotspotERC(nn.Module):
         if mark_hotspots:
             self.hotspot_marker = nn.ParameterDict({m: nn.Parameter(torch.randn(d_model) * d_model ** -0.5)
                                                     for m in mods})
+        # Without MoA the classifier sees the encoder-pooled vectors; with it, the MoA-pooled ones,
+        # and beside them the encoder-pooled ones when encoder_skip is on.
         self.encoder_skip = encoder_skip and moa
         self.graph_on_aligned = graph_on_aligned and moa
         if self.encoder_skip:
@@ -270,10 +270,11 @@ class HotspotERC(nn.Module):
 
     def _speaker_ids(self, speaker: torch.Tensor) -> torch.Tensor:
         if speaker.device.type == "cpu":  # a value check is free here; on a GPU it would sync
-            if speaker.numel() and (int(speaker.min()) < 0 or int(speaker.max()) >= self.num_speakers):
+            lo, hi = (int(speaker.min()), int(speaker.max())) if speaker.numel() else (0, 0)
+            if lo < 0 or hi >= self.num_speakers:
                 raise ValueError(f"speaker ids must be in [0, num_speakers={self.num_speakers}), got "
-                                 f"[{int(speaker.min())}, {int(speaker.max())}]; build the model with a "
-                                 f"larger num_speakers (the trainer sizes it from the corpus)")
+                                 f"[{lo}, {hi}]; build the model with a larger num_speakers (the trainer "
+                                 f"sizes it from the corpus)")
             return speaker
         return speaker.clamp(0, self.num_speakers - 1)
 
