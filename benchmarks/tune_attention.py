@@ -69,19 +69,7 @@ def _offline_ok(K, kernel, dclass, head_tile, table_tile, cand, arch) -> bool:
     from triton.compiler import ASTSource
 
     fn = {"fwd": K._fwd_kernel, "dq": K._bwd_dq_kernel, "dkdv": K._bwd_dkdv_kernel}[kernel]
-    dtype = "bf16" if dclass == "half" else "fp32"
-    sig = {}
-    for p in fn.params:
-        if p.is_constexpr:
-            sig[p.name] = "constexpr"
-        elif p.name in ("CU_Q", "CU_K", "TBL"):
-            sig[p.name] = "*i32"
-        elif p.name in ("LSE", "DLSE", "DELTA"):
-            sig[p.name] = "*fp32"
-        elif p.name.isupper():
-            sig[p.name] = "*" + dtype
-        else:
-            sig[p.name] = "fp32" if "scale" in p.name else "i32"
+    sig = K.offline_signature(fn, "bf16" if dclass == "half" else "fp32")
     free, warps, stages = cand
     try:
         k = triton.compile(ASTSource(fn=fn, signature=sig,

@@ -328,6 +328,25 @@ def _block_tables_kernel(CU_Q, CU_K, TBL, num_segments, g0, g1, g2, p0, p1, b0, 
 
 # ----------------------------------------------------------------------------- launchers
 
+def offline_signature(kernel, dtype: str) -> dict:
+    """``triton.compile`` signature of one of these kernels with data pointers of ``dtype``
+    ("bf16", "fp32"), for compiling them without a GPU (tests, ``benchmarks.tune_attention``):
+    offsets and tables are int32, softmax statistics float32, scalars int32 but the scale."""
+    sig = {}
+    for p in kernel.params:
+        if p.is_constexpr:
+            sig[p.name] = "constexpr"
+        elif p.name in ("CU_Q", "CU_K", "CU", "TBL"):
+            sig[p.name] = "*i32"
+        elif p.name in ("LSE", "DLSE", "DELTA"):
+            sig[p.name] = "*fp32"
+        elif p.name.isupper():
+            sig[p.name] = "*" + dtype
+        else:
+            sig[p.name] = "fp32" if "scale" in p.name else "i32"
+    return sig
+
+
 def _interpreting() -> bool:
     from hotspot_erc.ops._backend import triton_interpret
 

@@ -498,20 +498,7 @@ from triton.compiler import ASTSource
 import hotspot_erc.kernels.varlen_attention as K
 
 def build(kernel, dtype, consts, num_warps):
-    fn = kernel
-    sig = {}
-    for p in fn.params:
-        if p.is_constexpr:
-            sig[p.name] = "constexpr"
-        elif p.name in ("CU_Q", "CU_K", "CU", "TBL"):
-            sig[p.name] = "*i32"
-        elif p.name in ("LSE", "DLSE", "DELTA"):
-            sig[p.name] = "*fp32"
-        elif p.name.isupper():
-            sig[p.name] = "*" + dtype
-        else:
-            sig[p.name] = "fp32" if "scale" in p.name else "i32"
-    triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
+    triton.compile(ASTSource(fn=kernel, signature=K.offline_signature(kernel, dtype), constexprs=consts),
                    target=GPUTarget("cuda", 90, 128), options={"num_warps": num_warps, "num_stages": 3})
 
 for dtype, prec, fwd_m, dkdv_n in (("bf16", "tf32", 128, 64), ("fp32", "ieee", 64, 32)):
