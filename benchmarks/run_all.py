@@ -21,18 +21,11 @@ import time
 
 import torch
 
-from benchmarks import harness
+from benchmarks import harness, readme
+from benchmarks.records import achieved_text, case_text, label, speedups
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-# Keys that describe a record rather than the case it measured.
-RESULT_KEYS = {"name", "ms", "peak_mb", "impl", "pass", "tflops", "gbps", "bw_frac", "launches", "gflop", "mbytes",
-               "bw_share", "flops_share"}
-
-
-def label(rec: dict) -> str:
-    """What was measured: the record's name, else its implementation."""
-    return str(rec.get("name") or rec.get("impl") or "")
 
 
 def discover() -> list[str]:
@@ -69,32 +62,6 @@ def _load(path: str) -> dict | None:
             return json.load(fh)
     except (OSError, ValueError):
         return None
-
-
-def speedups(rec: dict) -> dict:
-    return {k: v for k, v in rec.items() if "speedup" in k and isinstance(v, (int, float))}
-
-
-def case_text(rec: dict) -> str:
-    parts = []
-    for k, v in rec.items():
-        if (k in RESULT_KEYS or "speedup" in k or k.startswith(("h100_", "floor", "max_abs_diff", "note"))
-                or isinstance(v, (dict, list))):
-            continue
-        parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
-    return " ".join(parts)
-
-
-def achieved_text(rec: dict) -> str | None:
-    """Achieved rates of a record against its FLOP/byte model (``perf_model.rates``) and, on a
-    known GPU, the share of the device's peak: "1.2 TFLOP/s (14% peak), 800 GB/s (24%)"."""
-    parts = []
-    for key, unit, share in (("tflops", "TFLOP/s", "flops_share"), ("gbps", "GB/s", "bw_share")):
-        v = rec.get(key)
-        if isinstance(v, (int, float)):
-            s = rec.get(share)
-            parts.append(f"{v:.3g} {unit}" + (f" ({100 * s:.0f}% of peak)" if isinstance(s, (int, float)) else ""))
-    return ", ".join(parts) or None
 
 
 def plot(merged: dict, path: str) -> None:
@@ -176,8 +143,6 @@ def main(argv=None) -> int:
         harness.print_table(table, ["bench", "name", "case", "ms", "launches", "achieved", "peak_mb", "speedup"])
     print(f"wrote {base}.json and {base}.png")
     if not args.no_readme:
-        from benchmarks import readme
-
         readme.update(os.path.join(ROOT, "README.md"))
     failed = [n for n, s in merged["status"].items() if not s.startswith("ok")]
     if failed:
