@@ -56,8 +56,7 @@ import torch
 import triton
 import triton.language as tl
 
-from hotspot_erc.kernels._launch import on_device
-from hotspot_erc.ops._backend import triton_interpret
+from ._launch import on_device, triton_interpret
 
 
 # ----------------------------------------------------------------------------- plan

@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from hotspot_erc.ops._backend import triton_interpret
+from ._launch import triton_interpret
 
 
 # ----------------------------------------------------------------------------- forward

@@ -21,8 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
-from hotspot_erc.kernels._launch import on_device
-from hotspot_erc.ops._backend import triton_interpret
+from ._launch import on_device, triton_interpret
+from .grouped_linear import build_plan
 
 
 @triton.jit(do_not_specialize=["T", "G", "M"])
@@ -135,8 +135,6 @@ def tile_map(ptr: torch.Tensor, num_rows: int, bm: int) -> torch.Tensor:
     """Row tiles of ``bm`` rows over the groups of ``ptr`` plus a final padding group
     [ptr[-1], num_rows): :mod:`grouped_linear`'s plan kernel (tiles part only). One launch, no
     sync; callers cache it with the graph."""
-    from hotspot_erc.kernels.grouped_linear import build_plan
-
     ext = torch.cat([ptr, ptr.new_full((1,), num_rows)])
     groups = ext.numel() - 1
     dummy = torch.empty((groups, 1), dtype=torch.int64, device=ptr.device)  # no routing part (E = 0)

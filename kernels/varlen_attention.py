@@ -33,7 +33,8 @@ import torch
 import triton
 import triton.language as tl
 
-from hotspot_erc.kernels._launch import on_device
+from . import tile_configs
+from ._launch import on_device, triton_interpret
 
 LOG2E = 1.4426950408889634
 
@@ -74,8 +75,6 @@ def _launch_config(name: str, kernel, device: torch.device, dtype: torch.dtype, 
     runs the same tile (hence the same summation order: bitwise-identical results), and nothing
     is timed or recompiled at the first call of a shape. ``HOTSPOT_ERC_AUTOTUNE=1`` autotunes
     instead (``benchmarks/tune_attention.py`` writes the winners back into the table)."""
-    from hotspot_erc.kernels import tile_configs
-
     if _interpreting():
         return kernel, {_FREE_TILE[name]: 16, "num_warps": 4, "num_stages": 1}
     if tile_configs.autotune_enabled():
@@ -348,8 +347,6 @@ def offline_signature(kernel, dtype: str) -> dict:
 
 
 def _interpreting() -> bool:
-    from hotspot_erc.ops._backend import triton_interpret
-
     return triton_interpret()
 
 

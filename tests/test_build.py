@@ -1,4 +1,5 @@
 """The package, its compiled extension and `info` are wired correctly."""
+import os
 import subprocess
 import sys
 
@@ -41,6 +42,38 @@ def test_kernels_package_installed():
     import hotspot_erc.kernels as k
 
     assert k.__name__ == "hotspot_erc.kernels"
+
+
+def test_kernels_import_nothing_above_them():
+    """kernels/ sits below ops/: relative imports only, nothing from the rest of the package
+    (ops reads the interpreter switch from kernels/_launch.py, never the other way round)."""
+    import ast
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels")
+    bad = []
+    for name in sorted(os.listdir(root)):
+        if not name.endswith(".py"):
+            continue
+        tree = ast.parse(open(os.path.join(root, name)).read())
+        for node in ast.walk(tree):
+            mods = []
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                mods = [node.module or ""]
+            bad += [f"{name}:{node.lineno} imports {m}" for m in mods if m.split(".")[0] == "hotspot_erc"]
+    assert not bad, bad
+
+
+def test_benchmark_readme_does_not_import_run_all():
+    """run_all regenerates the README through readme; readme reads results only (no cycle)."""
+    import ast
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "readme.py")
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.ImportFrom):
+            names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            assert "benchmarks.run_all" not in names, f"benchmarks/readme.py:{node.lineno} imports run_all"
 
 
 def test_info_runs():

@@ -11,16 +11,13 @@ import os
 import torch
 
 from hotspot_erc import _ext
+from hotspot_erc.kernels._launch import triton_interpret  # noqa: F401  (the switch lives with the kernels)
 
 BACKENDS = ("triton", "cuda", "cpu", "reference")
 
 
 class BackendUnavailable(RuntimeError):
     """A forced backend cannot run here; the message says why."""
-
-
-def triton_interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 _TRITON_IMPORT_ERROR: str | None = None
