@@ -63,6 +63,21 @@ def test_collate_packs_ragged_dialogues(ragged):
         assert batch.intensity[m].shape == (sum(lengths),)
         assert batch.present()[i].tolist() == [L > 0 for L in lengths]
         assert batch.lengths(m).tolist() == lengths
+        seg = batch.segments[m]  # built once here, carried to the model
+        assert seg.cu_seqlens is batch.cu_seqlens[m] and seg.lengths.tolist() == lengths
+        assert seg.max_len == max(lengths) and seg.present.tolist() == [L > 0 for L in lengths]
+        assert seg.ids.tolist() == [s for s, L in enumerate(lengths) for _ in range(L)]
+
+
+def test_batch_to_moves_segments_with_offsets(ragged):
+    corpus, _, _ = ragged
+    batch = collate_dialogues([DialogueDataset(corpus, "train")[i] for i in range(2)])
+    moved = batch.to("cpu", non_blocking=True)
+    for m in "tav":
+        assert moved.segments[m].cu_seqlens is moved.cu_seqlens[m]  # one copy of the offsets, not two
+        assert moved.segments[m].max_len == batch.segments[m].max_len
+    hand = dataclasses.replace(batch, segments=None)  # a Batch built without the collate still moves
+    assert hand.to("cpu").segments is None and hand.lengths("t").tolist() == batch.lengths("t").tolist()
 
 
 def test_collate_single_one_utterance_dialogue(ragged):
@@ -173,5 +188,7 @@ def test_pinned_batch_moves_to_cuda(synthetic):
     loader = make_loader(synthetic, "train", batch_size=4, shuffle=True, pin_memory=True, graph_fn=chain_graph)
     batch = next(iter(loader))
     assert batch.features["t"].is_pinned()
+    assert batch.segments["a"].ids.is_pinned() and batch.segments["a"].cu_seqlens is batch.cu_seqlens["a"]
     dev = batch.to("cuda", non_blocking=True)
     assert dev.features["t"].is_cuda and dev.cu_seqlens["a"].is_cuda and dev.graph.edge_index.is_cuda
+    assert dev.segments["a"].ids.is_cuda and dev.segments["a"].cu_seqlens is dev.cu_seqlens["a"]

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hotspot_erc.data.format import Corpus, open_corpus
+from hotspot_erc.segments import Segments
 
 
 @dataclasses.dataclass
@@ -45,6 +46,11 @@ class Batch:
     Utterances of all dialogues are numbered 0..S-1 in dialogue order; ``dialogue`` gives each
     utterance's batch-local dialogue index (sorted, contiguous). A modality missing for an
     utterance is a zero-length segment in that modality's ``cu_seqlens``.
+
+    ``segments[m]`` carries everything derived from ``cu_seqlens[m]`` (lengths, row ids, presence,
+    longest segment), built once by the collate from host-side lengths so that no layer has to
+    re-derive it (or read a device value to learn ``max_len``); ``cu_seqlens[m]`` is the same
+    tensor as ``segments[m].cu_seqlens``. It is None for a Batch built by hand.
     """
 
     features: dict[str, torch.Tensor]
@@ -57,6 +63,7 @@ class Batch:
     dialogue_ids: list[str] = dataclasses.field(default_factory=list)
     scores: torch.Tensor | None = None
     graph: object = None
+    segments: dict[str, Segments] | None = None
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -72,6 +79,8 @@ class Batch:
 
     def lengths(self, m: str) -> torch.Tensor:
         """Frames per utterance in modality ``m`` ([S] int64)."""
+        if self.segments is not None and m in self.segments:
+            return self.segments[m].lengths
         return self.cu_seqlens[m].diff()
 
     def present(self) -> torch.Tensor:
@@ -81,20 +90,30 @@ class Batch:
     def to(self, device, non_blocking: bool = False) -> "Batch":
         """A copy on ``device``; the graph moves too (see :func:`_map_graph`)."""
         device = torch.device(device)
-        return self._map(lambda t: t.to(device, non_blocking=non_blocking), "to", (device,))
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking), "to", (device,),
+                         lambda s: s.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> "Batch":
         """Called by DataLoader(pin_memory=True) so host-to-device copies can be asynchronous."""
-        return self._map(lambda t: t.pin_memory(), "pin_memory", ())
+        return self._map(lambda t: t.pin_memory(), "pin_memory", (), lambda s: s.pin_memory())
 
-    def _map(self, fn, method: str, args: tuple) -> "Batch":
+    def _map(self, fn, method: str, args: tuple, seg_fn) -> "Batch":
         def opt(d):
             return None if d is None else {k: fn(v) for k, v in d.items()}
 
+        segments = None
+        cu_seqlens = opt(self.cu_seqlens)
+        if self.segments is not None:
+            segments = {m: seg_fn(s) for m, s in self.segments.items()}
+            # One copy per modality: the offsets the collate shared with the Segments stay shared.
+            for m, s in self.segments.items():
+                if self.cu_seqlens.get(m) is s.cu_seqlens:
+                    cu_seqlens[m] = segments[m].cu_seqlens
         return dataclasses.replace(
             self,
             features=opt(self.features),
-            cu_seqlens=opt(self.cu_seqlens),
+            cu_seqlens=cu_seqlens,
+            segments=segments,
             intensity=opt(self.intensity),
             dialogue=fn(self.dialogue),
             speaker=fn(self.speaker),
@@ -195,13 +214,13 @@ def collate_dialogues(items: Sequence[DialogueItem],
     for it in items[1:]:
         if tuple(it.features) != mods:
             raise ValueError(f"dialogue {it.dialogue_id!r} has modalities {tuple(it.features)}, expected {mods}")
-    features, cu_seqlens = {}, {}
+    features, cu_seqlens, segments = {}, {}, {}
     for m in mods:
         features[m] = torch.cat([it.features[m] for it in items], dim=0)
-        lengths = torch.cat([it.lengths[m] for it in items])
-        cu = torch.zeros(lengths.numel() + 1, dtype=torch.int64)
-        torch.cumsum(lengths, 0, out=cu[1:])
-        cu_seqlens[m] = cu
+        # A Python list, so max_len is known here and never read back from a device later.
+        lengths = [n for it in items for n in it.lengths[m].tolist()]
+        segments[m] = Segments.from_lengths(lengths)
+        cu_seqlens[m] = segments[m].cu_seqlens
     intensity = None
     if all(it.intensity is not None for it in items):
         intensity = {m: torch.cat([it.intensity[m] for it in items]) for m in mods}
@@ -220,6 +239,7 @@ def collate_dialogues(items: Sequence[DialogueItem],
         utterance_ids=[u for it in items for u in it.utterance_ids],
         dialogue_ids=[it.dialogue_id for it in items],
         scores=scores,
+        segments=segments,
     )
     return attach_graph(batch, graph_fn)
 
