@@ -28,7 +28,8 @@ from typing import Optional
 import torch
 
 from hotspot_erc.ops import _backend
-from hotspot_erc.reference.grouped_linear import grouped_expert_linear_reference, token_segments
+from hotspot_erc.reference.grouped_linear import grouped_expert_linear_reference
+from hotspot_erc.segments import segment_ids
 
 OP = "grouped_expert_linear"
 _DTYPES_TRITON = (torch.float32, torch.float16, torch.bfloat16)
@@ -48,7 +49,7 @@ def _pairs_by_expert(cu_seqlens, experts, num_tokens):
     sorted pair, the segment of every token [N], pairs per expert as host ints).
     """
     k = experts.shape[1]
-    seg = token_segments(cu_seqlens, num_tokens)
+    seg = segment_ids(cu_seqlens, num_tokens)
     pair_e = experts.to(torch.int64).index_select(0, seg).reshape(-1)
     order = torch.sort(pair_e, stable=True).indices
     inverse = torch.empty_like(order)
