@@ -223,8 +223,9 @@ def test_bad_inputs(corpus, batch):
         _model(corpus, hotspot_source="data")(dataclasses.replace(batch, intensity=None))
     with pytest.raises(ValueError, match="moa_keys"):
         _model(corpus, moa_keys="frames")
-    with pytest.raises(ValueError, match=r"num_speakers must be an int >= 1"):
-        _model(corpus, num_speakers=0)
+    with pytest.raises(ValueError, match=r"num_speakers must be >= 0"):
+        _model(corpus, num_speakers=-1)
+    assert _model(corpus, num_speakers=0).num_speakers == 8  # 0 = auto; without a corpus, 8
     with pytest.raises(ValueError, match=r"num_speakers=1"):  # never silently clamped on CPU
         _model(corpus, num_speakers=1)(dataclasses.replace(batch, speaker=torch.ones_like(batch.speaker)))
 
@@ -244,3 +245,41 @@ def test_compiles_on_gpu(corpus, batch):
     ref = model(b).logits
     out = torch.compile(model, dynamic=True)(b).logits
     torch.testing.assert_close(out, ref, rtol=2e-3, atol=2e-3)
+
+
+def test_config_is_the_one_source_of_options(corpus):
+    import dataclasses as dc
+
+    from hotspot_erc.nn.config import ModelConfig
+
+    cfg = ModelConfig(d_model=16, num_heads=2, classifier_hidden=16, graph_scheme="speaker", soft_temperature=0.5)
+    model = HotspotERC(corpus.dims, len(corpus.label_names), cfg, dropout=0.0)
+    assert model.config == dc.replace(cfg, dropout=0.0) and model.config is not cfg
+    assert model.soft_temperature == 0.5 and model.content_pool == "mean"
+    # keywords alone, a dict and from_config give the same model
+    kw = dict(d_model=16, num_heads=2, classifier_hidden=16, graph_scheme="speaker", soft_temperature=0.5, dropout=0.0)
+    for other in (HotspotERC(corpus.dims, len(corpus.label_names), **kw),
+                  HotspotERC(corpus.dims, len(corpus.label_names), model.config.to_dict()),
+                  HotspotERC.from_config(model.config, corpus.dims, len(corpus.label_names))):
+        assert other.config == model.config
+        assert list(other.state_dict()) == list(model.state_dict())
+    # every constructor option is a field, with help text
+    for f in dc.fields(ModelConfig):
+        assert f.metadata["help"], f.name
+    assert HotspotERC(corpus.dims, 3, hotspot_source="learned", d_model=16, num_heads=2).content_pool == "attention"
+    assert HotspotERC(corpus.dims, 3, content_pool=None, d_model=16, num_heads=2).config.content_pool == "auto"
+    assert HotspotERC(corpus.dims, 3, modalities=("t", "a"), d_model=16, num_heads=2).config.modalities == "ta"
+    for bad, msg in ((dict(rule_kind="peak"), "rule_kind must be one of"), (dict(d_model=30), "divisible"),
+                     (dict(soft_temperature=0.0), "soft_temperature"), (dict(dropout=1.0), "dropout"),
+                     (dict(window_past=-1), "window_past"), (dict(hgf=1), "hgf must be bool"),
+                     (dict(num_windows=True), "num_windows must be int"), (dict(content_pool="max"), "content_pool")):
+        with pytest.raises(ValueError, match=msg):
+            ModelConfig(**bad).validate()
+        with pytest.raises(ValueError, match=msg):
+            HotspotERC(corpus.dims, 3, **bad)
+    with pytest.raises(TypeError, match="unknown option"):
+        HotspotERC(corpus.dims, 3, d_modle=8)
+    with pytest.raises(TypeError, match="config must be a ModelConfig"):
+        HotspotERC(corpus.dims, 3, 64)
+    with pytest.raises(ValueError, match="unknown model setting"):
+        ModelConfig.from_dict({"d_modle": 8})

@@ -28,11 +28,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from hotspot_erc.nn.config import HOTSPOT_SOURCES, MODALITIES, ModelConfig  # noqa: F401  (re-exported)
 from hotspot_erc.nn.encoder import AttentionPool, FrameEncoder
 from hotspot_erc.nn.moa import hotspot_frames
-
-MODALITIES = ("t", "a", "v")
-HOTSPOT_SOURCES = ("data", "rule", "learned")
 
 
 @dataclass
@@ -118,141 +116,128 @@ class HotspotERC(nn.Module):
     Args:
         dims: input feature size per modality, e.g. ``{"t": 32, "a": 24, "v": 16}``.
         num_classes: number of emotion classes.
-        soft_temperature: temperature of the soft top-k windows (and attention content pooling).
-        content_pool: how hotspot extraction pools the global content C: "mean" or "attention"
-            (score-weighted); default "attention" for a learned scorer, else "mean".
-        center: replace projected frames x by ``x - β ⊙ mean_utterance(x)`` (β per channel,
-            learned, starting at 1) before hotspot extraction; rule scores then measure how far
-            a frame departs from its utterance.
-        Other arguments: the defaults of DESIGN §1; see :class:`hotspot_erc.train.config.ModelConfig`
-        for what each one does.
+        config: a :class:`~hotspot_erc.nn.config.ModelConfig` (or a dict of its fields; None = the
+            defaults). Its fields are every option of the model, with their help texts.
+        **overrides: single ``ModelConfig`` fields by keyword (``HotspotERC(dims, 6, d_model=32)``),
+            applied on top of ``config``.
+
+    ``model.config`` is the validated configuration the model was built from.
     """
 
-    def __init__(self, dims: dict[str, int], num_classes: int, d_model: int = 64,
-                 modalities="tav", hotspot_source: str = "rule", rule_kind: str = "norm",
-                 num_windows: int = 2, radius: int = 2, hgf: bool = True, gate: str = "vector",
-                 encoder_layers: int = 1, num_heads: int = 4, moa: bool = True, num_experts: int = 4,
-                 top_k: int = 2, graph: bool = True, graph_layers: int = 2,
-                 temporal_edges: bool = True, cross_modal_edges: bool = True, window_past: int = 2,
-                 window_future: int = 2, graph_scheme: str = "default", num_speakers: int = 8,
-                 dropout: float = 0.1, modality_dropout: float = 0.0, classifier_hidden: int = 128,
-                 soft_temperature: float = 1.0, content_pool: str | None = None, center: bool = True,
-                 encoder_skip: bool = False, graph_on_aligned: bool = False, moa_keys: str = "all",
-                 hotspot_pool: bool = False, mark_hotspots: bool = False):
+    def __init__(self, dims: dict[str, int], num_classes: int, config: ModelConfig | dict | None = None,
+                 **overrides):
         super().__init__()
-        mods = tuple(modalities)
-        if not mods or len(set(mods)) != len(mods) or any(m not in MODALITIES for m in mods):
-            raise ValueError(f"modalities must be distinct letters among {MODALITIES}, got {modalities!r}")
+        if config is None:
+            config = ModelConfig()
+        elif isinstance(config, dict):
+            config = ModelConfig.from_dict(config)
+        elif not isinstance(config, ModelConfig):
+            raise TypeError(f"config must be a ModelConfig, a dict of its fields or None, got "
+                            f"{type(config).__name__}; pass single options by keyword (d_model=...)")
+        unknown = sorted(set(overrides) - set(ModelConfig.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"HotspotERC got unknown option(s) {unknown}; the options are the fields of ModelConfig")
+        cfg = config.replace(**overrides).validate()
+        mods = tuple(cfg.modalities)
         missing = [m for m in mods if m not in dims]
         if missing:
             raise ValueError(f"modalities {missing} were asked for but dims only has {sorted(dims)}")
-        if hotspot_source not in HOTSPOT_SOURCES:
-            raise ValueError(f"hotspot_source must be one of {HOTSPOT_SOURCES}, got {hotspot_source!r}")
-        if gate not in ("vector", "scalar"):
-            raise ValueError(f"gate must be 'vector' or 'scalar', got {gate!r}")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        moa = cfg.moa
         if moa and len(mods) < 2:
             # Text-only (or any single-modality) training is a supported setup: MoA has no pair
             # to align there, so it switches off with a note instead of refusing to build.
             logging.getLogger(__name__).warning(
                 "MoA aligns pairs of modalities; with modalities=%r it is switched off", "".join(mods))
             moa = False
-        if not 0.0 <= modality_dropout < 1.0:
-            raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        self.config = cfg
+        d_model, num_heads, dropout = cfg.d_model, cfg.num_heads, cfg.dropout
         self.modalities = mods
         self.dims = {m: int(dims[m]) for m in mods}
         self.num_classes = num_classes
         self.d_model = d_model
-        self.hotspot_source = hotspot_source
-        self.rule_kind = rule_kind
-        self.num_windows = num_windows
-        self.radius = radius
-        self.soft_temperature = soft_temperature
-        # A learned scorer also gets gradient through score-weighted (attention) content pooling;
-        # data / rule scores are not calibrated as attention logits, so C is their plain mean.
-        self.content_pool = content_pool or ("attention" if hotspot_source == "learned" else "mean")
-        self.use_hgf, self.use_moa, self.use_graph = hgf, moa, graph
-        self.modality_dropout = modality_dropout
-        self.graph_options = dict(window_past=window_past, window_future=window_future,
-                                  scheme=graph_scheme, temporal=temporal_edges, cross_modal=cross_modal_edges,
-                                  num_speakers=num_speakers)
+        self.hotspot_source = cfg.hotspot_source
+        self.rule_kind = cfg.rule_kind
+        self.num_windows = cfg.num_windows
+        self.radius = cfg.radius
+        self.soft_temperature = cfg.soft_temperature
+        self.content_pool = cfg.resolved_content_pool
+        self.use_hgf, self.use_moa, self.use_graph = cfg.hgf, moa, cfg.graph
+        self.modality_dropout = cfg.modality_dropout
+        self.graph_options = dict(window_past=cfg.window_past, window_future=cfg.window_future,
+                                  scheme=cfg.graph_scheme, temporal=cfg.temporal_edges,
+                                  cross_modal=cfg.cross_modal_edges, num_speakers=cfg.speaker_table_size)
 
         self.proj = nn.ModuleDict({m: nn.Linear(self.dims[m], d_model) for m in mods})
-        self.center = center
-        if center:
+        self.center = cfg.center
+        if cfg.center:
             # x - β ⊙ mean_utterance(x), β learned per channel (starts at 1): removes what is
             # constant over an utterance (speaker / channel / session offsets) so hotspots stand
             # out; β can move to 0 where the utterance mean itself is the evidence.
             self.center_beta = nn.ParameterDict({m: nn.Parameter(torch.ones(d_model)) for m in mods})
-        if hotspot_source == "learned":
+        if cfg.hotspot_source == "learned":
             LearnedScorer, _, _ = _hotspot_api()
             self.scorer = nn.ModuleDict({m: LearnedScorer(d_model) for m in mods})
-        if hgf:
+        if cfg.hgf:
             from hotspot_erc.nn.fusion import HotspotGatedFusion
 
-            self.hgf = nn.ModuleDict({m: HotspotGatedFusion(d_model, gate=gate) for m in mods})
-        self.encoder = nn.ModuleDict({m: FrameEncoder(d_model, encoder_layers, num_heads, dropout=dropout)
+            self.hgf = nn.ModuleDict({m: HotspotGatedFusion(d_model, gate=cfg.gate) for m in mods})
+        self.encoder = nn.ModuleDict({m: FrameEncoder(d_model, cfg.encoder_layers, num_heads, dropout=dropout)
                                       for m in mods})
         self.pool = nn.ModuleDict({m: AttentionPool(d_model, num_heads) for m in mods})
         width = len(mods) * d_model
-        if moa_keys not in ("all", "hotspots"):
-            raise ValueError(f"moa_keys must be 'all' or 'hotspots', got {moa_keys!r}")
-        self.moa_keys = moa_keys
-        self.hotspot_pool = hotspot_pool
+        self.moa_keys = cfg.moa_keys
+        self.hotspot_pool = cfg.hotspot_pool
         # The encoder's LayerNorms scale every frame to the same norm, so the small fused frames
         # outside hotspot windows come out as large as the hotspot frames; a learned marker added
         # to window frames keeps them distinguishable after normalisation.
-        self.mark_hotspots = mark_hotspots
-        if mark_hotspots:
+        self.mark_hotspots = cfg.mark_hotspots
+        if cfg.mark_hotspots:
             self.hotspot_marker = nn.ParameterDict({m: nn.Parameter(torch.randn(d_model) * d_model ** -0.5)
                                                     for m in mods})
         # Without MoA the classifier sees the encoder-pooled vectors; with it, the MoA-pooled ones,
         # and beside them the encoder-pooled ones when encoder_skip is on.
-        self.encoder_skip = encoder_skip and moa
-        self.graph_on_aligned = graph_on_aligned and moa
+        self.encoder_skip = cfg.encoder_skip and moa
+        self.graph_on_aligned = cfg.graph_on_aligned and moa
         if self.encoder_skip:
             width += len(mods) * d_model
         if moa:
             from hotspot_erc.nn.moa import MixtureOfAligners
 
-            self.moa = MixtureOfAligners(d_model, modalities=mods, num_experts=num_experts, top_k=top_k,
+            self.moa = MixtureOfAligners(d_model, modalities=mods, num_experts=cfg.num_experts, top_k=cfg.top_k,
                                          num_heads=num_heads, dropout=dropout)
             self.moa_pool = nn.ModuleDict({m: AttentionPool(d_model, num_heads) for m in mods})
-        if graph:
+        if cfg.graph:
             from hotspot_erc.nn.rgcn import RGCNConv
 
             from hotspot_erc.data.graph import node_modalities, relation_names, scheme_has_edges
 
             # The relation vocabulary depends only on (modalities, scheme, num_speakers); the edge
             # flags only decide which relations get edges, so num_relations is fixed.
-            self.graph_modalities = node_modalities(mods, graph_scheme)
-            self.relation_names = list(relation_names(self.graph_modalities, graph_scheme, num_speakers))
-            if not scheme_has_edges(self.graph_modalities, graph_scheme, temporal_edges, cross_modal_edges):
-                raise ValueError("the conversation graph has no edges with these options "
-                                 "(temporal and cross-modal edges both off, or one modality without "
-                                 "temporal edges); turn the graph off with graph=False / --no-graph")
-            if isinstance(num_speakers, bool) or not isinstance(num_speakers, int) or num_speakers < 1:
-                raise ValueError(f"num_speakers must be an int >= 1 (the size of the speaker table; the "
-                                 f"trainer resolves 0 = auto from the corpus), got {num_speakers!r}")
+            num_speakers = cfg.speaker_table_size
+            self.graph_modalities = node_modalities(mods, cfg.graph_scheme)
+            self.relation_names = list(relation_names(self.graph_modalities, cfg.graph_scheme, num_speakers))
             self.num_speakers = num_speakers
             self.speaker = nn.Embedding(num_speakers, d_model)
             self.gnn = nn.ModuleList(RGCNConv(d_model, d_model, len(self.relation_names))
-                                     for _ in range(graph_layers))
-            self.gnn_norm = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(graph_layers))
+                                     for _ in range(cfg.graph_layers))
+            self.gnn_norm = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(cfg.graph_layers))
             width += len(self.graph_modalities) * d_model
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, classifier_hidden), nn.GELU(),
-                                        nn.Dropout(dropout), nn.Linear(classifier_hidden, num_classes))
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, cfg.classifier_hidden), nn.GELU(),
+                                        nn.Dropout(dropout), nn.Linear(cfg.classifier_hidden, num_classes))
         self.drop = nn.Dropout(dropout)
         # Evaluation-time instrument: when True, forward also measures where MoA attention looks
         # (recomputes the attention probabilities; leave off for training).
         self.inspect = False
 
     @classmethod
-    def from_config(cls, cfg, dims: dict[str, int], num_classes: int) -> "HotspotERC":
-        """Build from a :class:`~hotspot_erc.train.config.ModelConfig` (or its dict)."""
-        d = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
-        return cls(dims, num_classes, **d)
+    def from_config(cls, cfg, dims: dict[str, int], num_classes: int, **overrides) -> "HotspotERC":
+        """Build from a :class:`~hotspot_erc.nn.config.ModelConfig` (or its dict, or any
+        dataclass with its fields)."""
+        if not isinstance(cfg, (ModelConfig, dict)):
+            cfg = dataclasses.asdict(cfg)
+        return cls(dims, num_classes, cfg, **overrides)
 
     # ------------------------------------------------------------------ graph helpers
     def _build_graph(self, dialogue, speaker, present=None):
