@@ -176,6 +176,7 @@ setup(
         "hotspot_erc",
         "hotspot_erc.kernels",
         "hotspot_erc.ops",
+        "hotspot_erc.ops.cpu",
         "hotspot_erc.reference",
         "hotspot_erc.nn",
         "hotspot_erc.hotspots",

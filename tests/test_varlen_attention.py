@@ -190,15 +190,15 @@ def test_gradcheck_float64(backend):
 @pytest.mark.parametrize("budget", [1 << 22, 64], ids=["one_group", "many_groups"])
 def test_cpu_path_variants(aten_flash, budget, monkeypatch):
     """The CPU path with and without ATen's flash kernels, in one padded group or many."""
-    from hotspot_erc.ops import varlen_attention as mod
+    from hotspot_erc.ops.cpu import varlen_attention as mod
 
-    monkeypatch.setattr(mod, "_CPU_SCORE_BUDGET", budget)
+    monkeypatch.setattr(mod, "SCORE_BUDGET", budget)
     if not aten_flash:
-        monkeypatch.setattr(mod, "_CPU_FLASH", None)
-        monkeypatch.setattr(mod, "_CPU_FLASH_BWD", None)
+        monkeypatch.setattr(mod, "CPU_FLASH", None)
+        monkeypatch.setattr(mod, "CPU_FLASH_BWD", None)
     lq, lk = LAYOUTS["mixed"]
     q, k, v, cq, ck = make(lq, lk, dtype=torch.float64, heads=2, head_dim=5)
-    assert len(mod._cpu_chunks(cq, ck, 2)) == (1 if budget > 64 else 4)
+    assert len(mod.length_groups(cq, ck, 2)) == (1 if budget > 64 else 4)
     leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
     grad = torch.randn_like(q)
     out = varlen_cross_attention(*leaves, cq, ck, backend="cpu")

@@ -28,8 +28,8 @@ from typing import Optional
 import torch
 
 from hotspot_erc.ops import _backend
+from hotspot_erc.ops.cpu import grouped_linear as cpu
 from hotspot_erc.reference.grouped_linear import grouped_expert_linear_reference
-from hotspot_erc.segments import segment_ids
 
 OP = "grouped_expert_linear"
 _DTYPES_TRITON = (torch.float32, torch.float16, torch.bfloat16)
@@ -38,90 +38,6 @@ _DTYPES_TRITON = (torch.float32, torch.float16, torch.bfloat16)
 # "cpu" is the ATen path: it runs on any device, but the automatic choice takes it for CUDA
 # tensors only in float64 (it reads per-expert counts on the host, a sync there).
 SUPPORTS = _backend.register(OP, {"triton": _backend.triton_reason, "cpu": lambda device: ""})
-
-
-# ----------------------------------------------------------------------------- ATen path
-
-def _pairs_by_expert(cu_seqlens, experts, num_tokens):
-    """(token, slot) pairs p = token·k + slot sorted by expert (stable).
-
-    Returns (order: pair ids in expert order [N·k], its inverse permutation, the token of each
-    sorted pair, the segment of every token [N], pairs per expert as host ints).
-    """
-    k = experts.shape[1]
-    seg = segment_ids(cu_seqlens, num_tokens)
-    pair_e = experts.to(torch.int64).index_select(0, seg).reshape(-1)
-    order = torch.sort(pair_e, stable=True).indices
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel(), device=order.device)
-    counts = torch.bincount(pair_e).tolist()
-    return order, inverse, order // k, seg, counts
-
-
-def _slot_sum(rows: torch.Tensor, inverse: torch.Tensor, n: int, k: int) -> torch.Tensor:
-    """Rows of the expert-sorted pairs back in (token, slot) order, the k slots summed: a gather
-    and a fixed-order sum instead of a scatter-add."""
-    back = rows.index_select(0, inverse)
-    return back if k == 1 else back.view(n, k, -1).sum(1)
-
-
-def _aten_forward(x, cu_seqlens, experts, gates, weight, bias):
-    n, k, d_out = x.shape[0], experts.shape[1], weight.shape[2]
-    if n == 0:
-        return x.new_zeros(0, d_out)
-    order, inverse, tok, seg, counts = _pairs_by_expert(cu_seqlens, experts, n)
-    g = gates.to(x.dtype).index_select(0, seg).reshape(-1).index_select(0, order)[:, None]
-    xs = x.index_select(0, tok)
-    ys = x.new_empty(n * k, d_out)
-    start = 0
-    for e, cnt in enumerate(counts):
-        if cnt:
-            sl = slice(start, start + cnt)
-            if bias is not None:
-                torch.addmm(bias[e], xs[sl], weight[e], out=ys[sl])
-            else:
-                torch.mm(xs[sl], weight[e], out=ys[sl])
-            start += cnt
-    return _slot_sum(ys.mul_(g), inverse, n, k)
-
-
-def _aten_backward(dy, x, cu_seqlens, experts, gates, weight, bias):
-    n, d_in = x.shape
-    k = experts.shape[1]
-    acc = torch.promote_types(x.dtype, torch.float32)
-    # new_zeros, not zeros_like: gradients are contiguous whatever the inputs' strides, as the
-    # registered fake says (zeros_like would copy a transposed weight's strides).
-    dweight = weight.new_zeros(weight.shape)
-    dbias = bias.new_zeros(bias.shape) if bias is not None else None
-    if n == 0:
-        return x.new_zeros(x.shape), gates.new_zeros(gates.shape), dweight, dbias
-    order, inverse, tok, seg, counts = _pairs_by_expert(cu_seqlens, experts, n)
-    g = gates.to(x.dtype).index_select(0, seg).reshape(-1).index_select(0, order)[:, None]
-    xs = x.index_select(0, tok)
-    dys = dy.index_select(0, tok)
-    gdy = dys * g
-    t = x.new_empty(n * k, d_in)
-    dg_bias = torch.zeros(n * k, dtype=acc, device=x.device) if bias is not None else None
-    start = 0
-    for e, cnt in enumerate(counts):
-        if not cnt:
-            continue
-        sl = slice(start, start + cnt)
-        torch.mm(dys[sl], weight[e].transpose(0, 1), out=t[sl])
-        torch.mm(xs[sl].transpose(0, 1), gdy[sl], out=dweight[e])
-        if bias is not None:
-            dbias[e] = gdy[sl].sum(0)
-            dg_bias[sl] = dys[sl].to(acc) @ bias[e].to(acc)
-        start += cnt
-    # d gate = dy · (x W_e + b_e) = x · (dy W_eᵀ) + dy · b_e, per pair, then summed per segment
-    dg = (t.to(acc) * xs.to(acc)).sum(-1)
-    if dg_bias is not None:
-        dg = dg + dg_bias
-    dx = _slot_sum(t.mul_(g), inverse, n, k)
-    dg_tok = dg.index_select(0, inverse).view(n, k)
-    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
-    dgates = torch.segment_reduce(dg_tok, "sum", lengths=lengths, unsafe=True, initial=0)
-    return dx, dgates.to(gates.dtype), dweight, dbias
 
 
 # ----------------------------------------------------------------------------- registered op
@@ -157,7 +73,7 @@ def _grouped_expert_linear_op(x: torch.Tensor, cu_seqlens: torch.Tensor, experts
         return grouped_linear_forward(x.contiguous(), cu_seqlens.contiguous(), experts.contiguous(),
                                       gates.contiguous(), weight,
                                       bias.contiguous() if bias is not None else None, tiles, block_m)
-    return _aten_forward(x, cu_seqlens, experts, gates, weight, bias)
+    return cpu.forward(x, cu_seqlens, experts, gates, weight, bias)
 
 
 @_grouped_expert_linear_op.register_fake
@@ -180,7 +96,7 @@ def _grouped_expert_linear_backward_op(
             gates.contiguous(), weight, bias.contiguous() if bias is not None else None,
             tiles, routing, block_m)
     else:
-        dx, dg, dw, db = _aten_backward(grad, x, cu_seqlens, experts, gates, weight, bias)
+        dx, dg, dw, db = cpu.backward(grad, x, cu_seqlens, experts, gates, weight, bias)
     if db is None:
         db = weight.new_empty(0)
     return dx, dg, dw, db

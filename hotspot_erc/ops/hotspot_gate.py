@@ -34,6 +34,7 @@ from typing import Optional
 import torch
 
 from hotspot_erc.ops import _backend
+from hotspot_erc.ops.cpu import hotspot_gate as cpu
 from hotspot_erc.reference.hotspot_gate import hotspot_gate_reference
 
 OP = "hotspot_gate"
@@ -45,59 +46,13 @@ SUPPORTS = _backend.register(OP, {
 })
 
 
-# ----------------------------------------------------------------------------- ATen composition
-
-def _gate_composite(c, h, weight, bias):
-    """α [N, g] in a fresh buffer: the two halves of the GEMM accumulate into one output."""
-    d = c.shape[1]
-    if weight.shape[1] == 1:
-        z = torch.addmv(bias.expand(c.shape[0]), c, weight[:d, 0])
-        z.addmv_(h, weight[d:, 0])
-        return z.sigmoid_().unsqueeze(1)
-    z = torch.addmm(bias, c, weight[:d])
-    z.addmm_(h, weight[d:])
-    return z.sigmoid_()
-
-
-def _forward_composite(c, h, weight, bias, write_alpha):
-    alpha = _gate_composite(c, h, weight, bias)
-    out = torch.lerp(c, h, alpha)  # c + α(h − c) in one elementwise pass
-    return out, (alpha if write_alpha else None)
-
-
-def _backward_composite(grad_out, grad_alpha, c, h, weight, bias, alpha=None):
-    d = c.shape[1]
-    scalar = weight.shape[1] == 1
-    if alpha is None:
-        alpha = _gate_composite(c, h, weight, bias)
-    dz = torch.sub(h, c).mul_(grad_out)  # dα per element
-    if scalar:
-        dz = dz.sum(1, keepdim=True)
-    if grad_alpha is not None:
-        dz.add_(grad_alpha)
-    dz = torch.ops.aten.sigmoid_backward(dz, alpha)  # dα ⊙ α(1 − α), one pass
-    dc = torch.addcmul(grad_out, grad_out, alpha, value=-1)  # dout ⊙ (1 − α), one pass
-    dh = grad_out * alpha
-    if scalar:
-        dc.addr_(dz[:, 0], weight[:d, 0])
-        dh.addr_(dz[:, 0], weight[d:, 0])
-    else:
-        dc.addmm_(dz, weight[:d].t())
-        dh.addmm_(dz, weight[d:].t())
-    dw = torch.empty_like(weight)
-    torch.mm(c.t(), dz, out=dw[:d])
-    torch.mm(h.t(), dz, out=dw[d:])
-    db = dz.sum(0, dtype=torch.float32).to(bias.dtype) if dz.dtype != torch.float64 else dz.sum(0)
-    return dc, dh, dw, db
-
-
 def _impl(backend: str):
     if backend == "triton":
         from hotspot_erc.kernels import hotspot_gate as kernels  # lazy: TRITON_INTERPRET is read at def time
 
         return kernels.forward, kernels.backward
     if backend == "cpu":
-        return _forward_composite, _backward_composite
+        return cpu.forward, cpu.backward
     raise ValueError(f"hotspot_gate op has no implementation {backend!r}")
 
 
@@ -133,7 +88,7 @@ def _hotspot_gate_backward_op(grad_out: torch.Tensor, grad_alpha: Optional[torch
     backend), else None and the gate is recomputed."""
     _, bwd = _impl(backend)
     if alpha is not None:
-        return _backward_composite(grad_out, grad_alpha, c, h, weight, bias, alpha)
+        return cpu.backward(grad_out, grad_alpha, c, h, weight, bias, alpha)
     return bwd(grad_out, grad_alpha, c, h, weight, bias)
 
 

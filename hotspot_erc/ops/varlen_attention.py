@@ -31,131 +31,17 @@ from typing import Optional
 import torch
 
 from hotspot_erc.ops import _backend
+from hotspot_erc.ops.cpu import varlen_attention as cpu
 from hotspot_erc.reference.varlen_attention import varlen_cross_attention_reference
 
 OP = "varlen_cross_attention"
 TRITON_MAX_HEAD_DIM = 128
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# Padded score work (elements of count·H·Lq·Lk) of one group of segments on the CPU path.
-_CPU_SCORE_BUDGET = 1 << 20
 
 SUPPORTS = _backend.register(OP, {
     "triton": _backend.triton_reason,
     "cpu": lambda device: "" if device.type == "cpu" else "the ATen path is for CPU tensors",
 })
-
-
-# ----------------------------------------------------------------------------- CPU (ATen) path
-
-# ATen's CPU flash-attention kernels (they return the log-sum-exp the backward needs). They are
-# private ops: where a torch build lacks them, the explicit formulas below do the same work.
-_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-_CPU_FLASH_BWD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
-
-
-def _cpu_chunks(cu_q: torch.Tensor, cu_k: torch.Tensor, heads: int) -> list[torch.Tensor]:
-    """Segments with queries and keys, sorted by length and grouped so that each group's padded
-    score work (count·H·Lq·Lk) stays under a budget: similar lengths keep padding waste small,
-    and the explicit path's dense score tensor stays bounded."""
-    lq = (cu_q[1:] - cu_q[:-1]).tolist()
-    lk = (cu_k[1:] - cu_k[:-1]).tolist()
-    order = sorted((s for s in range(len(lq)) if lq[s] > 0 and lk[s] > 0), key=lambda s: (lk[s], lq[s]))
-    chunks, cur, mq, mk = [], [], 0, 0
-    for s in order:
-        nq, nk = max(mq, lq[s]), max(mk, lk[s])
-        if cur and (len(cur) + 1) * heads * nq * nk > _CPU_SCORE_BUDGET:
-            chunks.append(cur)
-            cur, nq, nk = [], lq[s], lk[s]
-        cur.append(s)
-        mq, mk = nq, nk
-    if cur:
-        chunks.append(cur)
-    return [torch.tensor(c, dtype=torch.long) for c in chunks]
-
-
-class _Padding:
-    """Where the tokens of a group of segments sit in a padded [c, L, ...] batch."""
-
-    def __init__(self, cu: torch.Tensor, segs: torch.Tensor):
-        starts = cu[segs].long()
-        self.lens = cu[segs + 1].long() - starts
-        self.count, self.length = segs.numel(), int(self.lens.max())
-        pos = torch.arange(self.length)
-        self.valid = pos[None, :] < self.lens[:, None]
-        self.slot = self.valid.flatten().nonzero().squeeze(1)  # flat padded position of each token
-        self.tok = (starts[:, None] + pos[None, :])[self.valid]  # packed index of each token
-
-    def pad(self, x: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-        padded = x.new_full((self.count * self.length,) + tuple(x.shape[1:]), fill)
-        padded.index_copy_(0, self.slot, x.index_select(0, self.tok))
-        return padded.view((self.count, self.length) + tuple(x.shape[1:]))
-
-    def unpad_into(self, dst: torch.Tensor, padded: torch.Tensor) -> None:
-        rows = padded.reshape((self.count * self.length,) + tuple(dst.shape[1:])).index_select(0, self.slot)
-        dst.index_copy_(0, self.tok, rows.to(dst.dtype))
-
-
-def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _key_mask(pk: _Padding, dtype: torch.dtype) -> torch.Tensor:
-    """Additive [c, 1, 1, Lk] mask: -inf on padded keys."""
-    return torch.zeros(pk.valid.shape, dtype=dtype).masked_fill(~pk.valid, float("-inf"))[:, None, None, :]
-
-
-def _heads_first(x: torch.Tensor) -> torch.Tensor:
-    return x.transpose(1, 2)  # [c, L, H, D] -> [c, H, L, D]
-
-
-def _cpu_forward(q, k, v, cu_q, cu_k, scale):
-    out = torch.zeros(q.shape, dtype=q.dtype)
-    lse = torch.full(q.shape[:2], float("-inf"), dtype=_lse_dtype(q.dtype))
-    for segs in _cpu_chunks(cu_q, cu_k, q.shape[1]):
-        pq, pk = _Padding(cu_q, segs), _Padding(cu_k, segs)
-        qp, kp, vp = _heads_first(pq.pad(q)), _heads_first(pk.pad(k)), _heads_first(pk.pad(v))
-        if _CPU_FLASH is not None:
-            o, l = _CPU_FLASH(qp, kp, vp, attn_mask=_key_mask(pk, q.dtype), scale=scale)
-        else:
-            ct = _lse_dtype(q.dtype)
-            scores = torch.matmul(qp.to(ct), kp.to(ct).transpose(-1, -2)) * scale + _key_mask(pk, ct)
-            l = torch.logsumexp(scores, dim=-1)  # finite: every grouped segment has keys
-            o = torch.matmul(torch.exp(scores - l[..., None]), vp.to(ct))
-        pq.unpad_into(out, _heads_first(o))
-        pq.unpad_into(lse, l.transpose(1, 2))
-    return out, lse
-
-
-def _cpu_backward(do, q, k, v, out, lse, grad_lse, cu_q, cu_k, scale):
-    dq, dk, dv = (torch.zeros(t.shape, dtype=t.dtype) for t in (q, k, v))
-    # ATen's kernel has no log-sum-exp gradient input: use it only when that gradient is zero.
-    if grad_lse is not None and not bool(grad_lse.any()):
-        grad_lse = None
-    use_flash = _CPU_FLASH_BWD is not None and grad_lse is None
-    ct = _lse_dtype(q.dtype)
-    for segs in _cpu_chunks(cu_q, cu_k, q.shape[1]):
-        pq, pk = _Padding(cu_q, segs), _Padding(cu_k, segs)
-        qp, dop, op_ = (_heads_first(pq.pad(t)) for t in (q, do, out))
-        kp, vp = _heads_first(pk.pad(k)), _heads_first(pk.pad(v))
-        # +inf on padded query rows makes their probabilities exactly 0.
-        lsep = pq.pad(lse, fill=float("inf")).transpose(1, 2)
-        mask = _key_mask(pk, q.dtype if use_flash else ct)
-        if use_flash:
-            dqp, dkp, dvp = _CPU_FLASH_BWD(dop, qp, kp, vp, op_, lsep, 0.0, False, attn_mask=mask, scale=scale)
-        else:
-            qc, kc, vc, doc = qp.to(ct), kp.to(ct), vp.to(ct), dop.to(ct)
-            delta = (doc * op_.to(ct)).sum(-1)
-            if grad_lse is not None:
-                delta = delta - pq.pad(grad_lse.to(ct)).transpose(1, 2)
-            probs = torch.exp(torch.matmul(qc, kc.transpose(-1, -2)) * scale + mask - lsep[..., None])
-            dvp = torch.matmul(probs.transpose(-1, -2), doc)
-            ds = probs * (torch.matmul(doc, vc.transpose(-1, -2)) - delta[..., None])
-            dqp = torch.matmul(ds, kc) * scale
-            dkp = torch.matmul(ds.transpose(-1, -2), qc) * scale
-        pq.unpad_into(dq, _heads_first(dqp))
-        pk.unpad_into(dk, _heads_first(dkp))
-        pk.unpad_into(dv, _heads_first(dvp))
-    return dq, dk, dv
 
 
 # ----------------------------------------------------------------------------- registered ops
@@ -182,16 +68,16 @@ def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: tor
     both backward passes, built in one launch here and reused by the backward."""
     if q.shape[1] == 0 or q.shape[2] == 0:
         # Nothing to attend with (and ATen's CPU flash kernel divides by the head count).
-        return (q.new_zeros(q.shape), q.new_full(q.shape[:2], float("-inf"), dtype=_lse_dtype(q.dtype)),
+        return (q.new_zeros(q.shape), q.new_full(q.shape[:2], float("-inf"), dtype=cpu.lse_dtype(q.dtype)),
                 q.new_empty(0, dtype=torch.int32))
     if backend == "triton":
         return _triton_kernels().forward(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
-    return (*_cpu_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, scale), q.new_empty(0, dtype=torch.int32))
+    return (*cpu.forward(q, k, v, cu_seqlens_q, cu_seqlens_k, scale), q.new_empty(0, dtype=torch.int32))
 
 
 @_fwd_op.register_fake
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, scale, backend):
-    return (q.new_empty(q.shape), q.new_empty(q.shape[:2], dtype=_lse_dtype(q.dtype)),
+    return (q.new_empty(q.shape), q.new_empty(q.shape[:2], dtype=cpu.lse_dtype(q.dtype)),
             q.new_empty(_tables_numel(q, k, cu_seqlens_q, backend), dtype=torch.int32))
 
 
@@ -208,7 +94,7 @@ def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.T
     if backend == "triton":
         return _triton_kernels().backward(grad_out, q, k, v, out, lse, grad_lse, cu_seqlens_q, cu_seqlens_k, scale,
                                           tables)
-    return _cpu_backward(grad_out, q, k, v, out, lse, grad_lse, cu_seqlens_q, cu_seqlens_k, scale)
+    return cpu.backward(grad_out, q, k, v, out, lse, grad_lse, cu_seqlens_q, cu_seqlens_k, scale)
 
 
 @_bwd_op.register_fake
