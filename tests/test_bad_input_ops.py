@@ -397,3 +397,40 @@ def test_nan_stays_in_its_segment(backend):
     a["x"][4] = float("nan")  # segment 1
     y = grouped_expert_linear(**a, backend=backend)
     assert y[:4].isfinite().all() and y[4].isnan().all()
+
+
+# ----------------------------------------------------------------------------- one capability rule
+
+@pytest.mark.parametrize("op,dtype,head_dim,want", [
+    ("hotspot_gate", torch.float32, None, "triton"),
+    ("hotspot_gate", torch.float64, None, "cpu"),            # the ATen composition is device-generic
+    ("grouped_expert_linear", torch.bfloat16, None, "triton"),
+    ("grouped_expert_linear", torch.float64, None, "cpu"),
+    ("varlen_cross_attention", torch.float16, 128, "triton"),
+    ("varlen_cross_attention", torch.float64, 64, "reference"),  # its CPU path is CPU-only
+    ("varlen_cross_attention", torch.float32, 256, "reference"),
+])
+def test_automatic_choice_on_cuda_follows_the_capability_table(op, dtype, head_dim, want, monkeypatch):
+    """Choice only (nothing runs, no GPU needed): every op's post-choice fallback is the table's."""
+    from hotspot_erc.ops import _backend
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    if _backend.triton_reason(torch.device("cuda")):
+        pytest.skip("Triton is not importable")
+    got = _backend.choose(op, None, torch.device("cuda"), _backend.OPS[op], dtype=dtype, head_dim=head_dim)
+    assert got == want
+
+
+def test_forced_backend_outside_the_table_names_the_limit_and_the_way_out():
+    from hotspot_erc.ops import _backend
+
+    sup = _backend.OPS["varlen_cross_attention"]
+    with pytest.raises(_backend.UnsupportedDtype, match="takes float32, float16 or bfloat16 tensors, got float64; "
+                                                        "use backend='cpu' or backend='reference'"):
+        _backend.choose("varlen_cross_attention", "triton", torch.device("cpu"), sup, dtype=torch.float64)
+    with pytest.raises(ValueError, match="head dims up to 128, got 200"):
+        _backend.choose("varlen_cross_attention", "triton", torch.device("cpu"), sup, dtype=torch.float32,
+                        head_dim=200)
+    with _backend.use_backend("triton"):  # a block-wide default the inputs do not fit: automatic
+        assert _backend.choose("hotspot_gate", None, torch.device("cpu"), _backend.OPS["hotspot_gate"],
+                               dtype=torch.float64) == "cpu"

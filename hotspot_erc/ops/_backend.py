@@ -7,6 +7,7 @@ backend that cannot run raises :class:`BackendUnavailable` naming the reason.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -74,37 +75,125 @@ def cpu_ext_reason(op: str) -> str:
     return ""
 
 
-def choose(op: str, backend: str | None, device: torch.device, supports: dict[str, object]) -> str:
-    """Resolve ``backend`` for ``op`` on ``device``.
+# ----------------------------------------------------------------------------- capabilities
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+INDEX_DTYPES = (torch.int32, torch.int64)
+HALF_AND_SINGLE = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Capability:
+    """What one backend of one op takes, beyond being available at all (which the op's
+    ``supports`` callables report): the float dtypes it computes in, the device types its code
+    runs on, and the largest head dim (None: any)."""
+    dtypes: tuple = FLOAT_DTYPES
+    devices: tuple = ("cpu",)
+    max_head_dim: int | None = None
+
+
+# The one table :func:`choose` consults. The Triton kernels have no float64 path; the ATen
+# compositions of hotspot_gate and grouped_expert_linear are device-generic, so float64 CUDA
+# tensors land there, while the attention's CPU path groups segments on the host (CPU only) and
+# float64 CUDA attention goes to the reference. Triton on CPU tensors means the interpreter.
+CAPABILITIES: dict[str, dict[str, Capability]] = {
+    "hotspot_gate": {"triton": Capability(HALF_AND_SINGLE, ("cuda", "cpu")),
+                     "cpu": Capability(FLOAT_DTYPES, ("cpu", "cuda"))},
+    "grouped_expert_linear": {"triton": Capability(HALF_AND_SINGLE, ("cuda", "cpu")),
+                              "cpu": Capability(FLOAT_DTYPES, ("cpu", "cuda"))},
+    "varlen_cross_attention": {"triton": Capability(HALF_AND_SINGLE, ("cuda", "cpu"), max_head_dim=128),
+                               "cpu": Capability(FLOAT_DTYPES, ("cpu",))},
+    "relational_aggregate": {"cuda": Capability(FLOAT_DTYPES, ("cuda",)),
+                             "cpu": Capability(FLOAT_DTYPES, ("cpu",))},
+}
+# A backend missing from the table: any float dtype, on the device its name says.
+_DEFAULT_DEVICES = {"triton": ("cuda", "cpu"), "cuda": ("cuda",), "cpu": ("cpu",)}
+
+
+class UnsupportedDtype(BackendUnavailable, TypeError):
+    """A forced backend does not compute in the tensors' dtype."""
+
+
+class UnsupportedShape(BackendUnavailable, ValueError):
+    """A forced backend does not take the tensors' shape (e.g. a head dim above its limit)."""
+
+
+def capability(op: str, backend: str) -> Capability:
+    cap = CAPABILITIES.get(op, {}).get(backend)
+    return cap if cap is not None else Capability(FLOAT_DTYPES, _DEFAULT_DEVICES.get(backend, ("cpu", "cuda")))
+
+
+def _dtype_names(dtypes) -> str:
+    names = [str(d).replace("torch.", "") for d in dtypes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def input_reason(op: str, backend: str, dtype: torch.dtype | None = None, head_dim: int | None = None):
+    """(exception class, reason) when ``backend`` of ``op`` cannot take these inputs, else None."""
+    cap = capability(op, backend)
+    if dtype is not None and dtype not in cap.dtypes:
+        return UnsupportedDtype, (f"takes {_dtype_names(cap.dtypes)} tensors, got "
+                                  f"{str(dtype).replace('torch.', '')}")
+    if head_dim is not None and cap.max_head_dim is not None and head_dim > cap.max_head_dim:
+        return UnsupportedShape, f"supports head dims up to {cap.max_head_dim}, got {head_dim}"
+    return None
+
+
+def _auto(op, device, supports, dtype, head_dim) -> str:
+    # Device-native backends first (Triton or the CUDA kernels on CUDA, the CPU kernels on CPU),
+    # then device-generic ones that run there too, each tier in the op's order of preference.
+    # Never the interpreter: it is for tests.
+    native = ("triton", "cuda") if device.type == "cuda" else ("cpu",)
+    for tier in (True, False):
+        for name in supports:
+            if (name in native) != tier or device.type not in capability(op, name).devices:
+                continue
+            if name == "triton" and (device.type != "cuda" or triton_interpret()):
+                continue
+            if input_reason(op, name, dtype, head_dim) is None and not supports[name](device):
+                return name
+    return "reference"
+
+
+def choose(op: str, backend: str | None, device: torch.device, supports: dict[str, object],
+           dtype: torch.dtype | None = None, head_dim: int | None = None) -> str:
+    """Resolve ``backend`` for ``op`` on ``device`` (and, where given, the inputs' ``dtype`` and
+    ``head_dim``), by one rule for every op.
 
     ``supports`` maps each backend the op implements to a callable ``device -> reason`` (empty
-    string when usable) in order of preference; ``"reference"`` is always usable.
+    string when usable) in order of preference; ``"reference"`` is always usable. What each
+    backend takes is :data:`CAPABILITIES`. ``backend=None`` picks the first device-native backend
+    that is available and takes the inputs, else a device-generic one that does, else the
+    reference. A forced backend that cannot run raises :class:`BackendUnavailable` (its
+    subclasses :class:`UnsupportedDtype` / :class:`UnsupportedShape`, also ``TypeError`` /
+    ``ValueError``, when the inputs are the reason), naming what it takes and what can run.
     """
     if backend is None and _OVERRIDE is not None and (_OVERRIDE == "reference" or _OVERRIDE in supports):
-        backend = _OVERRIDE
+        # use_backend(): a backend that cannot take these inputs leaves the choice automatic.
+        if _OVERRIDE == "reference" or input_reason(op, _OVERRIDE, dtype, head_dim) is None:
+            backend = _OVERRIDE
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
-    if backend is not None:
-        if backend == "reference":
-            return backend
-        if backend not in supports:
-            raise BackendUnavailable(f"{op} has no {backend!r} backend (it has {tuple(supports)})")
-        why = supports[backend](device)
-        if backend == "cuda" and device.type != "cuda":
-            why = why or f"backend='cuda' needs CUDA tensors, got {device.type} tensors"
-        if backend == "cpu" and device.type != "cpu":
-            why = why or f"backend='cpu' needs CPU tensors, got {device.type} tensors"
-        if why:
-            raise BackendUnavailable(f"{op}: backend {backend!r} is unavailable: {why}")
+    if backend is None:
+        return _auto(op, device, supports, dtype, head_dim)
+    if backend == "reference":
         return backend
-    # Automatic: device-native backends only (never the interpreter on CPU: it is for tests).
-    native = ("triton", "cuda") if device.type == "cuda" else ("cpu",)
-    for name in supports:
-        if name in native and not supports[name](device):
-            if name == "triton" and device.type == "cuda" and triton_interpret():
-                continue
-            return name
-    return "reference"
+    if backend not in supports:
+        raise BackendUnavailable(f"{op} has no {backend!r} backend (it has {tuple(supports)})")
+    devices = capability(op, backend).devices
+    why = supports[backend](device)
+    if device.type not in devices:
+        why = why or (f"backend={backend!r} needs {' or '.join(d.upper() for d in devices)} tensors, "
+                      f"got {device.type} tensors")
+    if why:
+        raise BackendUnavailable(f"{op}: backend {backend!r} is unavailable: {why}")
+    bad = input_reason(op, backend, dtype, head_dim)
+    if bad is not None:
+        cls, why = bad
+        others = [n for n in supports if n != backend and device.type in capability(op, n).devices
+                  and input_reason(op, n, dtype, head_dim) is None] + ["reference"]
+        raise cls(f"{op}: backend {backend!r} {why}; use " + " or ".join(f"backend={n!r}" for n in others))
+    return backend
 
 
 def explain(op: str, device_type: str, supports: dict[str, object]) -> str:
@@ -164,10 +253,6 @@ def check_tensor(name: str, t, *, ndim: int | None = None, dtypes=None, device=N
         raise TypeError(f"{name} must have dtype in ({names}), got {str(t.dtype).replace('torch.', '')}")
     if device is not None and t.device != device:
         raise ValueError(f"{name} must be on {device}, got {t.device}")
-
-
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-INDEX_DTYPES = (torch.int32, torch.int64)
 
 
 def check_cu_seqlens(name: str, cu: torch.Tensor, total: int | None, device) -> None:

@@ -32,7 +32,6 @@ from hotspot_erc.ops.cpu import grouped_linear as cpu
 from hotspot_erc.reference.grouped_linear import grouped_expert_linear_reference
 
 OP = "grouped_expert_linear"
-_DTYPES_TRITON = (torch.float32, torch.float16, torch.bfloat16)
 
 
 # "cpu" is the ATen path: it runs on any device, but the automatic choice takes it for CUDA
@@ -303,14 +302,9 @@ def grouped_expert_linear(x: torch.Tensor, cu_seqlens: torch.Tensor, experts: to
     _validate(x, cu_seqlens, experts, gates, weight, bias)
     # Kernels read the routing tables at unit stride: strided views (same values) are copied.
     cu_seqlens, experts, gates = cu_seqlens.contiguous(), experts.contiguous(), gates.contiguous()
-    name = _backend.choose(OP, backend, x.device, SUPPORTS)
+    name = _backend.choose(OP, backend, x.device, SUPPORTS, dtype=x.dtype)
     if name == "reference":
         return grouped_expert_linear_reference(x, cu_seqlens, experts, gates, weight, bias)
-    if name == "triton" and x.dtype not in _DTYPES_TRITON:
-        if backend == "triton":
-            raise _backend.BackendUnavailable(
-                f"{OP}: the Triton kernels take float32, float16 or bfloat16, got {x.dtype}")
-        name = "cpu"  # float64 CUDA tensors: the ATen path is device-generic
     if name != "triton":
         return _grouped_expert_linear_op(x, cu_seqlens, experts, gates, weight, bias, None, None, 0, "aten")
     if plan is None:

@@ -38,7 +38,7 @@ from hotspot_erc.ops.cpu import hotspot_gate as cpu
 from hotspot_erc.reference.hotspot_gate import hotspot_gate_reference
 
 OP = "hotspot_gate"
-TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+TRITON_DTYPES = _backend.CAPABILITIES[OP]["triton"].dtypes  # kept for imports
 
 SUPPORTS = _backend.register(OP, {
     "triton": _backend.triton_reason,
@@ -145,13 +145,7 @@ def _validate(c, h, weight, bias) -> None:
 
 def resolve_backend(device: torch.device, dtype: torch.dtype, backend: str | None) -> str:
     """The backend ``hotspot_gate`` runs for tensors of ``device``/``dtype``."""
-    chosen = _backend.choose(OP, backend, device, SUPPORTS)
-    if chosen == "triton" and dtype not in TRITON_DTYPES:
-        if backend == "triton":
-            raise _backend.BackendUnavailable(
-                f"{OP}: backend 'triton' takes float32, float16 or bfloat16 tensors, got {dtype}")
-        chosen = "cpu"  # the ATen composition runs on any device; float64 CUDA lands here
-    return chosen
+    return _backend.choose(OP, backend, device, SUPPORTS, dtype=dtype)
 
 
 def hotspot_gate(c: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,

@@ -35,8 +35,7 @@ from hotspot_erc.ops.cpu import varlen_attention as cpu
 from hotspot_erc.reference.varlen_attention import varlen_cross_attention_reference
 
 OP = "varlen_cross_attention"
-TRITON_MAX_HEAD_DIM = 128
-_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+TRITON_MAX_HEAD_DIM = _backend.CAPABILITIES[OP]["triton"].max_head_dim  # kept for imports
 
 SUPPORTS = _backend.register(OP, {
     "triton": _backend.triton_reason,
@@ -165,25 +164,17 @@ def varlen_cross_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, scale=None, back
         empty result (and empty gradients) on every backend.
 
     The Triton backend takes float32/float16/bfloat16 and head dims up to 128 (any size:
-    non-powers of two are masked); larger heads need ``"cpu"`` or ``"reference"``, and float64
-    CUDA tensors go to the reference automatically.
+    non-powers of two are masked; ``_backend.CAPABILITIES``); larger heads need ``"cpu"`` or
+    ``"reference"``, and the automatic choice sends float64 or Dh > 128 CUDA tensors to the
+    reference.
     """
     _check(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
     # The kernels read offsets at unit stride: a strided view (same values) would be misread.
     cu_seqlens_q, cu_seqlens_k = cu_seqlens_q.contiguous(), cu_seqlens_k.contiguous()
-    name = _backend.choose(OP, backend, q.device, SUPPORTS)
-    if backend is None and name == "triton" and q.dtype == torch.float64:
-        name = "reference"  # float64 on CUDA (e.g. gradcheck): only the reference computes in it
+    name = _backend.choose(OP, backend, q.device, SUPPORTS, dtype=q.dtype, head_dim=q.shape[2])
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[2]) if q.shape[2] else 1.0  # Dh = 0: an empty output
     scale = float(scale)
     if name == "reference":
         return varlen_cross_attention_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, scale)
-    if name == "triton":
-        if q.dtype not in _TRITON_DTYPES:
-            raise TypeError(f"{OP}: the triton backend takes float32, float16 or bfloat16, got "
-                            f"{str(q.dtype).replace('torch.', '')}; use backend='cpu' or 'reference'")
-        if q.shape[2] > TRITON_MAX_HEAD_DIM:
-            raise ValueError(f"{OP}: the triton backend supports head dims up to {TRITON_MAX_HEAD_DIM}, "
-                             f"got {q.shape[2]}; use backend='reference'")
     return _fwd_op(q, k, v, cu_seqlens_q, cu_seqlens_k, scale, name)[0]
