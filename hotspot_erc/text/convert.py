@@ -25,7 +25,7 @@ import numpy as np
 
 from hotspot_erc.text.csv_reader import SPLITS, ConversationTable, CsvLayout, PRESETS, make_layout, \
     read_conversation_csv, split_files_in
-from hotspot_erc.text.encoders import ENCODERS, WordEncoder, get_encoder
+from hotspot_erc.text.encoders import ENCODERS, HF_PREFIX, WordEncoder, describe_encoder, get_encoder
 from hotspot_erc.text.lexicon import LexiconScorer, TaggerFileError, read_tagger_file, write_word_file
 from hotspot_erc.text.words import split_words
 
@@ -65,7 +65,8 @@ def convert_conversation_csv(
     ``"generic"``; ``label="sentiment"`` on MELD is the 3-way task. ``columns`` overrides column
     names (keys of :class:`CsvLayout`: dialogue, order, speaker, text, label, split). Without a dev
     split, the first ``dev_fraction`` of the train dialogues (file order) become dev.
-    ``encoder``: ``"minilm"``, ``"glove"``, ``"hashing"`` (offline baseline) or a
+    ``encoder``: ``"minilm"``, ``"glove"``, ``"hashing"`` (offline baseline),
+    ``"hf:<model folder or cached name>"`` (any BERT/RoBERTa-family encoder on disk) or a
     :class:`WordEncoder`. ``intensity``: ``"lexicon"`` (VADER), ``"tagger"`` (``tagger_file``) or
     ``"none"``.
     """
@@ -97,9 +98,10 @@ def convert_conversation_csv(
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise CorpusWriteError(f"cannot write corpus folder {out_dir}: it is a file, not a folder")
 
-    # Where the encoder runs does not change what it computes: the device is not part of the fingerprint.
-    enc_desc = encoder.describe() if isinstance(encoder, WordEncoder) else {
-        "name": encoder, **{k: v for k, v in dict(encoder_options or {}).items() if k != "device"}}
+    # The model's folder and file digest are in it (a corpus encoded by one model is never reused for
+    # another); the device is not, as where the encoder runs does not change what it computes.
+    enc_desc = encoder.describe() if isinstance(encoder, WordEncoder) else describe_encoder(
+        encoder, **dict(encoder_options or {}))
     fingerprint = _fingerprint(file_map, layout, label_names, enc_desc, intensity, tagger_file, dev_fraction,
                                repair, on_conflict, multi_speaker, feature_dtype)
     cached = _cached(out_dir, fingerprint)
@@ -325,11 +327,12 @@ def add_csv_arguments(parser: argparse.ArgumentParser) -> None:
                       ("order", "utterance index within the dialogue"), ("speaker", "speaker"),
                       ("text", "utterance text"), ("split", "split name")):
         add(f"--{key}-col", metavar="COLUMN", dest=f"col_{key}", help=f"column of the {what}")
-    add("--encoder", choices=ENCODERS, default="minilm",
-        help="word features: minilm (384-d, the [text] extra), glove (50-d, the [text] extra) or "
-             "hashing (dependency-free baseline, no meaning) (default: minilm)")
+    add("--encoder", type=encoder_arg, default="minilm", metavar="{" + ",".join(ENCODERS) + ",hf:DIR}",
+        help="word features: minilm (384-d, the [text] extra), glove (50-d, the [text] extra), "
+             "hashing (dependency-free baseline, no meaning) or hf:DIR, any BERT/RoBERTa-family "
+             "model folder (or a name already in the Hugging Face cache), read offline (default: minilm)")
     add("--hashing-dim", type=int, default=32, metavar="D", help="size of the hashing baseline (default: 32)")
-    add("--encoder-device", default="cpu", metavar="DEV", help="device for minilm (default: cpu)")
+    add("--encoder-device", default="cpu", metavar="DEV", help="device for minilm and hf: (default: cpu)")
     add("--intensity", choices=INTENSITY_SOURCES, default="lexicon",
         help="per-word intensity: lexicon (VADER, the [text] extra), tagger (--tagger-file) or none "
              "(train with --hotspot-source rule/learned) (default: lexicon)")
@@ -348,6 +351,18 @@ def add_csv_arguments(parser: argparse.ArgumentParser) -> None:
     add("--overwrite", action="store_true", help="replace an existing output folder")
     if not any(a.dest in ("output", "out_dir") for a in parser._actions):
         add("-o", "--output", metavar="DIR", help="output corpus folder")
+
+
+def encoder_arg(value: str) -> str:
+    """``--encoder``: one of :data:`ENCODERS`, or ``hf:`` followed by a folder or cached model name
+    (checked when the conversion starts, so ``--help`` and ``--export-words`` need no model)."""
+    if value.startswith(HF_PREFIX):
+        if not value[len(HF_PREFIX):].strip():
+            raise argparse.ArgumentTypeError("hf: needs a model folder or cached model name, e.g. hf:./roberta-base")
+        return value
+    if value.lower() in ENCODERS:
+        return value.lower()
+    raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(ENCODERS)}, or hf:DIR)")
 
 
 def _files_from_args(args) -> dict | str:
@@ -385,7 +400,8 @@ def run_csv_convert(args) -> int:
         if not output:
             raise ValueError("no output folder: give -o/--output DIR")
         options = {"dim": args.hashing_dim} if args.encoder == "hashing" else (
-            {"device": args.encoder_device} if args.encoder == "minilm" else {})
+            {"device": args.encoder_device} if args.encoder == "minilm" or args.encoder.startswith(HF_PREFIX)
+            else {})
         convert_conversation_csv(
             output, files, preset=args.preset, label=args.label, columns=columns, label_names=label_names,
             encoder=args.encoder, encoder_options=options, intensity=args.intensity, tagger_file=args.tagger_file,

