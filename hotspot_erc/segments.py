@@ -36,13 +36,15 @@ class Segments:
     at collate time, so reading it never synchronises).
 
     ``cu_seqlens`` int64 [S+1]; ``lengths`` int64 [S]; ``ids`` int64 [N] (segment of every row);
-    ``present`` bool [S] (segment has at least one row); ``max_len`` the longest segment."""
+    ``present`` bool [S] (segment has at least one row); ``max_len`` the longest segment, or None
+    where it is not known without reading a GPU tensor (built from offsets on a device, e.g. by
+    a model given a batch without segments)."""
 
     cu_seqlens: torch.Tensor
     lengths: torch.Tensor
     ids: torch.Tensor
     present: torch.Tensor
-    max_len: int
+    max_len: int | None
 
     @classmethod
     def from_lengths(cls, lengths: torch.Tensor | list[int], device=None) -> "Segments":
@@ -59,12 +61,25 @@ class Segments:
 
     @classmethod
     def from_cu_seqlens(cls, cu_seqlens: torch.Tensor, num_rows: int, max_len: int | None = None) -> "Segments":
-        """Build from offsets; pass ``max_len`` when known to avoid a device read."""
+        """Build from offsets ``[S+1]`` of ``num_rows`` rows. ``max_len`` is read from CPU offsets
+        when not given; on a GPU it stays None rather than cost a synchronisation."""
+        if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 1:
+            shape = tuple(cu_seqlens.shape) if isinstance(cu_seqlens, torch.Tensor) else type(cu_seqlens).__name__
+            raise ValueError(f"cu_seqlens must be a 1-D tensor [S+1], got {shape}")
         cu = cu_seqlens.long()
         lens = segment_lengths(cu)
-        if max_len is None:
+        if max_len is None and cu.device.type == "cpu":
             max_len = int(lens.max()) if lens.numel() else 0
-        return cls(cu, lens, segment_ids(cu, num_rows), lens > 0, int(max_len))
+        return cls(cu, lens, segment_ids(cu, num_rows), lens > 0, None if max_len is None else int(max_len))
+
+    @classmethod
+    def from_segment_lengths(cls, lengths: torch.Tensor, num_rows: int, cu_seqlens: torch.Tensor | None = None,
+                             max_len: int | None = None) -> "Segments":
+        """Build from device lengths [S] of ``num_rows`` rows (offsets computed unless given),
+        without reading any tensor value."""
+        lens = lengths.long()
+        cu = cu_seqlens_from_lengths(lens) if cu_seqlens is None else cu_seqlens.long()
+        return cls(cu, lens, segment_ids(cu, num_rows), lens > 0, max_len)
 
     @property
     def num_segments(self) -> int:
@@ -81,6 +96,20 @@ class Segments:
     def pin_memory(self) -> "Segments":
         return Segments(self.cu_seqlens.pin_memory(), self.lengths.pin_memory(), self.ids.pin_memory(),
                         self.present.pin_memory(), self.max_len)
+
+
+def as_segments(segments: "Segments | torch.Tensor", num_rows: int) -> Segments:
+    """``segments`` itself, or the :class:`Segments` of offsets ``cu_seqlens`` over ``num_rows``
+    rows (for callers that accept either)."""
+    if isinstance(segments, Segments):
+        if segments.num_rows != num_rows:
+            raise ValueError(f"segments cover {segments.num_rows} rows, but the tensor has {num_rows}")
+        return segments
+    return Segments.from_cu_seqlens(segments, num_rows)
+
+
+def _lengths(segments: "Segments | torch.Tensor") -> torch.Tensor:
+    return segments.lengths if isinstance(segments, Segments) else segment_lengths(segments)
 
 
 def cu_seqlens_from_lengths(lengths: torch.Tensor) -> torch.Tensor:
@@ -135,21 +164,53 @@ class _SegmentBroadcast(torch.autograd.Function):
         return _SegmentSum.apply(grad, lengths), None, None
 
 
-def segment_sum(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """Sum of each segment's rows of ``x`` [N, ...] -> [S, ...]; 0 for an empty segment."""
-    return _SegmentSum.apply(x, segment_lengths(cu_seqlens))
+def segment_sum(x: torch.Tensor, segments: "Segments | torch.Tensor") -> torch.Tensor:
+    """Sum of each segment's rows of ``x`` [N, ...] -> [S, ...]; 0 for an empty segment.
+    ``segments``: a :class:`Segments` or its ``cu_seqlens`` (likewise below)."""
+    return _SegmentSum.apply(x, _lengths(segments))
 
 
-def segment_mean(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+def segment_sum_by_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """:func:`segment_sum` given int64 lengths [S] (for callers that hold lengths of several
+    segmentations stacked in one tensor)."""
+    return _SegmentSum.apply(x, lengths)
+
+
+def segment_mean(x: torch.Tensor, segments: "Segments | torch.Tensor") -> torch.Tensor:
     """Mean of each segment's rows -> [S, ...]; 0 for an empty segment."""
-    lengths = segment_lengths(cu_seqlens)
+    lengths = _lengths(segments)
     total = _SegmentSum.apply(x, lengths)
     return total / lengths.clamp(min=1).to(x.dtype).view((-1,) + (1,) * (x.dim() - 1))
 
 
-def segment_broadcast(x: torch.Tensor, cu_seqlens: torch.Tensor, num_rows: int) -> torch.Tensor:
-    """Row s of ``x`` [S, ...] repeated over the ``num_rows`` rows of segment s -> [N, ...]."""
-    return _SegmentBroadcast.apply(x, segment_lengths(cu_seqlens), num_rows)
+def segment_broadcast(x: torch.Tensor, segments: "Segments | torch.Tensor", num_rows: int | None = None) -> torch.Tensor:
+    """Row s of ``x`` [S, ...] repeated over the rows of segment s -> [N, ...] (``num_rows`` N is
+    needed with offsets; a :class:`Segments` knows it)."""
+    if num_rows is None:
+        if not isinstance(segments, Segments):
+            raise ValueError("segment_broadcast needs num_rows when given cu_seqlens instead of Segments")
+        num_rows = segments.num_rows
+    return _SegmentBroadcast.apply(x, _lengths(segments), num_rows)
+
+
+def segment_mean_broadcast(x: torch.Tensor, segments: "Segments | torch.Tensor") -> torch.Tensor:
+    """Each row replaced by the mean of its segment's rows, [N, ...] (ordered reductions both
+    ways)."""
+    return segment_broadcast(segment_mean(x, segments), segments, x.shape[0])
+
+
+def segment_amax(values: torch.Tensor, segments: Segments) -> torch.Tensor:
+    """Per-segment maximum of a 1-D tensor [N] -> [S]; -inf for an empty segment (max is
+    order-free, so the scatter is deterministic)."""
+    out = torch.full((segments.num_segments,), float("-inf"), dtype=values.dtype, device=values.device)
+    return out.scatter_reduce(0, segments.ids, values, "amax", include_self=True)
+
+
+def segment_softmax(scores: torch.Tensor, segments: Segments) -> torch.Tensor:
+    """Softmax of a 1-D score vector [N] within each segment -> [N]."""
+    peak = segment_amax(scores.detach(), segments)  # softmax is shift-invariant: no gradient needed
+    e = torch.exp(scores - peak.index_select(0, segments.ids))
+    return e / segment_broadcast(segment_sum(e, segments), segments, scores.shape[0])
 
 
 class _GatherRows(torch.autograd.Function):

@@ -8,9 +8,11 @@ import torch
 from hotspot_erc.data.graph import (OUR_SCHEMES, SCHEMES, ConversationGraph, baseline_relation_keys,
                                     build_conversation_graph, conversation_graph_fn, node_modalities,
                                     num_relations, relation_names)
+from hotspot_erc.nn.graph import prepare_graph
 from hotspot_erc.nn.rgcn import RGCNConv
 from hotspot_erc.reference.baseline_graphs import cogmen_graph_loop, corect_graph_loop
 from hotspot_erc.reference.conversation_graph import build_conversation_graph_loop
+from hotspot_erc.segments import Segments
 
 
 def random_batch(num_dialogues, device, max_len=7, speakers=2):
@@ -117,9 +119,14 @@ def test_graph_fn_on_a_batch_and_rgcn():
     assert edge_set(g.edge_index, g.edge_type) == edge_set(ei, et)
     layer = RGCNConv(8, 4, g.num_relations)
     x = torch.randn(g.num_nodes, 8)
-    assert torch.allclose(layer(x, g), layer(x, g.edge_index, g.edge_type))
-    assert g.relational() is g.relational()  # prepared once, reused by every layer
+    assert torch.allclose(layer(x, prepare_graph(g)), layer(x, g.edge_index, g.edge_type))
+    with pytest.raises(AttributeError, match="prepare_graph"):  # the data layer no longer prepares graphs
+        g.relational()
     assert g.to("cpu").edge_index.shape == g.edge_index.shape
+    # the collate's Segments give the same presence as the offsets
+    segs = {m: Segments.from_cu_seqlens(c, int(c[-1])) for m, c in cu.items()}
+    g2 = fn(SimpleNamespace(dialogue=dialogue, speaker=speaker, cu_seqlens=cu, segments=segs))
+    assert edge_set(g2.edge_index, g2.edge_type) == edge_set(g.edge_index, g.edge_type)
 
 
 def test_bad_inputs():

@@ -341,3 +341,32 @@ def test_pairs_batched_equal_per_pair_aligners():
     assert rel_err(got.lb_loss, lb) < 1e-12
     for a, b in zip(g_got, g_want):
         assert rel_err(a, b) < 1e-10
+
+
+def test_model_routing_matches_the_reference_spec():
+    """nn.routing (what the forward runs) against reference.routing (the spec), incl. masked rows."""
+    from hotspot_erc.nn import routing as model_routing
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    valid = torch.tensor([1, 0, 1, 1, 0, 1, 1], dtype=torch.bool)
+    for k in (1, 2, 5):
+        got = model_routing.topk_masked_softmax(logits, k)
+        want = topk_masked_softmax(logits, k)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+        for v in (None, valid):
+            assert all(torch.equal(a, b) for a, b in zip(model_routing.load_balancing_loss(got[2], got[0], 5, v),
+                                                         load_balancing_loss(want[2], want[0], 5, v)))
+
+
+def test_segments_or_offsets_give_the_same_moa():
+    from hotspot_erc.segments import Segments
+
+    torch.manual_seed(0)
+    moa = MixtureOfAligners(16, num_experts=4, top_k=2, num_heads=2).double()
+    lens = {"t": [3, 0, 2], "a": [1, 4, 0], "v": [2, 2, 2]}
+    cu = {m: torch.tensor([0] + torch.tensor(v).cumsum(0).tolist()) for m, v in lens.items()}
+    feats = {m: torch.randn(int(c[-1]), 16, dtype=torch.float64) for m, c in cu.items()}
+    segs = {m: Segments.from_cu_seqlens(c, feats[m].shape[0]) for m, c in cu.items()}
+    a, b = moa(feats, cu), moa(feats, segs)
+    assert all(torch.equal(a.outputs[m], b.outputs[m]) for m in "tav") and torch.equal(a.lb_loss, b.lb_loss)

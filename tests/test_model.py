@@ -52,7 +52,7 @@ def test_full_model_forward_backward(corpus, batch):
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     # The graph, MoA and HGF all receive gradient.
-    for name in ("gnn.0", "moa.", "hgf.t", "pool.a", "encoder.v"):
+    for name in ("graph.gnn.0", "moa.", "hgf.t", "pool.a", "encoder.v"):
         assert any(n.startswith(name) and p.grad.abs().sum() > 0 for n, p in model.named_parameters()), name
 
 
@@ -104,10 +104,10 @@ def test_ablation_switches(corpus, batch, name):
         assert all(r.experts.shape[1] == kw.get("top_k", 2) for r in out.routing.values())
         assert all(r.usage.shape == (kw.get("num_experts", 4),) for r in out.routing.values())
     if kw.get("graph") is False:
-        assert not hasattr(model, "gnn") and out.graph_update is None
+        assert not hasattr(model, "graph") and out.graph_update is None
     if "cross_modal_edges" in kw or "temporal_edges" in kw:
         present = torch.stack([batch.lengths(m) > 0 for m in mods])
-        g = model._build_graph(batch.dialogue, batch.speaker, present)
+        g = model.graph.build_graph(batch.dialogue, batch.speaker, present)
         used = {model.relation_names[i] for i in g.edge_type.unique().tolist()}
         cross = {n for n in used if "->" in n}
         assert used and (not cross if "cross_modal_edges" in kw else cross == used)
@@ -283,3 +283,39 @@ def test_config_is_the_one_source_of_options(corpus):
         HotspotERC(corpus.dims, 3, 64)
     with pytest.raises(ValueError, match="unknown model setting"):
         ModelConfig.from_dict({"d_modle": 8})
+
+
+def test_batch_segments_are_used_as_they_are(corpus, batch):
+    """A batch with the collate's Segments and the same batch with offsets only give the same
+    output; the model reads the Segments it is given instead of re-deriving them."""
+    from hotspot_erc.segments import Segments
+
+    model = _model(corpus).eval()
+    segs = {m: Segments.from_cu_seqlens(batch.cu_seqlens[m], batch.features[m].shape[0]) for m in "tav"}
+    with_segs = dataclasses.replace(batch, segments=segs)
+    without = dataclasses.replace(batch, segments=None)
+    a, b = model(with_segs), model(without)
+    assert torch.equal(a.logits, b.logits)
+    assert all(a.segments[m] is segs[m] for m in "tav")
+    poisoned = {m: dataclasses.replace(s, present=torch.zeros_like(s.present)) for m, s in segs.items()}
+    c = model(dataclasses.replace(batch, segments=poisoned))
+    assert not torch.equal(c.logits, a.logits)  # presence came from the Segments, not the offsets
+
+
+def test_state_dict_keys_of_the_graph_branch_are_unchanged(corpus, batch):
+    """CrossModalGraph owns speaker / gnn / gnn_norm, but checkpoints keep their top-level keys."""
+    model = _model(corpus)
+    keys = list(model.state_dict())
+    assert "speaker.weight" in keys and "gnn.0.weight" in keys and "gnn_norm.1.bias" in keys
+    assert not any(k.startswith("graph.") for k in keys)
+    assert any(n.startswith("graph.gnn.0") for n, _ in model.named_parameters())
+    other = _model(corpus, dropout=0.1)
+    torch.nn.init.zeros_(other.graph.speaker.weight)
+    other.load_state_dict(model.state_dict())
+    assert torch.equal(other.graph.speaker.weight, model.graph.speaker.weight)
+    wrapped = torch.nn.Sequential(model)  # prefixes (as under DDP) keep working
+    assert "0.speaker.weight" in wrapped.state_dict()
+    torch.nn.Sequential(other).load_state_dict(wrapped.state_dict())
+    no_graph = _model(corpus, graph=False)
+    with pytest.raises(RuntimeError, match="speaker.weight"):
+        no_graph.load_state_dict(model.state_dict())

@@ -48,6 +48,8 @@ import functools
 
 import torch
 
+from hotspot_erc.segments import segment_lengths
+
 OUR_SCHEMES = ("default", "temporal_multi", "speaker")
 BASELINE_SCHEMES = ("corect", "cogmen")  # the baselines' graphs, edge for edge
 SCHEMES = OUR_SCHEMES + BASELINE_SCHEMES
@@ -162,7 +164,10 @@ def _check_num_speakers(num_speakers) -> None:
 
 @dataclasses.dataclass
 class ConversationGraph:
-    """Typed edges over the (modality, utterance) nodes of a batch of dialogues."""
+    """Typed edges over the (modality, utterance) nodes of a batch of dialogues: index tensors and
+    relation names only. The model prepares them for the relational op
+    (:func:`hotspot_erc.nn.graph.prepare_graph`); ``RGCNConv`` also takes ``edge_index`` and
+    ``edge_type`` as they are."""
 
     edge_index: torch.Tensor  # [2, E] int64: row 0 source, row 1 destination
     edge_type: torch.Tensor  # [E] int64 relation ids
@@ -171,26 +176,24 @@ class ConversationGraph:
     relation_names: list[str]
     modalities: tuple[str, ...] = ("t", "a", "v")
     num_utterances: int = 0
-    _relational: object = dataclasses.field(default=None, repr=False, compare=False)
 
     def node_id(self, modality: str, utterance):
         """Node id(s) of ``modality`` for utterance index/indices ``utterance``."""
         return self.modalities.index(modality) * self.num_utterances + utterance
 
     def relational(self):
-        """The prepared :class:`~hotspot_erc.ops.relational.RelationalGraph` (built once, cached)."""
-        if self._relational is None:
-            from hotspot_erc.ops.relational import RelationalGraph
-
-            # Built by us, ids are valid by construction: skip the value check.
-            self._relational = RelationalGraph(self.edge_index, self.edge_type, self.num_nodes,
-                                               self.num_relations, validate=False)
-        return self._relational
+        """Removed: the data layer describes edges and no longer imports the ops."""
+        raise AttributeError("ConversationGraph.relational() moved to the model's side: use "
+                             "hotspot_erc.nn.graph.prepare_graph(graph), or pass graph.edge_index and "
+                             "graph.edge_type to RGCNConv")
 
     def to(self, device, non_blocking: bool = False) -> "ConversationGraph":
         return dataclasses.replace(self, edge_index=self.edge_index.to(device, non_blocking=non_blocking),
-                                   edge_type=self.edge_type.to(device, non_blocking=non_blocking),
-                                   _relational=None)
+                                   edge_type=self.edge_type.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "ConversationGraph":
+        return dataclasses.replace(self, edge_index=self.edge_index.pin_memory(),
+                                   edge_type=self.edge_type.pin_memory())
 
 
 def build_conversation_graph(dialogue: torch.Tensor, speaker: torch.Tensor, modalities=("t", "a", "v"),
@@ -352,12 +355,15 @@ class conversation_graph_fn:  # noqa: N801  (used like a function: conversation_
         modalities = tuple(self.kwargs.get("modalities", ("t", "a", "v")))
         s_count = batch.dialogue.shape[0]
         rows = []
+        segments = getattr(batch, "segments", None) or {}
         for m in modalities:
             cu = batch.cu_seqlens.get(m) if batch.cu_seqlens is not None else None
-            if cu is None:
+            if m in segments:
+                rows.append(segments[m].present.to(batch.dialogue.device))
+            elif cu is None:
                 rows.append(torch.zeros(s_count, dtype=torch.bool, device=batch.dialogue.device))
             else:
-                rows.append((cu[1:] > cu[:-1]).to(batch.dialogue.device))
+                rows.append((segment_lengths(cu) > 0).to(batch.dialogue.device))
         present = torch.stack(rows) if rows else None
         kwargs = {k: v for k, v in self.kwargs.items() if k != "modalities"}
         scheme = kwargs.get("scheme", "default")

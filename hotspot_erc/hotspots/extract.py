@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
-from hotspot_erc.hotspots._segments import (check_packed, gather_rows, segment_amax, segment_broadcast,
-                                            segment_ids, segment_mean, segment_softmax, segment_sum)
+from hotspot_erc.hotspots.scores import check_packed
+from hotspot_erc.segments import (Segments, as_segments, gather_rows, segment_amax, segment_broadcast, segment_mean,
+                                  segment_softmax, segment_sum)
 
 POOLS = ("mean", "attention")
 
@@ -53,14 +54,13 @@ class Hotspots:
     window_weight: torch.Tensor
 
 
-def pick_peaks(scores: torch.Tensor, cu_seqlens: torch.Tensor, num_windows: int = 2, radius: int = 2,
-               seg: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def pick_peaks(scores: torch.Tensor, cu_seqlens: Segments | torch.Tensor, num_windows: int = 2,
+               radius: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy NMS peak picking. Returns ``(peaks [S, K], runner_up [S])``: packed frame indices,
     -1 where there is none (``runner_up`` is the frame that would have been picked next)."""
     n = scores.shape[0]
-    s = cu_seqlens.numel() - 1
-    if seg is None:
-        seg = segment_ids(cu_seqlens, n)
+    segs = as_segments(cu_seqlens, n)
+    s, seg = segs.num_segments, segs.ids
     frames = torch.arange(n, device=scores.device)
     sc = scores.detach()
     if sc.dtype in (torch.float16, torch.bfloat16):
@@ -69,7 +69,7 @@ def pick_peaks(scores: torch.Tensor, cu_seqlens: torch.Tensor, num_windows: int 
     avail = torch.ones(n, dtype=torch.bool, device=scores.device)
     picks = []
     for _ in range(num_windows + 1):
-        best = _best_available(sc, avail, seg, frames, s, n)
+        best = _best_available(sc, avail, segs, frames, n)
         picks.append(best)
         centre = best.clamp(min=0)[seg]
         near = (best >= 0)[seg] & ((frames - centre).abs() <= 2 * radius)
@@ -79,10 +79,11 @@ def pick_peaks(scores: torch.Tensor, cu_seqlens: torch.Tensor, num_windows: int 
     return peaks, picks[num_windows]
 
 
-def _best_available(sc, avail, seg, frames, s, n):
+def _best_available(sc, avail, segs, frames, n):
     """Per segment: the earliest available frame with the highest score, or -1."""
+    s, seg = segs.num_segments, segs.ids
     masked = sc.masked_fill(~avail, float("-inf"))
-    top = segment_amax(masked, seg, s)
+    top = segment_amax(masked, segs)
     hit = avail & (masked == top[seg])
     idx = torch.where(hit, frames, torch.full_like(frames, n))
     first = torch.full((s,), n, dtype=frames.dtype, device=frames.device).scatter_reduce(
@@ -90,14 +91,15 @@ def _best_available(sc, avail, seg, frames, s, n):
     return torch.where(first < n, first, torch.full_like(first, -1))
 
 
-def extract_hotspots(x: torch.Tensor, cu_seqlens: torch.Tensor, scores: torch.Tensor, num_windows: int = 2,
+def extract_hotspots(x: torch.Tensor, cu_seqlens: Segments | torch.Tensor, scores: torch.Tensor, num_windows: int = 2,
                      radius: int = 2, soft: bool = False, temperature: float = 1.0,
                      pool: str = "mean") -> Hotspots:
     """Turn per-frame ``scores`` [N] into up to ``num_windows`` windows of half-width ``radius``
     per utterance and build C, H and the window mask (see the module docstring).
 
     Args:
-        x: [N, d] packed frames; cu_seqlens: [S+1] offsets (int32/int64).
+        x: [N, d] packed frames; cu_seqlens: [S+1] offsets (int32/int64), or the batch's
+            :class:`~hotspot_erc.segments.Segments` (nothing is re-derived then).
         scores: [N] intensity per frame (data, :func:`rule_scores` or a :class:`LearnedScorer`).
         num_windows: K >= 0, windows per utterance at most.
         radius: w >= 0; a window covers centre ± w frames of the same utterance.
@@ -106,7 +108,7 @@ def extract_hotspots(x: torch.Tensor, cu_seqlens: torch.Tensor, scores: torch.Te
         pool: how C summarises an utterance: ``"mean"`` over its frames, or ``"attention"``
             with weights ``softmax(scores / temperature)`` inside the utterance.
     """
-    check_packed(x, cu_seqlens)
+    segs = check_packed(x, cu_seqlens)
     if x.dim() != 2:
         raise ValueError(f"x must have shape [N, d], got {tuple(x.shape)}")
     if not isinstance(scores, torch.Tensor) or scores.shape != (x.shape[0],):
@@ -127,8 +129,8 @@ def extract_hotspots(x: torch.Tensor, cu_seqlens: torch.Tensor, scores: torch.Te
     num_windows, radius = int(num_windows), int(radius)
 
     n = x.shape[0]
-    seg = segment_ids(cu_seqlens, n)
-    peaks, runner_up = pick_peaks(scores, cu_seqlens, num_windows, radius, seg=seg)
+    seg = segs.ids
+    peaks, runner_up = pick_peaks(scores, segs, num_windows, radius)
 
     has = peaks >= 0
     wdt = torch.float64 if x.dtype == torch.float64 else torch.float32  # weights never in 16 bits
@@ -147,7 +149,7 @@ def extract_hotspots(x: torch.Tensor, cu_seqlens: torch.Tensor, scores: torch.Te
     frames = torch.arange(n, device=x.device)
     own = peaks.index_select(0, seg)  # [N, K]
     covers = (own >= 0) & ((frames[:, None] - own).abs() <= radius)
-    mask = ((segment_broadcast(weight, cu_seqlens, n) * covers).amax(dim=1) if num_windows
+    mask = ((segment_broadcast(weight, segs) * covers).amax(dim=1) if num_windows
             else x.new_zeros(n, dtype=wdt))
     mask = mask.to(x.dtype)
     hotspot = x * mask[:, None]
@@ -155,9 +157,9 @@ def extract_hotspots(x: torch.Tensor, cu_seqlens: torch.Tensor, scores: torch.Te
     # Broadcasts back to the frames through segment_broadcast (backward: an ordered segment
     # sum), never pooled[seg], whose backward is a parallel atomic scatter on the CPU.
     if pool == "mean":
-        pooled = segment_mean(x, cu_seqlens)
+        pooled = segment_mean(x, segs)
     else:
-        att = segment_softmax(scores.to(wdt) / temperature, seg, cu_seqlens).to(x.dtype)
-        pooled = segment_sum(x * att[:, None], cu_seqlens)
-    content = segment_broadcast(pooled, cu_seqlens, n)
+        att = segment_softmax(scores.to(wdt) / temperature, segs).to(x.dtype)
+        pooled = segment_sum(x * att[:, None], segs)
+    content = segment_broadcast(pooled, segs)
     return Hotspots(content=content, hotspot=hotspot, mask=mask, peaks=peaks, window_weight=weight)

@@ -12,13 +12,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hotspot_erc.hotspots._segments import check_packed, segment_amax, segment_broadcast, segment_ids
+from hotspot_erc.ops import _backend
+from hotspot_erc.segments import Segments, as_segments, segment_amax, segment_broadcast
 
 RULES = ("norm", "delta")
 
 
-def rule_scores(x: torch.Tensor, cu_seqlens: torch.Tensor, kind: str = "norm") -> torch.Tensor:
-    """Intensity of every frame of packed features ``x`` [N, d] -> [N].
+def check_packed(x: torch.Tensor, segments: Segments | torch.Tensor, name: str = "x") -> Segments:
+    """``x`` is [N, ...] float and ``segments`` (a :class:`~hotspot_erc.segments.Segments` or a
+    valid [S+1] ``cu_seqlens`` ending at N) covers its rows; returns the Segments."""
+    _backend.check_tensor(name, x, dtypes=_backend.FLOAT_DTYPES)
+    if x.dim() < 1:
+        raise ValueError(f"{name} must have a leading frame dimension, got a 0-d tensor")
+    cu = segments.cu_seqlens if isinstance(segments, Segments) else segments
+    _backend.check_cu_seqlens("cu_seqlens", cu, x.shape[0], x.device)
+    return as_segments(segments, x.shape[0])
+
+
+def rule_scores(x: torch.Tensor, cu_seqlens: Segments | torch.Tensor, kind: str = "norm") -> torch.Tensor:
+    """Intensity of every frame of packed features ``x`` [N, d] -> [N] (``cu_seqlens``: offsets
+    [S+1] or the batch's :class:`~hotspot_erc.segments.Segments`).
 
     ``kind="norm"``: ‖x_t‖₂, the energy of the frame.
     ``kind="delta"``: ‖x_t − x_{t−1}‖₂, how much the frame changed from the previous frame of the
@@ -26,7 +39,7 @@ def rule_scores(x: torch.Tensor, cu_seqlens: torch.Tensor, kind: str = "norm") -
     takes the change to its successor, so a burst at the very start is still seen; a one-frame
     utterance scores 0.
     """
-    check_packed(x, cu_seqlens)
+    segs = check_packed(x, cu_seqlens)
     if x.dim() != 2:
         raise ValueError(f"x must have shape [N, d], got {tuple(x.shape)}")
     if kind == "norm":
@@ -36,7 +49,7 @@ def rule_scores(x: torch.Tensor, cu_seqlens: torch.Tensor, kind: str = "norm") -
     n = x.shape[0]
     if n == 0:
         return x.new_zeros(0)
-    seg = segment_ids(cu_seqlens, n)
+    seg = segs.ids
     step = torch.linalg.vector_norm(x[1:] - x[:-1], dim=1)  # step[t-1] = change into frame t
     same_prev = torch.zeros(n, dtype=torch.bool, device=x.device)
     same_prev[1:] = seg[1:] == seg[:-1]
@@ -49,20 +62,17 @@ def rule_scores(x: torch.Tensor, cu_seqlens: torch.Tensor, kind: str = "norm") -
     return torch.where(same_prev, into, torch.where(same_next, out_of, torch.zeros_like(into)))
 
 
-def normalize_scores(scores: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+def normalize_scores(scores: torch.Tensor, cu_seqlens: Segments | torch.Tensor) -> torch.Tensor:
     """Min-max scale ``scores`` [N] to [0, 1] within each utterance; a flat utterance maps to 0.
 
     Peak picking only compares scores inside one utterance, so this changes no window; it makes
     scores from different sources comparable (e.g. to average a data score with a rule score).
     """
-    check_packed(scores, cu_seqlens, "scores")
+    segs = check_packed(scores, cu_seqlens, "scores")
     if scores.dim() != 1:
         raise ValueError(f"scores must have shape [N], got {tuple(scores.shape)}")
-    s = cu_seqlens.numel() - 1
-    seg = segment_ids(cu_seqlens, scores.shape[0])
-    n = scores.shape[0]
-    hi = segment_broadcast(segment_amax(scores, seg, s), cu_seqlens, n)
-    lo = -segment_broadcast(segment_amax(-scores, seg, s), cu_seqlens, n)
+    hi = segment_broadcast(segment_amax(scores, segs), segs)
+    lo = -segment_broadcast(segment_amax(-scores, segs), segs)
     span = hi - lo
     return torch.where(span > 0, (scores - lo) / torch.where(span > 0, span, torch.ones_like(span)),
                        torch.zeros_like(scores))

@@ -13,12 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _attention(q, k, v, cu_q, cu_k):
-    # Imported here so that importing hotspot_erc.nn never imports kernel modules.
-    from hotspot_erc.ops.varlen_attention import varlen_cross_attention
-
-    return varlen_cross_attention(q, k, v, cu_q, cu_k)
+# ops.varlen_attention defines no kernel at import time (it loads kernels/ on the first Triton
+# call), so importing it here keeps `import hotspot_erc.nn` free of Triton.
+from hotspot_erc.ops.varlen_attention import varlen_cross_attention as _attention
 
 
 class VarlenSelfAttention(nn.Module):

@@ -30,10 +30,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from hotspot_erc.nn.attention_inspect import hotspot_attention_mass
+from hotspot_erc.nn.routing import batched_routing, load_balancing_loss, topk_masked_softmax  # noqa: F401
 from hotspot_erc.ops import _backend
-from hotspot_erc.ops import segment as _segment
 from hotspot_erc.ops.grouped_linear import grouped_expert_linear
-from hotspot_erc.reference.routing import load_balancing_loss, topk_masked_softmax
+from hotspot_erc.ops.varlen_attention import varlen_cross_attention
+# segment_mean is re-exported for imports written before hotspot_erc.segments held it.
+from hotspot_erc.segments import Segments, gather_rows, segment_broadcast, segment_mean, segment_sum_by_lengths  # noqa: F401
 
 
 @dataclass
@@ -63,31 +65,6 @@ class MoAOutput:
     attention_mass: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def segment_mean(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """Mean of each segment's rows, [S, d]; zeros for empty segments. Deterministic (ordered
-    segment reductions forward and backward, no atomics) and without host sync."""
-    return _segment.segment_mean(x, cu_seqlens)
-
-
-def batched_routing(logits: torch.Tensor, top_k: int, num_experts: int, valid: torch.Tensor | None = None):
-    """:func:`~hotspot_erc.reference.routing.topk_masked_softmax` and
-    :func:`~hotspot_erc.reference.routing.load_balancing_loss` of P routers at once, one set of ops.
-
-    ``logits`` [P, S, E]; ``valid`` [P, S] (bool, or 0/1 in the logits' dtype; all rows when None).
-    Returns ``(experts [P, S, k], gates [P, S, k], usage [P, E], loss [P])``: row p is what the
-    per-pair reference functions give for ``logits[p]`` and ``valid[p]``.
-    """
-    experts, gates, probs = topk_masked_softmax(logits, top_k)
-    w = probs.new_ones(probs.shape[:-1]) if valid is None else valid.to(probs.dtype)
-    rows = w.sum(-1).clamp(min=1)
-    # Each row's top-k experts are distinct, so writing w (rather than adding it) into zeros is
-    # the reference's scatter_add; the expanded source needs no copy.
-    onehot = torch.zeros_like(probs).scatter_(-1, experts, w.unsqueeze(-1).expand(experts.shape))
-    f = onehot.sum(-2) / (rows * experts.shape[-1]).unsqueeze(-1)
-    p = (probs * w.unsqueeze(-1)).sum(-2) / rows.unsqueeze(-1)
-    return experts, gates, f, num_experts * (f * p).sum(-1)
-
-
 class PairAligner(nn.Module):
     """Router, expert aligners and cross-attention of one ordered modality pair (source→target).
 
@@ -114,8 +91,6 @@ class PairAligner(nn.Module):
     def forward(self, target, cu_target, source, cu_source, pooled_target, valid, backend=None, hotspots=None):
         """``hotspots``: optional (target mask, source mask) to also return the attention mass
         statistics of :func:`~hotspot_erc.nn.attention_inspect.hotspot_attention_mass`."""
-        from hotspot_erc.ops.varlen_attention import varlen_cross_attention
-
         logits = self.router(pooled_target)
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()  # top-k ties and the softmax are better decided in float32
@@ -138,7 +113,7 @@ class PairAligner(nn.Module):
         return self.out(attn.reshape(-1, d)), lb, RoutingInfo(experts, gates, usage), mass
 
 
-def hotspot_frames(x: torch.Tensor, cu_seqlens: torch.Tensor, peaks: torch.Tensor, radius: int) -> tuple:
+def hotspot_frames(x: torch.Tensor, cu_seqlens: Segments | torch.Tensor, peaks: torch.Tensor, radius: int) -> tuple:
     """The frames of each utterance's hotspot windows as a fixed-size packed stream, for
     :class:`MixtureOfAligners` ``sources``: ``(frames [S·K·W, d], cu_seqlens [S+1], has [S])``
     with W = 2·radius + 1 slots around each of the K peaks (``peaks`` [S, K], -1 = no window).
@@ -147,6 +122,8 @@ def hotspot_frames(x: torch.Tensor, cu_seqlens: torch.Tensor, peaks: torch.Tenso
     edge frame, missing windows repeat the first one, and ``has`` is False for an utterance with
     no window (its slots point anywhere; the caller drops what they produce).
     """
+    if isinstance(cu_seqlens, Segments):
+        cu_seqlens = cu_seqlens.cu_seqlens
     s_count, k_count = peaks.shape
     width = 2 * radius + 1
     start = cu_seqlens[:-1].long()
@@ -157,7 +134,7 @@ def hotspot_frames(x: torch.Tensor, cu_seqlens: torch.Tensor, peaks: torch.Tenso
     idx = torch.maximum(torch.minimum(idx, last[:, None, None]), start[:, None, None])
     idx = idx.clamp(0, max(x.shape[0] - 1, 0)).reshape(-1)
     cu = torch.arange(s_count + 1, device=peaks.device, dtype=cu_seqlens.dtype) * (k_count * width)
-    return _segment.gather_rows(x, idx), cu, valid[:, 0]
+    return gather_rows(x, idx), cu, valid[:, 0]
 
 
 def pair_key(source: str, target: str) -> str:
@@ -241,10 +218,12 @@ class MixtureOfAligners(_CrossModalBlock):
         self.aligners = nn.ModuleDict({f"{s}_{t}": PairAligner(dim, num_experts, top_k, num_heads)
                                        for s, t in self.pairs})
 
-    def forward(self, feats: dict[str, torch.Tensor], cu_seqlens: dict[str, torch.Tensor],
+    def forward(self, feats: dict[str, torch.Tensor], cu_seqlens: dict[str, torch.Tensor | Segments],
                 hotspot_mask: dict[str, torch.Tensor] | None = None,
                 sources: dict[str, tuple] | None = None) -> MoAOutput:
-        """``hotspot_mask`` (optional, bool [N_m] per modality): also measure where attention
+        """``cu_seqlens[m]``: offsets [S+1], or the batch's :class:`~hotspot_erc.segments.Segments`
+        (its lengths and presence are then used as they are).
+        ``hotspot_mask`` (optional, bool [N_m] per modality): also measure where attention
         looks (``MoAOutput.attention_mass``); for evaluation, it recomputes the probabilities.
         ``sources`` (optional): per modality ``(frames [P, dim], cu_seqlens [S+1], has [S] bool)``,
         the frames its targets attend to instead of all of ``feats[m]`` (e.g. its hotspot
@@ -258,8 +237,8 @@ class MixtureOfAligners(_CrossModalBlock):
         the P·S (pair, utterance) segments. The pairs' parameters stay where they are
         (``aligners["a_t"]``); they are stacked at run time.
         """
-        from hotspot_erc.ops.varlen_attention import varlen_cross_attention
-
+        segs = {m: v for m, v in cu_seqlens.items() if isinstance(v, Segments)}
+        cu_seqlens = {m: v.cu_seqlens if isinstance(v, Segments) else v for m, v in cu_seqlens.items()}
         self._check(feats, cu_seqlens)
         mods, pairs = self.modalities, self.pairs
         n_mod, n_pairs, others = len(mods), len(pairs), len(mods) - 1
@@ -270,10 +249,14 @@ class MixtureOfAligners(_CrossModalBlock):
             src.update({m: (v[0], v[1]) for m, v in sources.items() if m in src})
         num_seg = cu_seqlens[mods[0]].shape[0] - 1
 
-        # Offsets of every pair's key and query streams, [2P, S+1]: pairs' source streams first,
-        # then their targets' (pairs are target-major, so target t is rows P + t·(M-1)...).
-        cu = torch.stack([src[s][1] for s, _ in pairs] + [cu_seqlens[t] for _, t in pairs])
-        lengths = (cu[:, 1:] - cu[:, :-1]).long()                      # [2P, S]
+        # Lengths of every pair's key and query streams, [2P, S]: pairs' source streams first,
+        # then their targets' (pairs are target-major, so target t is rows P + t·(M-1)...). One
+        # stack of the given Segments' lengths, else one difference over the stacked offsets.
+        if sources is None and len(segs) == n_mod:
+            lengths = torch.stack([segs[s].lengths for s, _ in pairs] + [segs[t].lengths for _, t in pairs])
+        else:
+            cu = torch.stack([src[s][1].long() for s, _ in pairs] + [cu_seqlens[t].long() for _, t in pairs])
+            lengths = cu[:, 1:] - cu[:, :-1]
         cu_all = F.pad(lengths.view(2, n_pairs * num_seg).cumsum(1), (1, 0))
         cu_k, cu_q = cu_all[0], cu_all[1]                               # [P·S + 1] each
         len_mod = lengths[n_pairs:].view(n_mod, others, num_seg)[:, 0]  # [M, S] (views)
@@ -288,7 +271,7 @@ class MixtureOfAligners(_CrossModalBlock):
 
         # Router: mean of each target's frames (= segment_mean), one batched matmul for all pairs.
         x0 = feats[mods[0]]
-        totals = torch.stack([_segment._SegmentSum.apply(feats[m], len_mod[i]) for i, m in enumerate(mods)])
+        totals = torch.stack([segment_sum_by_lengths(feats[m], len_mod[i]) for i, m in enumerate(mods)])
         pooled = totals / len_mod.clamp(min=1).to(totals.dtype).unsqueeze(-1)   # [M, S, d]
         w_router = torch.stack([al.router.weight for al in aligners])             # [P, E, d]
         logits = torch.bmm(pooled, w_router.view(n_mod, others * n_exp, d).transpose(1, 2))
@@ -343,7 +326,7 @@ class MixtureOfAligners(_CrossModalBlock):
                 out = al.out(a_p)
                 if s in sources:
                     has = sources[s][2]
-                    out = out * _segment.segment_broadcast(has.to(out.dtype).unsqueeze(1), cu_seqlens[t], out.shape[0])
+                    out = out * segment_broadcast(has.to(out.dtype).unsqueeze(1), segs.get(t, cu_seqlens[t]), out.shape[0])
                 mixed[t] = out if t not in mixed else mixed[t] + out
             mixed = {m: mixed[m] for m in mods}
         routing = {pair_key(s, t): RoutingInfo(experts[p], gates[p], usage[p]) for p, (s, t) in enumerate(pairs)}
@@ -368,8 +351,7 @@ class PlainCrossModalAttention(_CrossModalBlock):
 
     def forward(self, feats: dict[str, torch.Tensor], cu_seqlens: dict[str, torch.Tensor],
                 hotspot_mask: dict[str, torch.Tensor] | None = None) -> MoAOutput:
-        from hotspot_erc.ops.varlen_attention import varlen_cross_attention
-
+        cu_seqlens = {m: v.cu_seqlens if isinstance(v, Segments) else v for m, v in cu_seqlens.items()}
         self._check(feats, cu_seqlens)
         mixed = {m: None for m in self.modalities}
         masses: dict[str, torch.Tensor] = {}

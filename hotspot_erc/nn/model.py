@@ -28,9 +28,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from hotspot_erc.hotspots import LearnedScorer, extract_hotspots, rule_scores
 from hotspot_erc.nn.config import HOTSPOT_SOURCES, MODALITIES, ModelConfig  # noqa: F401  (re-exported)
 from hotspot_erc.nn.encoder import AttentionPool, FrameEncoder
-from hotspot_erc.nn.moa import hotspot_frames
+from hotspot_erc.nn.fusion import HotspotGatedFusion
+from hotspot_erc.nn.graph import CrossModalGraph
+from hotspot_erc.nn.moa import MixtureOfAligners, hotspot_frames
+from hotspot_erc.segments import Segments, as_segments, segment_mean_broadcast
+
+# Kept for imports written before hotspot_erc.segments: the per-row (broadcast) segment mean.
+segment_mean = segment_mean_broadcast
 
 
 @dataclass
@@ -41,7 +48,8 @@ class ModelOutput:
     intensity scores used for hotspot extraction; ``hotspot_mask[m]`` the window membership [N_m];
     ``routing`` the MoA routing keyed "k->j" (empty when MoA is off); ``features`` the utterance
     vectors fed to the classifier [S, F]; ``cu_seqlens`` the segment boundaries actually used
-    (modality dropout can empty segments in training); ``graph_update`` ‖GNN output − input‖ /
+    (modality dropout can empty segments in training) and ``segments`` their
+    :class:`~hotspot_erc.segments.Segments`; ``graph_update`` ‖GNN output − input‖ /
     ‖input‖ over all nodes (detached; None without the graph): near 0 means the graph adds nothing.
     ``branches`` holds each representation the classifier could use, per utterance and detached:
     ``"encoder"`` (attention-pooled encoder frames), ``"moa"`` (pooled MoA output) and ``"graph"``;
@@ -58,28 +66,11 @@ class ModelOutput:
     routing: dict = field(default_factory=dict)
     features: torch.Tensor | None = None
     cu_seqlens: dict = field(default_factory=dict)
+    segments: dict = field(default_factory=dict)
     graph_update: torch.Tensor | None = None
     branches: dict = field(default_factory=dict)
     moa_residual: dict = field(default_factory=dict)
     attention_mass: dict = field(default_factory=dict)
-
-
-def _hotspot_api():
-    from hotspot_erc.hotspots import LearnedScorer, extract_hotspots, rule_scores
-
-    return LearnedScorer, extract_hotspots, rule_scores
-
-
-def segment_lengths(cu_seqlens: torch.Tensor) -> torch.Tensor:
-    return cu_seqlens[1:] - cu_seqlens[:-1]
-
-
-def segment_mean(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """Mean over each segment's frames, broadcast back to its frames ([N, d]). Ordered segment
-    reductions both ways (bitwise reproducible at any thread count) and no host synchronisation."""
-    from hotspot_erc.ops import segment
-
-    return segment.segment_broadcast(segment.segment_mean(x, cu_seqlens), cu_seqlens, x.shape[0])
 
 
 def drop_modalities(features: dict, cu_seqlens: dict, intensity: dict | None, p: float,
@@ -90,24 +81,57 @@ def drop_modalities(features: dict, cu_seqlens: dict, intensity: dict | None, p:
     Returns new (features, cu_seqlens, intensity) dicts. Selecting the kept frames is a boolean
     index, which synchronises with a GPU: it runs only in training with ``p > 0``.
     """
-    lengths = torch.stack([segment_lengths(cu_seqlens[m]) for m in modalities])  # [M, S]
-    present = lengths > 0
+    segs = {m: as_segments(cu_seqlens[m], features[m].shape[0]) for m in modalities}
+    feats, segs, inten = drop_modality_segments(features, segs, intensity, p, modalities, generator)
+    return feats, {m: segs[m].cu_seqlens for m in modalities}, inten
+
+
+def drop_modality_segments(features: dict, segments: dict[str, Segments], intensity: dict | None, p: float,
+                           modalities: tuple[str, ...], generator: torch.Generator | None = None):
+    """:func:`drop_modalities` on :class:`~hotspot_erc.segments.Segments`: returns new
+    (features, segments, intensity) dicts."""
+    lengths = torch.stack([segments[m].lengths for m in modalities])  # [M, S]
+    present = torch.stack([segments[m].present for m in modalities])
     r = torch.rand(lengths.shape, device=lengths.device, generator=generator)
     keep = (r >= p) & present
     # Utterances that lost everything get back the present modality with the largest draw.
     fallback = torch.where(present, r, torch.full_like(r, -1.0)).argmax(0)
     restore = torch.nn.functional.one_hot(fallback, len(modalities)).T.bool() & present
     keep = keep | (restore & ~keep.any(0, keepdim=True))
-    feats, cus, inten = {}, {}, ({} if intensity is not None else None)
+    feats, segs, inten = {}, {}, ({} if intensity is not None else None)
     for i, m in enumerate(modalities):
         n = features[m].shape[0]
         frame_keep = torch.repeat_interleave(keep[i], lengths[i], output_size=n)
         feats[m] = features[m][frame_keep]
         new_len = lengths[i] * keep[i]
-        cus[m] = torch.cat([cu_seqlens[m][:1], cu_seqlens[m][:1] + torch.cumsum(new_len, 0)])
+        cu = segments[m].cu_seqlens
+        segs[m] = Segments.from_segment_lengths(new_len, feats[m].shape[0],
+                                                cu_seqlens=torch.cat([cu[:1], cu[:1] + torch.cumsum(new_len, 0)]))
         if inten is not None and m in intensity:
             inten[m] = intensity[m][frame_keep]
-    return feats, cus, inten
+    return feats, segs, inten
+
+
+# The graph branch's parameters were attributes of HotspotERC itself (speaker, gnn, gnn_norm)
+# before CrossModalGraph owned them; checkpoints keep those keys, so the model writes and reads
+# them without the "graph." prefix of the submodule.
+_GRAPH_PARTS = ("speaker.", "gnn.", "gnn_norm.")
+
+
+def _graph_keys_unprefixed(module, state_dict, prefix, local_metadata):
+    inner = prefix + "graph."
+    if any(k.startswith(inner) for k in state_dict):
+        items = list(state_dict.items())  # rebuilt in place so the keys keep their order
+        state_dict.clear()
+        for k, v in items:
+            state_dict[prefix + k[len(inner):] if k.startswith(inner) else k] = v
+
+
+def _graph_keys_prefixed(module, state_dict, prefix, *args):
+    if "graph" not in module._modules:
+        return
+    for k in [k for k in state_dict if k.startswith(prefix) and k[len(prefix):].startswith(_GRAPH_PARTS)]:
+        state_dict[prefix + "graph." + k[len(prefix):]] = state_dict.pop(k)
 
 
 class HotspotERC(nn.Module):
@@ -165,9 +189,6 @@ class HotspotERC(nn.Module):
         self.content_pool = cfg.resolved_content_pool
         self.use_hgf, self.use_moa, self.use_graph = cfg.hgf, moa, cfg.graph
         self.modality_dropout = cfg.modality_dropout
-        self.graph_options = dict(window_past=cfg.window_past, window_future=cfg.window_future,
-                                  scheme=cfg.graph_scheme, temporal=cfg.temporal_edges,
-                                  cross_modal=cfg.cross_modal_edges, num_speakers=cfg.speaker_table_size)
 
         self.proj = nn.ModuleDict({m: nn.Linear(self.dims[m], d_model) for m in mods})
         self.center = cfg.center
@@ -177,11 +198,8 @@ class HotspotERC(nn.Module):
             # out; β can move to 0 where the utterance mean itself is the evidence.
             self.center_beta = nn.ParameterDict({m: nn.Parameter(torch.ones(d_model)) for m in mods})
         if cfg.hotspot_source == "learned":
-            LearnedScorer, _, _ = _hotspot_api()
             self.scorer = nn.ModuleDict({m: LearnedScorer(d_model) for m in mods})
         if cfg.hgf:
-            from hotspot_erc.nn.fusion import HotspotGatedFusion
-
             self.hgf = nn.ModuleDict({m: HotspotGatedFusion(d_model, gate=cfg.gate) for m in mods})
         self.encoder = nn.ModuleDict({m: FrameEncoder(d_model, cfg.encoder_layers, num_heads, dropout=dropout)
                                       for m in mods})
@@ -203,33 +221,24 @@ class HotspotERC(nn.Module):
         if self.encoder_skip:
             width += len(mods) * d_model
         if moa:
-            from hotspot_erc.nn.moa import MixtureOfAligners
-
             self.moa = MixtureOfAligners(d_model, modalities=mods, num_experts=cfg.num_experts, top_k=cfg.top_k,
                                          num_heads=num_heads, dropout=dropout)
             self.moa_pool = nn.ModuleDict({m: AttentionPool(d_model, num_heads) for m in mods})
         if cfg.graph:
-            from hotspot_erc.nn.rgcn import RGCNConv
-
-            from hotspot_erc.data.graph import node_modalities, relation_names, scheme_has_edges
-
-            # The relation vocabulary depends only on (modalities, scheme, num_speakers); the edge
-            # flags only decide which relations get edges, so num_relations is fixed.
-            num_speakers = cfg.speaker_table_size
-            self.graph_modalities = node_modalities(mods, cfg.graph_scheme)
-            self.relation_names = list(relation_names(self.graph_modalities, cfg.graph_scheme, num_speakers))
-            self.num_speakers = num_speakers
-            self.speaker = nn.Embedding(num_speakers, d_model)
-            self.gnn = nn.ModuleList(RGCNConv(d_model, d_model, len(self.relation_names))
-                                     for _ in range(cfg.graph_layers))
-            self.gnn_norm = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(cfg.graph_layers))
-            width += len(self.graph_modalities) * d_model
+            self.graph = CrossModalGraph(d_model, mods, cfg.graph_layers, cfg.graph_scheme, cfg.window_past,
+                                         cfg.window_future, cfg.temporal_edges, cfg.cross_modal_edges,
+                                         cfg.speaker_table_size, dropout)
+            self.graph_modalities = self.graph.node_modalities
+            self.relation_names = self.graph.relation_names
+            self.num_speakers = self.graph.num_speakers
+            width += self.graph.out_features
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, cfg.classifier_hidden), nn.GELU(),
                                         nn.Dropout(dropout), nn.Linear(cfg.classifier_hidden, num_classes))
-        self.drop = nn.Dropout(dropout)
         # Evaluation-time instrument: when True, forward also measures where MoA attention looks
         # (recomputes the attention probabilities; leave off for training).
         self.inspect = False
+        self.register_state_dict_post_hook(_graph_keys_unprefixed)
+        self.register_load_state_dict_pre_hook(_graph_keys_prefixed)
 
     @classmethod
     def from_config(cls, cfg, dims: dict[str, int], num_classes: int, **overrides) -> "HotspotERC":
@@ -239,53 +248,19 @@ class HotspotERC(nn.Module):
             cfg = dataclasses.asdict(cfg)
         return cls(dims, num_classes, cfg, **overrides)
 
-    # ------------------------------------------------------------------ graph helpers
+    # ------------------------------------------------------------------ helpers
     def _build_graph(self, dialogue, speaker, present=None):
-        from hotspot_erc.data.graph import build_conversation_graph
+        """The conversation graph of a batch (see :meth:`CrossModalGraph.build_graph`)."""
+        return self.graph.build_graph(dialogue, speaker, present)
 
-        return build_conversation_graph(dialogue, speaker, modalities=self.graph_modalities, present=present,
-                                        **self.graph_options)
-
-    def _pool(self, pool, x, cu, peaks):
+    def _pool(self, pool, x, segs: Segments, peaks):
         """Attention pooling of each utterance's frames, or of its hotspot windows only."""
         if not self.hotspot_pool or x.shape[0] == 0:
-            return pool(x, cu)
-        frames, cu_h, has = hotspot_frames(x, cu, peaks, self.radius)
+            return pool(x, segs.cu_seqlens)
+        frames, cu_h, has = hotspot_frames(x, segs, peaks, self.radius)
         return pool(frames, cu_h) * has.to(x.dtype).unsqueeze(1)
 
-    def _speaker_ids(self, speaker: torch.Tensor) -> torch.Tensor:
-        if speaker.device.type == "cpu":  # a value check is free here; on a GPU it would sync
-            lo, hi = (int(speaker.min()), int(speaker.max())) if speaker.numel() else (0, 0)
-            if lo < 0 or hi >= self.num_speakers:
-                raise ValueError(f"speaker ids must be in [0, num_speakers={self.num_speakers}), got "
-                                 f"[{lo}, {hi}]; build the model with a larger num_speakers (the trainer "
-                                 f"sizes it from the corpus)")
-            return speaker
-        return speaker.clamp(0, self.num_speakers - 1)
-
-    def _graph_branch(self, pooled: dict, cu_seqlens: dict, dialogue, speaker):
-        mods = self.modalities
-        s = pooled[mods[0]].shape[0]
-        present = torch.stack([segment_lengths(cu_seqlens[m]) > 0 for m in mods])  # [M, S]
-        spk = self.speaker(self._speaker_ids(speaker))
-        if len(self.graph_modalities) == 1 and len(mods) > 1:
-            # One node per utterance (COGMEN's graph): the mean of the modalities it has.
-            weight = present.to(spk.dtype).unsqueeze(-1)
-            total = sum(pooled[m] * weight[i] for i, m in enumerate(mods))
-            h0 = total / weight.sum(0).clamp(min=1.0) + spk
-            present = present.any(0, keepdim=True)
-        else:
-            h0 = torch.cat([pooled[m] + spk for m in mods], 0)  # node id = m*S + s (modality-major)
-        graph = self._build_graph(dialogue, speaker, present).relational()  # prepared once, used by every layer
-        h = h0
-        for conv, norm in zip(self.gnn, self.gnn_norm):
-            h = h + self.drop(torch.relu(conv(norm(h), graph)))
-        update = ((h - h0).detach().norm() / h0.detach().norm().clamp(min=1e-12))
-        return h.view(len(self.graph_modalities), s, -1).transpose(0, 1).reshape(s, -1), update
-
-    # ------------------------------------------------------------------ forward
-    def _scores(self, m, raw, x, cu, intensity):
-        _, _, rule_scores = _hotspot_api()
+    def _scores(self, m, raw, x, segs: Segments, intensity):
         if self.hotspot_source == "data":
             if intensity is None or m not in intensity:
                 raise ValueError(f"hotspot_source='data' needs per-frame intensity scores for modality "
@@ -294,13 +269,23 @@ class HotspotERC(nn.Module):
         if self.hotspot_source == "learned":
             return self.scorer[m](x)
         if self.center:  # intensity = how far a frame departs from its utterance, not its offset
-            raw = raw - segment_mean(raw, cu)
-        return rule_scores(raw, cu, kind=self.rule_kind)
+            raw = raw - segment_mean_broadcast(raw, segs)
+        return rule_scores(raw, segs, kind=self.rule_kind)
 
+    @staticmethod
+    def _segments(batch, m: str) -> Segments:
+        """The batch's :class:`Segments` of modality ``m`` (built once by the collate), or, for a
+        batch without them, the Segments of its ``cu_seqlens[m]`` (built here, no sync)."""
+        segments = getattr(batch, "segments", None)
+        if segments is not None and m in segments:
+            return segments[m]
+        return as_segments(batch.cu_seqlens[m], batch.features[m].shape[0])
+
+    # ------------------------------------------------------------------ forward
     def forward(self, batch) -> ModelOutput:
         """``batch``: a :class:`hotspot_erc.data.dataset.Batch` (or anything with ``features``,
-        ``cu_seqlens``, ``intensity``, ``dialogue`` and ``speaker``)."""
-        _, extract_hotspots, _ = _hotspot_api()
+        ``cu_seqlens``, ``intensity``, ``dialogue`` and ``speaker``; ``segments`` is used when
+        present)."""
         mods = self.modalities
         absent = [m for m in mods if m not in batch.features or m not in batch.cu_seqlens]
         if absent:
@@ -310,21 +295,22 @@ class HotspotERC(nn.Module):
                 raise ValueError(f"modality {m!r} has feature size {batch.features[m].shape[-1]} but the "
                                  f"model was built for {self.dims[m]}")
         feats = {m: batch.features[m] for m in mods}
-        cus = {m: batch.cu_seqlens[m] for m in mods}
+        segs = {m: self._segments(batch, m) for m in mods}
         intensity = getattr(batch, "intensity", None)
         if self.training and self.modality_dropout > 0:
-            feats, cus, intensity = drop_modalities(feats, cus, intensity, self.modality_dropout, mods)
+            feats, segs, intensity = drop_modality_segments(feats, segs, intensity, self.modality_dropout, mods)
 
-        out = ModelOutput(logits=None, lb_loss=None, cu_seqlens=cus)
+        out = ModelOutput(logits=None, lb_loss=None, cu_seqlens={m: segs[m].cu_seqlens for m in mods},
+                          segments=segs)
         enc, pooled, peaks = {}, {}, {}
         for m in mods:
-            raw, cu = feats[m], cus[m]
+            raw, sg = feats[m], segs[m]
             x = self.proj[m](raw)
             if self.center:
-                x = x - self.center_beta[m] * segment_mean(x, cu)
-            score = self._scores(m, raw, x, cu, intensity)
+                x = x - self.center_beta[m] * segment_mean_broadcast(x, sg)
+            score = self._scores(m, raw, x, sg, intensity)
             soft = self.hotspot_source == "learned"
-            hs = extract_hotspots(x, cu, score, num_windows=self.num_windows, radius=self.radius, soft=soft,
+            hs = extract_hotspots(x, sg, score, num_windows=self.num_windows, radius=self.radius, soft=soft,
                                   temperature=self.soft_temperature, pool=self.content_pool)
             out.scores[m], out.hotspot_mask[m] = score, hs.mask
             peaks[m] = hs.peaks
@@ -335,18 +321,18 @@ class HotspotERC(nn.Module):
                 fused = hs.content
             if self.mark_hotspots:  # window membership as a direction, since norms cannot carry it
                 fused = fused + hs.mask.to(fused.dtype).unsqueeze(1) * self.hotspot_marker[m]
-            enc[m] = self.encoder[m](fused, cu)
-            pooled[m] = self._pool(self.pool[m], enc[m], cu, hs.peaks)
+            enc[m] = self.encoder[m](fused, sg.cu_seqlens)
+            pooled[m] = self._pool(self.pool[m], enc[m], sg, hs.peaks)
 
         encoder_pooled = torch.cat([pooled[m] for m in mods], -1)
         out.branches["encoder"] = encoder_pooled.detach()
         if self.use_moa:
             sources = None
             if self.moa_keys == "hotspots":  # targets attend to the sources' hotspot windows only
-                sources = {m: hotspot_frames(enc[m], cus[m], peaks[m], self.radius) for m in mods
+                sources = {m: hotspot_frames(enc[m], segs[m], peaks[m], self.radius) for m in mods
                            if enc[m].shape[0] > 0}
-            moa = self.moa(enc, cus, hotspot_mask=out.hotspot_mask if self.inspect else None, sources=sources)
-            moa_pooled = {m: self._pool(self.moa_pool[m], moa.outputs[m], cus[m], peaks[m]) for m in mods}
+            moa = self.moa(enc, segs, hotspot_mask=out.hotspot_mask if self.inspect else None, sources=sources)
+            moa_pooled = {m: self._pool(self.moa_pool[m], moa.outputs[m], segs[m], peaks[m]) for m in mods}
             parts = [torch.cat([moa_pooled[m] for m in mods], -1)]
             out.lb_loss, out.routing = moa.lb_loss, dict(moa.routing)
             out.moa_residual, out.attention_mass = moa.residual_ratio, moa.attention_mass
@@ -359,7 +345,8 @@ class HotspotERC(nn.Module):
             parts = [encoder_pooled]
             out.lb_loss = parts[0].new_zeros(())
         if self.use_graph:
-            g, out.graph_update = self._graph_branch(pooled, cus, batch.dialogue, batch.speaker)
+            present = torch.stack([segs[m].present for m in mods])  # [M, S]
+            g, out.graph_update = self.graph(pooled, batch.dialogue, batch.speaker, present)
             parts.append(g)
             out.branches["graph"] = g.detach()
         out.features = torch.cat(parts, -1)
