@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from hotspot_erc.segments import segment_ids, segment_lengths
+
 
 @torch.no_grad()
 def hotspot_attention_mass(q: torch.Tensor, k: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
@@ -25,10 +27,9 @@ def hotspot_attention_mass(q: torch.Tensor, k: torch.Tensor, cu_q: torch.Tensor,
     # soft (learned) windows give weights in [0, 1]: a frame counts as hotspot above one half
     hot_q = hot_q if hot_q.dtype == torch.bool else hot_q > 0.5
     hot_k = hot_k if hot_k.dtype == torch.bool else hot_k > 0.5
-    lq = (cu_q[1:] - cu_q[:-1]).long()
-    lk = (cu_k[1:] - cu_k[:-1]).long()
+    lk = segment_lengths(cu_k)
     nq = q.shape[0]
-    seg_q = torch.repeat_interleave(torch.arange(lq.numel(), device=device), lq, output_size=nq)
+    seg_q = segment_ids(cu_q, nq)
     keys_per_row = lk[seg_q]  # [Nq]
     pairs = int(keys_per_row.sum())
     out = torch.zeros(3, dtype=torch.float64, device=device)
