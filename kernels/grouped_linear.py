@@ -26,7 +26,7 @@ plan (the op saves it): no tile map or sort is rebuilt.
 Kernels:
 
 * :func:`_plan_kernel` — the plan. Programs ``[0, n_tile_programs)`` each fill ``BLOCK_P`` tile
-  entries by a running cumsum of all segments' tile counts (as the attention block table does);
+  entries with the scan the attention block tables share (:func:`._tiles.segment_tiles`);
   program (p, e) of the rest sorts expert e's assignments of choice p (a count of the
   assignments with smaller ids, then stable positions from a cumsum of matches).
 * :func:`_routed_mm_kernel` — forward ``y = Σ_i g_i (x W_e + b_e)``, and, with weight strides
@@ -57,6 +57,7 @@ import triton
 import triton.language as tl
 
 from ._launch import on_device, triton_interpret
+from ._tiles import segment_tiles
 
 
 # ----------------------------------------------------------------------------- plan
@@ -70,29 +71,14 @@ def _plan_kernel(
 ):
     pid = tl.program_id(0)
     if pid < n_tile_programs:
-        # Tile entries [pid·BLOCK_P, (pid+1)·BLOCK_P): the segment of tile t is the number of
-        # segments whose tiles end at or before t; its first tile is the largest such end.
-        ts = pid * BLOCK_P + tl.arange(0, BLOCK_P)
-        seg = tl.zeros([BLOCK_P], dtype=tl.int64)
-        first = tl.zeros([BLOCK_P], dtype=tl.int64)
-        total = tl.zeros([1], dtype=tl.int64)
-        for s0 in range(0, S, BLOCK_S):
-            offs = s0 + tl.arange(0, BLOCK_S)
-            m = offs < S
-            lo = tl.load(cu_ptr + offs, mask=m, other=0).to(tl.int64)
-            hi = tl.load(cu_ptr + offs + 1, mask=m, other=0).to(tl.int64)
-            n_tiles = tl.where(m, (hi - lo + BLOCK_M - 1) // BLOCK_M, 0)
-            ends = tl.cumsum(n_tiles, 0)[None, :] + total[:, None]  # [1, BLOCK_S]
-            # tile_start[s + 1] = end of segment s: written once, by the first program
-            tl.store(tiles_ptr + 2 * T + 1 + offs[None, :], ends, mask=m[None, :] & (pid == 0))
-            done = (ends <= ts[:, None]) & m[None, :]
-            seg += tl.sum(done.to(tl.int64), 1)
-            first = tl.maximum(first, tl.max(tl.where(done, ends, 0), 1))
-            total += tl.sum(n_tiles, 0)
-        real = ts < tl.max(total, 0)
+        # Tile entries [pid·BLOCK_P, (pid+1)·BLOCK_P); program 0 also writes tile_start[1:].
+        ts = pid * BLOCK_P + tl.arange(0, BLOCK_P).to(tl.int64)
+        seg, blk, total = segment_tiles(cu_ptr, S, BLOCK_M, ts, tiles_ptr + 2 * T + 1, pid == 0,
+                                        BLOCK_S=BLOCK_S, WRITE_ENDS=True)
+        real = ts < total
         inside = ts < T
         seg_c = tl.minimum(seg, tl.maximum(S - 1, 0))
-        row0 = tl.load(cu_ptr + seg_c, mask=real & inside, other=0).to(tl.int64) + (ts - first) * BLOCK_M
+        row0 = tl.load(cu_ptr + seg_c, mask=real & inside, other=0).to(tl.int64) + blk * BLOCK_M
         tl.store(tiles_ptr + ts, tl.where(real, seg, -1), mask=inside)
         tl.store(tiles_ptr + T + ts, tl.where(real, row0, 0), mask=inside)
         if pid == 0:

@@ -35,6 +35,7 @@ import triton.language as tl
 
 from . import tile_configs
 from ._launch import on_device, triton_interpret
+from ._tiles import segment_tiles
 
 LOG2E = 1.4426950408889634
 
@@ -284,29 +285,16 @@ _TABLE_ROWS, _TABLE_COLS = 128, 64  # programs x segments per step of the table 
 @triton.jit
 def _fill_table(CU, TBL, num_segments, grid_size, block, tile_id,
                 BLOCK_P: tl.constexpr, BLOCK_S: tl.constexpr):
-    """Fills entries [tile_id·BLOCK_P, (tile_id+1)·BLOCK_P) of one block table. Scans all
-    segments' tile counts (a running cumsum); the segment of tile p is the number of segments
-    whose last tile ends at or before p, and its first tile is the largest such end."""
-    # Tile counts and program ids fit in int32 (the grid itself is an int32 range).
-    pids = tile_id * BLOCK_P + tl.arange(0, BLOCK_P)
-    seg = tl.zeros([BLOCK_P], dtype=tl.int32)
-    first = tl.zeros([BLOCK_P], dtype=tl.int32)
-    total = tl.zeros([1], dtype=tl.int32)
-    for s0 in range(0, num_segments, BLOCK_S):
-        offs = s0 + tl.arange(0, BLOCK_S)
-        m = offs < num_segments
-        lo = tl.load(CU + offs, mask=m, other=0).to(tl.int64)
-        hi = tl.load(CU + offs + 1, mask=m, other=0).to(tl.int64)
-        tiles = tl.where(m, ((hi - lo + block - 1) // block).to(tl.int32), 0)
-        ends = tl.cumsum(tiles, 0)[None, :] + total[:, None]  # [1, BLOCK_S]
-        done = (ends <= pids[:, None]) & m[None, :]
-        seg += tl.sum(done.to(tl.int32), 1)
-        first = tl.maximum(first, tl.max(tl.where(done, ends, 0), 1))
-        total += tl.sum(tiles, 0)
-    real = pids < tl.max(total, 0)
+    """Fills entries [tile_id·BLOCK_P, (tile_id+1)·BLOCK_P) of one block table (the tile scan
+    is :func:`._tiles.segment_tiles`, shared with the grouped projection's plan)."""
+    pids = tile_id * BLOCK_P + tl.arange(0, BLOCK_P).to(tl.int64)
+    seg, blk, total = segment_tiles(CU, num_segments, block, pids, TBL, False,
+                                    BLOCK_S=BLOCK_S, WRITE_ENDS=False)
+    real = pids < total
     inside = pids < grid_size
-    tl.store(TBL + pids, tl.where(real, seg, -1), mask=inside)
-    tl.store(TBL + grid_size + pids, pids - first, mask=inside)
+    # Tile counts and program ids fit in int32 (the grid itself is an int32 range).
+    tl.store(TBL + pids, tl.where(real, seg, -1).to(tl.int32), mask=inside)
+    tl.store(TBL + grid_size + pids, blk.to(tl.int32), mask=inside)
 
 
 @triton.jit(do_not_specialize=["num_segments", "g0", "g1", "g2", "p0", "p1"])
