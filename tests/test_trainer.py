@@ -14,7 +14,7 @@ from hotspot_erc.train import config as C
 from hotspot_erc.train import run
 from hotspot_erc.train.checkpoint import load_checkpoint
 from hotspot_erc.train.reports import collapse_warnings, routing_entropy
-from hotspot_erc.train.trainer import epoch_batches, inverse_frequency_weights, lr_lambda
+from hotspot_erc.train.trainer import inverse_frequency_weights, lr_lambda
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +107,25 @@ def test_class_weights_and_schedule_units():
     assert f(55) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5))) and f(100) == pytest.approx(0.0)
     assert lr_lambda(10, 0.0, "linear")(5) == pytest.approx(0.5)
     assert lr_lambda(10, 0.0, "constant")(9) == 1.0
-    a, b = epoch_batches(10, 3, seed=0, epoch=1), epoch_batches(10, 3, seed=0, epoch=1)
-    assert a == b and sorted(sum(a, [])) == list(range(10)) and epoch_batches(10, 3, 0, 2) != a
+
+
+
+def test_training_batches_are_seeded_bucketed_and_sharded(corpus_path):
+    from hotspot_erc.data.dataset import DialogueBatchSampler, DialogueDataset
+
+    ds = DialogueDataset(corpus_path, "train")
+    s = DialogueBatchSampler(ds, 3, shuffle=True, bucket=True, seed=0)
+    a, b = s.global_batches(1), DialogueBatchSampler(ds, 3, shuffle=True, bucket=True, seed=0).global_batches(1)
+    assert a == b and sorted(sum(a, [])) == list(range(len(ds))) and s.global_batches(2) != a
+    assert len(a) == len(s) == -(-len(ds) // 3)
+    # DDP: each rank takes its share of the same global batches; a batch smaller than the world goes
+    ranks = [DialogueBatchSampler(ds, 3, shuffle=True, bucket=True, seed=0, rank=r, world_size=2) for r in (0, 1)]
+    for r in ranks:
+        r.set_epoch(1)
+    shares = [list(r) for r in ranks]
+    whole = [g for g in a if len(g) >= 2]
+    assert [x + y for x, y in zip(*shares)] == [g[0::2] + g[1::2] for g in whole]
+    assert len(shares[0]) == len(ranks[0]) == len(whole)
 
 
 def test_class_weighted_training_runs(corpus_path, tmp_path):

@@ -261,75 +261,123 @@ class _Collate:
         return collate_dialogues(items, self.graph_fn)
 
 
-class LengthBucketSampler(Sampler[list[int]]):
-    """Batches of dialogues with similar frame counts, so batches have similar cost.
+def item_frames(dataset, i: int) -> int:
+    """Total frames of item ``i`` (the bucketing key): :meth:`DialogueDataset.num_frames` reads
+    offsets only; any other dataset of :class:`DialogueItem` is read once."""
+    own = getattr(dataset, "num_frames", None)
+    if callable(own):
+        return int(own(i))
+    return int(sum(int(v.sum()) for v in dataset[i].lengths.values()))
 
-    Shuffles the dialogues (seeded by ``(seed, epoch)``; each complete pass advances the epoch, and
-    :meth:`set_epoch` sets it explicitly, e.g. to resume), cuts them into
-    pools of ``pool_batches * batch_size``, sorts each pool by total frames, cuts the pool into
-    batches and shuffles the batch order. Without ``shuffle`` the order is deterministic: sorted
-    by length within consecutive pools of the stored order.
+
+class DialogueBatchSampler(Sampler[list[int]]):
+    """Batches of dataset indices, the same on every process, each process taking its share.
+
+    Every epoch forms *global* batches of ``batch_size`` dialogues from a seeded order (seeded by
+    ``(seed, epoch)`` alone, so resuming at epoch e and every DDP rank see the same batches):
+
+    * ``shuffle``: a permutation of the dialogues, else the stored order;
+    * ``bucket``: the order is cut into pools of ``pool_batches * batch_size`` dialogues and each
+      pool is sorted by total frames (stable, so ties keep the shuffled order) before being cut
+      into batches, and with ``shuffle`` the batch order is permuted, so batches hold dialogues of
+      similar cost while their order stays random;
+    * ``drop_last`` drops a short final batch; with ``world_size > 1`` a batch with fewer
+      dialogues than processes is dropped too (a rank would have nothing to do);
+    * the process of ``rank`` gets ``batch[rank::world_size]`` of every global batch
+      (``DistributedSampler``-style sharding, at the level of batches so that the averaged DDP
+      gradient is that of the whole global batch).
+
+    Each complete pass advances the epoch; :meth:`set_epoch` sets it explicitly (the trainer does,
+    before every epoch). ``len()`` is the number of batches per epoch, the same for every epoch.
     """
 
-    def __init__(self, dataset: DialogueDataset, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, pool_batches: int = 50):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.lengths = np.array([dataset.num_frames(i) for i in range(len(dataset))], dtype=np.int64)
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+    def __init__(self, dataset, batch_size: int, *, shuffle: bool = False, bucket: bool = False, seed: int = 0,
+                 drop_last: bool = False, pool_batches: int = 50, rank: int = 0, world_size: int = 1):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if world_size > batch_size:
+            raise ValueError(f"batch_size ({batch_size}) must be >= world_size ({world_size}): it is the global batch")
+        self.num_items = len(dataset)
+        self.batch_size, self.shuffle, self.bucket, self.seed = batch_size, shuffle, bucket, seed
         self.drop_last, self.pool = drop_last, max(1, pool_batches) * batch_size
+        self.rank, self.world_size = rank, world_size
+        # Read once here (offsets only for a DialogueDataset), never per epoch.
+        self.lengths = (np.array([item_frames(dataset, i) for i in range(self.num_items)], dtype=np.int64)
+                        if bucket else None)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng((self.seed, self.epoch))
-        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
-        batches = []
-        for lo in range(0, len(order), self.pool):
-            pool = order[lo:lo + self.pool]
-            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
-            for b in range(0, len(pool), self.batch_size):
-                batches.append(pool[b:b + self.batch_size].tolist())
-        if self.drop_last:
-            batches = [b for b in batches if len(b) == self.batch_size]
-        if self.shuffle:
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """The batches of every process together, for ``epoch``."""
+        n, bs = self.num_items, self.batch_size
+        rng = np.random.default_rng((self.seed, epoch))
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        if self.bucket:
+            order = np.concatenate([order[lo:lo + self.pool][np.argsort(self.lengths[order[lo:lo + self.pool]],
+                                                                        kind="stable")]
+                                    for lo in range(0, n, self.pool)] or [order])
+        batches = [order[i:i + bs].tolist() for i in range(0, n, bs)]
+        least = bs if self.drop_last else self.world_size
+        batches = [b for b in batches if len(b) >= least]
+        if self.shuffle and self.bucket:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        yield from batches
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for b in self.global_batches(self.epoch):
+            yield b[self.rank::self.world_size]
         # Advance only after a complete pass: DataLoader creates (and drops) an iterator it never reads.
         self.epoch += 1
 
     def __len__(self) -> int:
-        n = len(self.lengths)
-        if not self.drop_last:
-            full, rest = divmod(n, self.pool)
-            return full * (-(-self.pool // self.batch_size)) + (-(-rest // self.batch_size))
-        full, rest = divmod(n, self.pool)
-        return full * (self.pool // self.batch_size) + rest // self.batch_size
+        full, rest = divmod(self.num_items, self.batch_size)
+        return full + (1 if rest and not self.drop_last and rest >= self.world_size else 0)
+
+
+class LengthBucketSampler(DialogueBatchSampler):
+    """:class:`DialogueBatchSampler` with length bucketing on (and shuffling by default): batches of
+    dialogues with similar frame counts, so batches have similar cost."""
+
+    def __init__(self, dataset, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+                 pool_batches: int = 50, rank: int = 0, world_size: int = 1):
+        super().__init__(dataset, batch_size, shuffle=shuffle, bucket=True, seed=seed, drop_last=drop_last,
+                         pool_batches=pool_batches, rank=rank, world_size=world_size)
+
+
+def dialogue_loader(dataset, batch_size: int, *, shuffle: bool = False, bucket: bool | None = None, seed: int = 0,
+                    num_workers: int = 0, pin_memory: bool | None = None, drop_last: bool = False,
+                    graph_fn: Callable[[Batch], object] | None = None, rank: int = 0, world_size: int = 1,
+                    pool_batches: int = 50) -> DataLoader:
+    """The loader of :class:`Batch` that training, evaluation and prediction all read from.
+
+    Batches come from a :class:`DialogueBatchSampler` (``bucket`` defaults to ``shuffle``; without
+    either, batches are consecutive dialogues in stored order). ``num_workers > 0`` prepares batches
+    in persistent worker processes while the device computes; ``pin_memory`` (default: CUDA is
+    available) lets ``batch.to(device, non_blocking=True)`` copy asynchronously. ``graph_fn`` must
+    be picklable when workers are started with spawn.
+    """
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+    sampler = DialogueBatchSampler(dataset, batch_size, shuffle=shuffle, bucket=shuffle if bucket is None else bucket,
+                                   seed=seed, drop_last=drop_last, pool_batches=pool_batches, rank=rank,
+                                   world_size=world_size)
+    # A DataLoader draws its workers' base seed from this generator each time it starts them, and
+    # from the global RNG without one: that would shift the dropout stream by a draw per epoch,
+    # differently with and without (persistent) workers. Nothing here is random, so any seed does.
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=_Collate(graph_fn), num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
 
 
 def make_loader(corpus: Corpus | str | os.PathLike, split: str, batch_size: int, shuffle: bool = False,
                 seed: int = 0, num_workers: int = 0, graph_fn: Callable[[Batch], object] | None = None,
                 bucket: bool | None = None, pin_memory: bool | None = None, drop_last: bool = False,
                 modalities: Sequence[str] | None = None) -> DataLoader:
-    """A DataLoader of :class:`Batch` over ``split``.
-
-    ``bucket`` (default: same as ``shuffle``) groups dialogues of similar length with
-    :class:`LengthBucketSampler`; otherwise batches follow the stored order (or a seeded shuffle).
-    ``pin_memory`` defaults to "CUDA is available". ``graph_fn`` must be picklable when
-    ``num_workers > 0`` under the spawn start method.
-    """
-    ds = DialogueDataset(corpus, split, modalities=modalities)
-    if bucket is None:
-        bucket = shuffle
-    if pin_memory is None:
-        pin_memory = torch.cuda.is_available()
-    common = dict(collate_fn=_Collate(graph_fn), num_workers=num_workers, pin_memory=pin_memory,
-                  persistent_workers=num_workers > 0)
-    if bucket:
-        sampler = LengthBucketSampler(ds, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
-        return DataLoader(ds, batch_sampler=sampler, **common)
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, drop_last=drop_last, **common)
+    """:func:`dialogue_loader` over ``split`` of a corpus (a :class:`Corpus` or its path)."""
+    return dialogue_loader(DialogueDataset(corpus, split, modalities=modalities), batch_size, shuffle=shuffle,
+                           bucket=bucket, seed=seed, num_workers=num_workers, pin_memory=pin_memory,
+                           drop_last=drop_last, graph_fn=graph_fn)

@@ -89,6 +89,10 @@ class TrainConfig:
 
     epochs: int = _f(20, "maximum training epochs")
     batch_size: int = _f(8, "dialogues per (global) batch")
+    bucket: bool = _f(True, "batch dialogues of similar total length together (seeded by seed and epoch; the "
+                      "batch order stays random); off = a uniform shuffle")
+    num_workers: int = _f(0, "DataLoader worker processes preparing batches while the model computes (0 = in the "
+                          "training process)")
     lr: float = _f(2e-3, "Adam learning rate")
     weight_decay: float = _f(0.0, "Adam L2 weight decay")
     lb_weight: float = _f(0.01, "lambda of the MoA load-balancing loss")
@@ -189,6 +193,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     for name in ("weight_decay", "lb_weight", "grad_clip"):
         if not (math.isfinite(getattr(t, name)) and getattr(t, name) >= 0):
             raise ValueError(f"{_flag(name)} must be a finite number >= 0, got {getattr(t, name)}")
+    if t.num_workers < 0:
+        raise ValueError(f"{_flag('num_workers')} must be >= 0, got {t.num_workers}")
     if t.patience < 0:
         raise ValueError(f"{_flag('patience')} must be >= 0 (0 = no early stopping), got {t.patience}")
     if not 0.0 <= t.warmup < 1.0:

@@ -9,8 +9,13 @@ Reproducibility: the weights come from ``seed``; the data order of epoch e and t
 of epoch e are seeded from (seed, e) rather than carried over from earlier epochs, so resuming
 from the checkpoint of epoch e continues exactly like the uninterrupted run.
 
+Data: batches come from the data layer's loader (:func:`hotspot_erc.data.dataset.dialogue_loader`):
+length-bucketed, seeded global batches, optional worker processes, pinned memory and non-blocking
+copies on CUDA. Evaluation and prediction read the same loader without shuffling or bucketing, so
+their outputs follow the stored order.
+
 Distributed: every rank builds the same global batch of dialogues and takes its share
-(``rank::world_size``); the cross-entropy is normalised by the *global* (weighted) count of
+(``rank::world_size``, done by the sampler); the cross-entropy is normalised by the *global* (weighted) count of
 labelled utterances, so the averaged DDP gradient equals the single-process gradient of the same
 global batch. (The load-balancing term is computed per rank and averaged; it is not a function of
 the global batch.) Every rank evaluates the full dev set with identical weights, so early-stopping
@@ -37,6 +42,12 @@ LAST, BEST = "last.safetensors", "best.safetensors"
 # A speaker table smaller than this is never chosen automatically (the size models had before
 # tables were sized from the corpus, so earlier runs rebuild identically).
 MIN_AUTO_SPEAKERS = 8
+
+
+# Train settings a resume must share with the run it continues (they fix the data order and steps),
+# and the value a checkpoint written before a setting existed was trained with.
+RESUME_KEYS = ("seed", "batch_size", "epochs", "lr", "schedule", "warmup", "bucket")
+LEGACY_TRAIN = {"bucket": False}
 
 
 class TrainingDiverged(RuntimeError):
@@ -100,20 +111,21 @@ def resolve_device(pref: str, dist_info: DistInfo | None = None) -> torch.device
 
 # ----------------------------------------------------------------------------- batching
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> list[list[int]]:
-    """Global batches of dataset indices for ``epoch`` (seeded by (seed, epoch))."""
-    order = np.random.default_rng((seed, epoch)).permutation(n) if shuffle else np.arange(n)
-    return [order[i:i + batch_size].tolist() for i in range(0, n, batch_size)]
+def train_loader(dataset, t, device: torch.device, dist_info: DistInfo):
+    """The training loader of ``t`` (a TrainConfig): this rank's share of every global batch."""
+    from hotspot_erc.data.dataset import dialogue_loader
+
+    return dialogue_loader(dataset, t.batch_size, shuffle=True, bucket=t.bucket, seed=t.seed,
+                           num_workers=t.num_workers, pin_memory=device.type == "cuda",
+                           rank=dist_info.rank, world_size=dist_info.world_size)
 
 
-def shard(batch: list[int], dist_info: DistInfo) -> list[int]:
-    return batch[dist_info.rank::dist_info.world_size]
+def eval_loader(dataset, batch_size: int, device: torch.device, num_workers: int = 0):
+    """Consecutive dialogues in stored order, so predictions come back in that order."""
+    from hotspot_erc.data.dataset import dialogue_loader
 
-
-def collate(dataset, indices):
-    from hotspot_erc.data.dataset import collate_dialogues
-
-    return collate_dialogues([dataset[i] for i in indices])
+    return dialogue_loader(dataset, batch_size, shuffle=False, bucket=False, num_workers=num_workers,
+                           pin_memory=device.type == "cuda")
 
 
 def split_labels(dataset) -> np.ndarray:
@@ -275,21 +287,24 @@ def autocast(device: torch.device, enabled: bool):
 
 @torch.no_grad()
 def predict(model, dataset, device, batch_size: int = 16, amp: bool = False, diagnostics: Diagnostics | None = None,
-            progress: bool = False, desc: str = "eval") -> dict:
-    """Run ``model`` over ``dataset`` in stored order. Returns numpy arrays ``labels``, ``preds``,
-    ``probs`` [U, C], the ``utterance_ids``, the mean dev cross-entropy ``loss`` and the routing
-    usage per pair."""
+            progress: bool = False, desc: str = "eval", num_workers: int = 0, loader=None) -> dict:
+    """Run ``model`` over ``dataset`` in stored order (through ``loader`` when given, e.g. one kept
+    with its workers across epochs). Returns numpy arrays ``labels``, ``preds``, ``probs`` [U, C],
+    the ``utterance_ids``, the mean dev cross-entropy ``loss`` and the routing usage per pair."""
     from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    if loader is None:
+        loader = eval_loader(dataset, batch_size, device, num_workers)
 
     was_training = model.training
     model.eval()
     labels, probs, ids = [], [], []
     usage: dict[str, torch.Tensor] = {}
     ce_sum = torch.zeros((), dtype=torch.float64, device=device)
-    batches = epoch_batches(len(dataset), batch_size, 0, 0, shuffle=False)
     # disable=None: tqdm stays quiet when stderr is not a terminal (logs, CI, `make train | tee`).
-    for idx in tqdm(batches, desc=desc, disable=None if progress else True, leave=False):
-        batch = collate(dataset, idx).to(device)
+    for batch in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
+        batch = batch.to(device, non_blocking=True)
         with autocast(device, amp):
             out = model(batch)
         logits = out.logits.float()
@@ -350,7 +365,9 @@ class Trainer:
         if self.t.class_weights:
             self.class_weight = inverse_frequency_weights(split_labels(train_set), len(label_names)).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.t.lr, weight_decay=self.t.weight_decay)
-        self.steps_per_epoch = len(self._global_batches(0))
+        self.loader = train_loader(train_set, self.t, self.device, self.dist)
+        self._eval_loaders: dict[int, object] = {}
+        self.steps_per_epoch = len(self.loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(self.t.epochs * self.steps_per_epoch, self.t.warmup, self.t.schedule))
         self.fwd = self.model
@@ -380,12 +397,6 @@ class Trainer:
             raise ValueError("this Trainer has no run_dir")
         return os.path.join(self.run_dir, "checkpoints")
 
-    def _global_batches(self, epoch: int) -> list[list[int]]:
-        batches = epoch_batches(len(self.train_set), self.t.batch_size, self.t.seed, epoch, shuffle=True)
-        # A trailing batch with fewer dialogues than processes would leave a rank idle: drop it
-        # everywhere (the same decision on every rank, and in a 1-process run it never applies).
-        return [b for b in batches if len(b) >= self.dist.world_size]
-
     def _config_dict(self) -> dict:
         return checkpoint_config(self.cfg, self.dims, self.label_names)
 
@@ -406,11 +417,12 @@ class Trainer:
                         if saved.get(section, {}).get(k) != v}
                 raise ckpt.CheckpointError(f"cannot resume from {path}: the model config differs "
                                            f"(setting: (checkpoint, now)) {diff}")
-        for key in ("seed", "batch_size", "epochs", "lr", "schedule", "warmup"):
-            if saved.get("train", {}).get(key) != now["train"][key]:
+        for key in RESUME_KEYS:
+            was = saved.get("train", {}).get(key, LEGACY_TRAIN.get(key))
+            if was != now["train"][key]:
                 raise ckpt.CheckpointError(
-                    f"cannot resume from {path}: train.{key} was {saved.get('train', {}).get(key)!r}, "
-                    f"now {now['train'][key]!r} (resuming reproduces the original run; start a new run instead)")
+                    f"cannot resume from {path}: train.{key} was {was!r}, now {now['train'][key]!r} "
+                    "(resuming reproduces the original run; start a new run instead)")
         ckpt.apply_model_state(self.model, ck)
         ckpt.apply_optimizer_state(self.optimizer, ck)
         st = ck.state
@@ -461,14 +473,14 @@ class Trainer:
         ce_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         denom = torch.zeros((), dtype=torch.float64, device=self.device)
         lb_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        batches = self._global_batches(epoch)
+        self.loader.batch_sampler.set_epoch(epoch)
+        steps = len(self.loader)
         self._branch_params = branch_parameters(self.model)
         self._grad_sq = torch.zeros(len(self._branch_params), dtype=torch.float64, device=self.device)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.t.epochs}", leave=False,
+        bar = tqdm(self.loader, total=steps, desc=f"epoch {epoch + 1}/{self.t.epochs}", leave=False,
                    disable=None if (self.t.progress and self.dist.is_main) else True)
-        for gb in bar:
-            batch = collate(self.train_set, shard(gb, self.dist)).to(self.device)
-            c, d, lb = self._step(batch)
+        for batch in bar:
+            c, d, lb = self._step(batch.to(self.device, non_blocking=True))
             ce_sum += c.double()
             denom += d.double()
             lb_sum += lb.double()
@@ -480,10 +492,10 @@ class Trainer:
         ce_sum, denom, lb_sum = stats.tolist()
         if not all(math.isfinite(v) for v in (ce_sum, lb_sum)):
             self._diverged(f"the training loss of epoch {epoch + 1} is not finite")
-        lb = lb_sum / max(len(batches) * self.dist.world_size, 1)
+        lb = lb_sum / max(steps * self.dist.world_size, 1)
         ce = ce_sum / max(denom, 1e-12)
         # root-mean-square over the epoch's steps of each branch's gradient norm (before clipping)
-        rms = (self._grad_sq / max(len(batches), 1)).sqrt().tolist()
+        rms = (self._grad_sq / max(steps, 1)).sqrt().tolist()
         return {"train_ce": ce, "train_lb": lb, "train_loss": ce + self.t.lb_weight * lb,
                 "grad_norm": dict(zip(self._branch_params, rms))}
 
@@ -501,8 +513,13 @@ class Trainer:
             self._diverged(f"{len(bad)} weight tensor(s) hold NaN/Inf (e.g. {bad[0]})")
 
     def evaluate(self, dataset, diagnostics: Diagnostics | None = None, desc: str = "eval") -> dict:
-        res = predict(self.model, dataset, self.device, batch_size=self.t.batch_size, amp=self.t.amp,
-                      diagnostics=diagnostics, progress=self.t.progress and self.dist.is_main, desc=desc)
+        # One loader per dataset, kept: its worker processes (if any) then live across epochs.
+        if id(dataset) not in self._eval_loaders:
+            self._eval_loaders[id(dataset)] = (dataset, eval_loader(dataset, self.t.batch_size, self.device,
+                                                                    self.t.num_workers))
+        res = predict(self.model, dataset, self.device, amp=self.t.amp, diagnostics=diagnostics,
+                      progress=self.t.progress and self.dist.is_main, desc=desc,
+                      loader=self._eval_loaders[id(dataset)][1])
         res["metrics"] = evaluate_predictions(res["labels"], res["preds"], self.label_names)
         return res
 
