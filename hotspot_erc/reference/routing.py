@@ -1,5 +1,6 @@
 """Plain-PyTorch Mixture-of-Aligners routing (DESIGN §3.4): TopK-masked softmax and the
-Switch-style load-balancing loss. Tiny tensors ([S, E]); the module uses these functions as is.
+Switch-style load-balancing loss. Tiny tensors ([S, E]). This is the spec: the model runs its own
+copy (:mod:`hotspot_erc.nn.routing`), which the tests hold to these functions.
 """
 from __future__ import annotations
 
