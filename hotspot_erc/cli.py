@@ -130,14 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---------------------------------------------------------------- convert / info / bench
     c = sub.add_parser("convert", formatter_class=_formatter,
-                       help="convert IEMOCAP / COGMEN / MOSEI pickles or conversation CSVs to the native corpus format")
+                       help="convert IEMOCAP / COGMEN / MOSEI pickles or conversation CSVs to the native corpus format",
+                       description="Write a corpus in the native format from a source format. Options are checked "
+                                   "before anything is read (a bad one exits 2); a problem with the source exits 3, "
+                                   "one with the output folder 5.")
     try:
         from hotspot_erc.data.convert import add_convert_arguments
     except ImportError as exc:
         c.set_defaults(_convert_missing=str(exc))
     else:
+        _register_text_converter()
         add_convert_arguments(c)
-        _mount_csv_converter(c)
     sub.add_parser("info", help="versions, build facts and which backend each op uses")
     sub.add_parser("bench", formatter_class=_formatter, help="run the benchmarks (python -m benchmarks.run_all)",
                    description="Run `python -m benchmarks.run_all` from the repository root; every further "
@@ -145,16 +148,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _mount_csv_converter(parser) -> None:
-    """Add `conversation-csv` (hotspot_erc.text) to the formats of `convert`."""
-    from hotspot_erc.text.convert import add_csv_arguments
+def _register_text_converter() -> None:
+    """``convert conversation-csv``: the text layer's converter sits above the data layer's
+    registry, so the CLI (which may import every layer) hands it over."""
+    from hotspot_erc.data.convert import CONVERTERS, Converter, register
 
-    for action in parser._actions:
-        if action.dest == "format":
-            action.choices = tuple(action.choices) + ("conversation-csv",)
-        elif action.dest == "src":
-            action.help = "the source pickle, or for conversation-csv a CSV file or a folder of per-split CSVs"
-    add_csv_arguments(parser)
+    if "conversation-csv" in CONVERTERS:
+        return
+    try:
+        from hotspot_erc.text.convert import add_csv_arguments, run_csv_convert
+    except ImportError:
+        return
+
+    def add(parser) -> None:
+        parser.add_argument("src", help="a CSV file (a split column, else all train) or a folder of per-split "
+                                        "CSVs (train_sent_emo.csv, emorynlp_dev_final.csv, ...)")
+        parser.add_argument("out_dir", help="corpus folder to create")
+        add_csv_arguments(parser)
+
+    register(Converter("conversation-csv", "MELD, EmoryNLP or any conversation CSV, with word-level text features",
+                       add, run_csv_convert, "Read conversation CSVs (one row per utterance) and write a corpus "
+                                             "with word-level text features and per-word intensity."))
 
 
 def _corpus_args(p) -> None:
@@ -276,14 +290,9 @@ def cmd_convert(args) -> int:
         print(f"hotspot-erc convert: error: the converters are not available in this install "
               f"({args._convert_missing})", file=sys.stderr)
         return EXIT_USAGE
-    if args.format == "conversation-csv":
-        from hotspot_erc.text.convert import run_csv_convert
+    from hotspot_erc.data.convert import run_converter
 
-        return int(run_csv_convert(args) or 0)
-    from hotspot_erc.data.convert import run_convert
-
-    rc = run_convert(args)
-    return int(rc or 0)
+    return run_converter(args)
 
 
 def cmd_info(args) -> int:
@@ -310,7 +319,7 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 def exit_code_for(exc: BaseException, command: str | None = None) -> int | None:
     """The exit code of the policy above for an error a user can fix; None for anything else."""
-    from hotspot_erc.data.format import CorpusFormatError, CorpusWriteError, OutputRefused
+    from hotspot_erc.data.format import CorpusFormatError, CorpusWriteError, OutputRefused, RecordError
     from hotspot_erc.data.iemocap import ReaderError
     from hotspot_erc.data.safe_pickle import UnreadablePickleError, UnsafePickleError
     from hotspot_erc.train.checkpoint import CheckpointError
@@ -325,7 +334,7 @@ def exit_code_for(exc: BaseException, command: str | None = None) -> int | None:
         return EXIT_DIVERGED
     if isinstance(exc, (CorpusWriteError, OutputRefused, FileExistsError)):
         return EXIT_OUTPUT
-    if isinstance(exc, (CorpusFormatError, ReaderError, UnsafePickleError, UnreadablePickleError)):
+    if isinstance(exc, (CorpusFormatError, RecordError, ReaderError, UnsafePickleError, UnreadablePickleError)):
         return EXIT_DATA
     try:
         from hotspot_erc.text.csv_reader import CsvFormatError

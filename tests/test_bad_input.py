@@ -137,7 +137,7 @@ def _pop(data, index, key):
 
 
 def _both_splits(data):
-    data[8] = data[8] + [data[7][0]]
+    data[8] = data[8] + [data[7][-1]]  # the last train dialogue: the dev split comes from the front
 
 
 def _dup_vid(data):
@@ -366,9 +366,9 @@ def _no_space(*args, **kwargs):
 
 
 def test_full_disk_while_converting_leaves_nothing_half_written(ws, capsys, monkeypatch):
-    import hotspot_erc.data.format as fmt
+    import hotspot_erc.data.corpus_writer as writer
 
-    monkeypatch.setattr(fmt, "_write_json", _no_space)
+    monkeypatch.setattr(writer, "_write_json", _no_space)
     code, err = run_cli(["convert", "iemocap", ws.pickle("i.pkl", iemocap()), ws.path("o")], capsys)
     assert code == 5 and "No space left on device" in err and "Traceback" not in err
     assert not os.path.exists(ws.path("o"))  # created by us, so removed again

@@ -6,8 +6,9 @@ import pickle
 import numpy as np
 import pytest
 
+from hotspot_erc.data import corpus_checks
 from hotspot_erc.data import format as fmt
-from hotspot_erc.data.format import (CorpusFormatError, CorpusWriter, DialogueRecord, open_corpus,
+from hotspot_erc.data.format import (CorpusFormatError, CorpusWriter, DialogueRecord, RecordError, open_corpus,
                                      write_corpus)
 
 DIMS = {"t": 5, "a": 3}
@@ -96,7 +97,7 @@ def test_chunked_value_scan_finds_late_nan(tmp_path, monkeypatch):
     arr[total - 1, 2] = np.nan
     arr.flush()
     del arr
-    monkeypatch.setattr(fmt, "_CHUNK_ROWS", 4)  # many chunks: the NaN sits in the last one
+    monkeypatch.setattr(corpus_checks, "CHUNK_ROWS", 4)  # many chunks: the NaN sits in the last one
     with pytest.raises(CorpusFormatError, match=f"features_t.npy: row {total - 1} contains NaN or Inf"):
         open_corpus(path)
     assert open_corpus(path, check_values=False).num_dialogues == 4
@@ -223,10 +224,35 @@ def test_writer_rejects_bad_dialogues(tmp_path):
     opts = dict(modalities=["t"], dims={"t": 2}, label_names=["x"])
     with pytest.raises(ValueError, match="unknown dialogue id"):
         write_corpus(tmp_path / "w2", [good], {"train": ["nope"]}, **opts)
-    with pytest.raises(ValueError, match="'d0' is already in split 'train'"):
+    # The writer and the reader hold splits to one rule (corpus_checks.check_splits), in the same words.
+    with pytest.raises(RecordError, match=r"dialogue 0 \('d0'\) appears in both 'train' and split 'test'"):
         write_corpus(tmp_path / "w3", [good], {"train": [0], "test": ["d0"]}, **opts)
-    with pytest.raises(ValueError, match="dialogue index 3 outside 0..0"):
+    with pytest.raises(RecordError, match="split 'train' has dialogue index 3, outside 0..0"):
         write_corpus(tmp_path / "w4", [good], {"train": [3]}, **opts)
+    with pytest.raises(RecordError, match=r"dialogue 0 \('d0'\) appears twice in split 'train'"):
+        write_corpus(tmp_path / "w5", [good], {"train": [0, "d0"]}, **opts)
+    for sub in ("w2", "w3", "w4", "w5"):
+        assert not os.path.exists(tmp_path / sub)  # a refused corpus leaves no folder
+
+
+def test_writer_errors_are_record_errors(tmp_path):
+    """Everything the writer refuses about a dialogue is a RecordError (a data error: the CLI exits 3)."""
+    w = CorpusWriter(tmp_path / "w", modalities=["t"], dims={"t": 2}, label_names=["x"])
+    with pytest.raises(RecordError, match="features must be finite"):
+        w.add(DialogueRecord("d0", [0], [0], {"t": [np.full((2, 2), np.nan)]}))
+    with pytest.raises(RecordError, match="label 3 outside"):
+        w.add(DialogueRecord("d0", [0], [3], {"t": [np.zeros((2, 2))]}))
+    w.close({"train": []})
+
+
+def test_format_module_keeps_every_public_name():
+    from hotspot_erc.data import corpus_layout, corpus_reader, corpus_writer
+
+    for name in ("FORMAT_NAME", "FORMAT_VERSION", "FEATURE_DTYPES", "CorpusFormatError", "CorpusWriteError",
+                 "OutputRefused", "RecordError", "holds_corpus", "remove_corpus", "check_not_overlapping",
+                 "DialogueRecord", "CorpusWriter", "write_corpus", "Corpus", "open_corpus"):
+        assert getattr(fmt, name) is getattr(corpus_layout, name, None) or getattr(fmt, name) is getattr(
+            corpus_writer, name, None) or getattr(fmt, name) is getattr(corpus_reader, name, None), name
 
 
 def test_interrupted_write_is_refused(tmp_path):

@@ -269,14 +269,83 @@ def test_records_only_on_request(monkeypatch):
 
 
 def test_cli_convert(iemocap_pkl, tmp_path, capsys):
+    from hotspot_erc.cli import main
+
     path, _ = iemocap_pkl
     parser = add_convert_arguments(argparse.ArgumentParser())
     assert run_convert(parser.parse_args(["iemocap", str(path), str(tmp_path / "c"), "--four-way"])) == 0
     assert "labels=['hap', 'sad', 'neu', 'ang']" in capsys.readouterr().out
     # Converting again into a non-empty directory is refused with a one-line error (5: output).
-    assert run_convert(parser.parse_args(["iemocap", str(path), str(tmp_path / "c")])) == 5
+    assert main(["convert", "iemocap", str(path), str(tmp_path / "c")]) == 5
     assert "not empty" in capsys.readouterr().err
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps(_Boom(str(tmp_path / "x"))))
-    assert run_convert(parser.parse_args(["mosei", str(evil), str(tmp_path / "m")])) == 3  # 3: source data
+    assert main(["convert", "mosei", str(evil), str(tmp_path / "m")]) == 3  # 3: source data
     assert "refusing to load" in capsys.readouterr().err
+
+
+def test_converter_registry_and_exit_policy(iemocap_pkl, tmp_path, capsys, monkeypatch):
+    """Each format is one registered converter with its own options; options are refused before
+    anything is read (2), and whatever goes wrong while reading is a data error (3)."""
+    import importlib
+
+    from hotspot_erc.cli import build_parser, main
+
+    conv = importlib.import_module("hotspot_erc.data.convert")  # the package's `convert` is the function
+
+    path, _ = iemocap_pkl
+    build_parser()  # the CLI hands the text layer's converter to the registry
+    assert list(conv.converters())[:3] == ["iemocap", "cogmen", "mosei"]
+    assert "conversation-csv" in conv.converters()
+    with pytest.raises(SystemExit) as info:
+        main(["convert", "iemocap", str(path), str(tmp_path / "o"), "--classes", "2"])  # a mosei option
+    assert info.value.code == 2 and not os.path.exists(tmp_path / "o")
+    assert "--classes" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["convert", "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and all(name in out for name in conv.converters())
+    with pytest.raises(ValueError, match="mosei does not take the option"):
+        convert("mosei", path, tmp_path / "o", four_way=True)
+
+    def reshape_fails(src, out_dir, **opts):  # a malformed source the reader did not foresee
+        return np.zeros(5).reshape(2, 3)
+
+    monkeypatch.setattr(conv, "read_mosei", reshape_fails)
+    assert main(["convert", "mosei", str(path), str(tmp_path / "m")]) == 3  # was 2 before the registry
+    err = capsys.readouterr().err
+    assert str(path) in err and "cannot reshape" in err and "Traceback" not in err
+    assert conv.register(conv.Converter("toy", "a toy", lambda p: None, lambda a: 0)).name == "toy"
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            conv.register(conv.Converter("toy", "again", lambda p: None, lambda a: 0))
+    finally:
+        del conv.CONVERTERS["toy"]
+
+
+def test_one_dev_split_rule_and_one_alias_table():
+    from hotspot_erc.data.splits import SPLITS, canonical_split, carve_dev, dev_count
+
+    # 120 * 0.1 is 12.000000000000002 in floating point: still 12, as in COGMEN's preprocessing
+    assert dev_count(120, 0.1) == 12 and dev_count(108, 0.1) == 10 and dev_count(15, 0.1) == 1
+    assert dev_count(19, 0.1) == 1 and dev_count(20, 0.1) == 2  # rounded down ...
+    assert dev_count(5, 0.1) == 1 and dev_count(2, 0.9) == 1  # ... at least one, and train keeps one
+    assert dev_count(1, 0.5) == 0 and dev_count(50, 0.0) == 0
+    for bad in (1.0, -0.1, float("nan"), "0.1", True):
+        with pytest.raises(ValueError, match="dev_fraction must be a number in"):
+            dev_count(10, bad)
+    assert carve_dev(list("abcdefghij"), 0.2) == (["a", "b"], list("cdefghij"))
+    assert SPLITS == ("train", "dev", "test")
+    assert [canonical_split(s) for s in ("train", "valid", "Validation", " val ", "dev", "TEST")] == \
+        ["train", "dev", "dev", "dev", "dev", "test"]
+    assert canonical_split("tset") is None and canonical_split(3) is None
+
+
+def test_iemocap_dev_split_follows_the_rule(iemocap_pkl, tmp_path):
+    from hotspot_erc.data.splits import dev_count
+
+    path, _ = iemocap_pkl
+    for fraction in (0.1, 0.5):
+        c = open_corpus(convert("iemocap", path, tmp_path / f"c{fraction}", dev_fraction=fraction))
+        n_train = len(c.splits["train"]) + len(c.splits["dev"])
+        assert len(c.splits["dev"]) == dev_count(n_train, fraction)

@@ -14,10 +14,10 @@ from typing import Sequence
 from hotspot_erc.data.iemocap import (FOUR_WAY, IEMOCAP_LABELS, ReaderError, dialogue_record,
                                       write_records)
 from hotspot_erc.data.safe_pickle import Record, safe_load
+from hotspot_erc.data.splits import canonical_split
 
 # Any module's class named Sample (cogmen.Sample, corect.Sample, __main__, ...) is a record.
 RECORD_CLASSES = [("*", "Sample")]
-SPLIT_NAMES = {"train": "train", "dev": "dev", "valid": "dev", "test": "test"}
 
 
 def _field(item, name, where, required=True):
@@ -40,14 +40,15 @@ def read_cogmen(src: str | os.PathLike, out_dir: str | os.PathLike, *, label_nam
     first four classes (hap sad neu ang) as in :func:`hotspot_erc.data.iemocap.read_iemocap`.
     """
     data = safe_load(src, record_classes=RECORD_CLASSES)
-    if not isinstance(data, dict) or not any(k in data for k in SPLIT_NAMES):
+    if not isinstance(data, dict) or not any(canonical_split(k) for k in data):
         keys = f" with keys {sorted(map(str, data))}" if isinstance(data, dict) else ""
         raise ReaderError(f"{src}: expected a dict with keys 'train', 'dev', 'test' holding lists of samples, "
                           f"got {type(data).__name__}{keys}")
     names = list(label_names) if label_names else list(IEMOCAP_LABELS)
     by_split = {}
     for key, items in data.items():
-        if key not in SPLIT_NAMES:
+        split = canonical_split(key)
+        if split is None:
             raise ReaderError(f"{src}: unexpected split {key!r} (expected train/dev/valid/test)")
         if not isinstance(items, (list, tuple)):
             raise ReaderError(f"{src}: split {key!r} must be a list of samples, got {type(items).__name__}")
@@ -66,7 +67,7 @@ def read_cogmen(src: str | os.PathLike, out_dir: str | os.PathLike, *, label_nam
                 drop_unlabelled=drop_unlabelled, label_names=names)
             if rec is not None:
                 recs.append(rec)
-        by_split.setdefault(SPLIT_NAMES[key], []).extend(recs)
+        by_split.setdefault(split, []).extend(recs)
     if four_way:
         names = names[:FOUR_WAY]
     meta = {"name": "cogmen-processed", "source": os.path.basename(os.fspath(src)), "reader": "cogmen",

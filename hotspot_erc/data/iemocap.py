@@ -7,8 +7,9 @@ The 9-tuple (``IEMOCAP_features.pkl``) is::
 where every ``video*`` is a dict keyed by dialogue id holding one entry per utterance (speakers
 ``"M"``/``"F"``, labels 0..5 = hap sad neu ang exc fru, one feature vector per utterance and
 modality), and ``trainVid``/``testVid`` list dialogue ids. As in COGMEN's preprocessing, the dev
-split is the first 10% (rounded down) of ``trainVid`` in its stored order (sorted first when the
-file holds a set, whose order is not stable). A 10-tuple with an explicit dev list is also read.
+split is the front of ``trainVid`` in its stored order (sorted first when the file holds a set, whose
+order is not stable), sized by the one dev-split rule of :mod:`hotspot_erc.data.splits` (10% rounded
+down by default). A 10-tuple with an explicit dev list is also read.
 
 Utterance-level features become one frame per utterance and modality; per-utterance frame
 sequences (2-d arrays) are kept as sequences. Speakers are numbered inside each dialogue in order
@@ -24,6 +25,7 @@ import numpy as np
 
 from hotspot_erc.data.format import CorpusWriter, DialogueRecord
 from hotspot_erc.data.safe_pickle import safe_load
+from hotspot_erc.data.splits import DEFAULT_DEV_FRACTION, carve_dev, check_fraction
 
 IEMOCAP_LABELS = ["hap", "sad", "neu", "ang", "exc", "fru"]
 FOUR_WAY = 4  # hap sad neu ang are the first four classes
@@ -191,13 +193,6 @@ def write_records(out_dir, records_by_split: Mapping[str, list[DialogueRecord]],
         return writer.close(splits)
 
 
-def check_fraction(value, name: str) -> float:
-    """A share in [0, 1); anything else (1.5, -1, NaN) is refused rather than clamped."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
-
-
 def _ordered(ids, name: str) -> list:
     if isinstance(ids, (set, frozenset)):
         return sorted(ids)
@@ -209,7 +204,7 @@ def _ordered(ids, name: str) -> list:
 
 
 def read_iemocap(src: str | os.PathLike, out_dir: str | os.PathLike, *, four_way: bool = False,
-                 drop_unlabelled: bool = False, dev_fraction: float = 0.1, overwrite: bool = False,
+                 drop_unlabelled: bool = False, dev_fraction: float = DEFAULT_DEV_FRACTION, overwrite: bool = False,
                  feature_dtype: str = "float32") -> str:
     """Convert the IEMOCAP 9-tuple pickle at ``src`` into a native corpus at ``out_dir``."""
     check_fraction(dev_fraction, "dev_fraction")
@@ -229,8 +224,7 @@ def read_iemocap(src: str | os.PathLike, out_dir: str | os.PathLike, *, four_way
         dev_ids, test_ids = _ordered(data[8], "devVid"), _ordered(data[9], "testVid")
     else:
         test_ids = _ordered(data[8], "testVid")
-        n_dev = int(len(train_ids) * dev_fraction)
-        dev_ids, train_ids = train_ids[:n_dev], train_ids[n_dev:]
+        dev_ids, train_ids = carve_dev(train_ids, dev_fraction)
     keep = FOUR_WAY if four_way else None
     by_split = {}
     fields = {"videoSpeakers": spk, "videoLabels": lab, "videoText": text, "videoAudio": audio,

@@ -23,8 +23,7 @@ import numpy as np
 from hotspot_erc.data.format import DialogueRecord
 from hotspot_erc.data.iemocap import ReaderError, write_records
 from hotspot_erc.data.safe_pickle import safe_load
-
-SPLITS = {"train": "train", "valid": "dev", "dev": "dev", "test": "test"}
+from hotspot_erc.data.splits import canonical_split
 FIELDS = {"t": "text", "a": "audio", "v": "vision"}
 LABELS_2 = ["negative", "positive"]
 LABELS_7 = ["strong_neg", "neg", "weak_neg", "neutral", "weak_pos", "pos", "strong_pos"]
@@ -76,12 +75,13 @@ def read_mosei(src: str | os.PathLike, out_dir: str | os.PathLike, *, num_classe
     if num_classes not in (2, 7):
         raise ValueError(f"num_classes must be 2 or 7, got {num_classes}")
     data = safe_load(src)
-    if not isinstance(data, dict) or not any(k in data for k in SPLITS):
+    if not isinstance(data, dict) or not any(canonical_split(k) for k in data):
         raise ReaderError(f"{src}: expected a dict with splits 'train', 'valid', 'test', got {type(data).__name__}")
     by_split: dict[str, list[DialogueRecord]] = {}
     seen: set[str] = set()
     for key, part in data.items():
-        if key not in SPLITS:
+        split = canonical_split(key)
+        if split is None:
             raise ReaderError(f"{src}: unexpected split {key!r} (expected train/valid/test)")
         where = f"{src}: split {key!r}"
         if not isinstance(part, dict):
@@ -129,7 +129,7 @@ def read_mosei(src: str | os.PathLike, out_dir: str | os.PathLike, *, num_classe
         for video, members in groups.items():
             members.sort()
             idx = [i for _, i in members]
-            did = video if video not in seen else f"{video}@{SPLITS[key]}"
+            did = video if video not in seen else f"{video}@{split}"
             seen.add(did)
             feats = {m: [] for m in FIELDS}
             for i in idx:
@@ -144,7 +144,7 @@ def read_mosei(src: str | os.PathLike, out_dir: str | os.PathLike, *, num_classe
             recs.append(DialogueRecord(
                 dialogue_id=did, speakers=[0] * len(idx), labels=labels[idx].tolist(), features=feats,
                 utterance_ids=[f"{video}[{j}]" for j in range(len(idx))], scores=score[idx].tolist()))
-        by_split.setdefault(SPLITS[key], []).extend(recs)
+        by_split.setdefault(split, []).extend(recs)
     names = LABELS_2 if num_classes == 2 else LABELS_7
     meta = {"name": f"mosei-{num_classes}class", "source": os.path.basename(os.fspath(src)), "reader": "mult-mosei",
             "exclude_zero": exclude_zero, "strip_padding": strip_padding}

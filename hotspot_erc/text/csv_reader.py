@@ -32,13 +32,13 @@ import re
 import sys
 from typing import Iterable, Mapping, Sequence
 
+from hotspot_erc.data.splits import ALIASES, DEV_ALIASES, SPLIT_WORDS, SPLITS, canonical_split  # noqa: F401 (SPLITS re-exported)
 from hotspot_erc.text.mojibake import repair_mojibake
 
 MELD_EMOTIONS = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")
 MELD_SENTIMENTS = ("neutral", "positive", "negative")
 EMORYNLP_EMOTIONS = ("Neutral", "Joyful", "Peaceful", "Powerful", "Scared", "Mad", "Sad")
-SPLITS = ("train", "dev", "test")
-SPLIT_ALIASES = {"valid": "dev", "validation": "dev", "val": "dev"}
+SPLIT_ALIASES = ALIASES  # kept for imports written before hotspot_erc.data.splits
 # Notes of one kind beyond this many are counted, not listed.
 _MAX_LISTED = 5
 
@@ -175,13 +175,12 @@ def split_files_in(directory: str | os.PathLike) -> dict[str, str]:
     """The train/dev/test CSVs of a folder, recognised by name: ``train_sent_emo.csv`` (MELD),
     ``emorynlp_dev_final.csv`` (EmoryNLP), ``valid.csv``, ... One file per split at most."""
     directory = os.fspath(directory)
-    aliases = {"train": ("train",), "dev": ("dev", "valid", "validation", "val"), "test": ("test",)}
     found: dict[str, list[str]] = {s: [] for s in SPLITS}
     for name in sorted(os.listdir(directory)):
         if not name.lower().endswith(".csv"):
             continue
         tokens = set(re.split(r"[^a-z]+", name.lower()[:-4]))
-        for split, words in aliases.items():
+        for split, words in SPLIT_WORDS.items():
             if tokens & set(words):
                 found[split].append(os.path.join(directory, name))
     for split, paths in found.items():
@@ -357,13 +356,13 @@ def _parse(text: str, path: str, split: str | None, layout: CsvLayout, notes: _N
         row_split = split
         if split_col is not None:
             raw_split = fields[split_col].strip()
-            row_split = SPLIT_ALIASES.get(raw_split.lower(), raw_split.lower())
-            if not row_split:
+            if not raw_split:
                 raise CsvFormatError(f"{where}: empty split column {layout.split!r}")
-            if row_split not in SPLITS:
+            row_split = canonical_split(raw_split)
+            if row_split is None:
                 # A typo ("tset") would otherwise become a fourth split that nothing trains or tests on.
                 raise CsvFormatError(f"{where}: unknown split {raw_split!r} in column {layout.split!r}; splits are "
-                                     f"{', '.join(SPLITS)} (or {', '.join(SPLIT_ALIASES)} for dev)")
+                                     f"{', '.join(SPLITS)} (or {', '.join(DEV_ALIASES)} for dev)")
         speaker = _speaker(get(layout.speaker), where, notes, multi_speaker)
         label = get(layout.label) if layout.label else ""
         if layout.label and not label:
