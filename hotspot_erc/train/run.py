@@ -14,6 +14,9 @@ import time
 
 import numpy as np
 
+from hotspot_erc.data.dataset import DialogueDataset
+from hotspot_erc.data.format import open_corpus
+from hotspot_erc.data.synthetic import generate_synthetic_corpus
 from hotspot_erc.train import checkpoint as ckpt
 from hotspot_erc.train.config import RunConfig, validate
 from hotspot_erc.train.metrics import evaluate_predictions
@@ -61,8 +64,6 @@ class DivergedError(UserError):
 def prepare_corpus(data_cfg, progress: bool = True) -> str:
     """Path of the corpus a run uses; the synthetic corpus is generated first when absent."""
     if data_cfg.synthetic:
-        from hotspot_erc.data.synthetic import generate_synthetic_corpus
-
         path = data_cfg.synthetic_dir
         if progress:
             print(f"synthetic corpus ({data_cfg.synthetic_kind}): {os.path.abspath(path)}", flush=True)
@@ -82,8 +83,6 @@ def prepare_corpus(data_cfg, progress: bool = True) -> str:
 
 
 def open_checked(path: str):
-    from hotspot_erc.data.format import open_corpus
-
     if not os.path.exists(path):
         raise DataError(f"corpus folder {path} does not exist")
     try:
@@ -95,8 +94,6 @@ def open_checked(path: str):
 def dataset(corpus, split: str, modalities, labelled: bool = False):
     """The dialogues of ``split``; with ``labelled``, refuse a split without any labelled utterance
     (its metrics would be a meaningless 0.0)."""
-    from hotspot_erc.data.dataset import DialogueDataset
-
     if split not in corpus.splits:
         raise DataError(f"corpus {corpus.path} has no split {split!r} (it has {sorted(corpus.splits)})")
     ds = DialogueDataset(corpus, split, modalities=modalities)
@@ -379,8 +376,6 @@ def predict_corpus(checkpoint: str, corpus_path: str, split: str | None = None, 
                    out: str | None = None, device: str = "auto", batch_size: int = 16, progress: bool = True) -> dict:
     """Predicted emotion and class probabilities per utterance of a corpus split, or of one
     conversation (``dialogue`` = its dialogue id). Writes ``out`` (.json or .csv) when given."""
-    from hotspot_erc.data.dataset import DialogueDataset
-
     _check_batch_size(batch_size)
     fmt = check_prediction_path(out) if out is not None else None
     dev = _device(device)

@@ -20,30 +20,41 @@ labelled utterances, so the averaged DDP gradient equals the single-process grad
 global batch. (The load-balancing term is computed per rank and averaged; it is not a function of
 the global batch.) Every rank evaluates the full dev set with identical weights, so early-stopping
 decisions agree without communication; only rank 0 writes files.
+
+This module holds the loop; its parts live beside it, and their names stay importable from here:
+:mod:`~hotspot_erc.train.distributed` (process group), :mod:`~hotspot_erc.train.device` (device
+choice, autocast), :mod:`~hotspot_erc.train.batching` (loaders), :mod:`~hotspot_erc.train.class_weights`,
+:mod:`~hotspot_erc.train.schedule` (LR), :mod:`~hotspot_erc.train.branches` (per-branch gradient
+norms), :mod:`~hotspot_erc.train.model_io` (build, size, load, check a model) and
+:mod:`~hotspot_erc.train.prediction` (``predict``).
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import math
 import os
 import time
 
-import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
 
 from hotspot_erc.train import checkpoint as ckpt
+from hotspot_erc.train.batching import eval_loader, train_loader
+from hotspot_erc.train.branches import BRANCH_OF, branch_grad_sq, branch_parameters  # noqa: F401
+from hotspot_erc.train.class_weights import inverse_frequency_weights, split_labels
 from hotspot_erc.train.config import RunConfig
+from hotspot_erc.train.device import autocast, resolve_device  # noqa: F401
+from hotspot_erc.train.distributed import DistInfo, init_distributed  # noqa: F401
 from hotspot_erc.train.metrics import evaluate_predictions
+from hotspot_erc.train.model_io import (MIN_AUTO_SPEAKERS, build_model, check_corpus_fits,  # noqa: F401
+                                        checkpoint_config, load_model, size_speaker_table, speakers_needed)
+from hotspot_erc.train.prediction import predict
 from hotspot_erc.train.reports import Diagnostics, routing_entropy
+from hotspot_erc.train.schedule import lr_lambda
 
 LAST, BEST = "last.safetensors", "best.safetensors"
-# A speaker table smaller than this is never chosen automatically (the size models had before
-# tables were sized from the corpus, so earlier runs rebuild identically).
-MIN_AUTO_SPEAKERS = 8
-
-
 # Train settings a resume must share with the run it continues (they fix the data order and steps),
 # and the value a checkpoint written before a setting existed was trained with.
 RESUME_KEYS = ("seed", "batch_size", "epochs", "lr", "schedule", "warmup", "bucket")
@@ -53,280 +64,6 @@ LEGACY_TRAIN = {"bucket": False}
 class TrainingDiverged(RuntimeError):
     """The loss or the weights became NaN/Inf; nothing non-finite was saved."""
 
-
-# ----------------------------------------------------------------------------- distributed
-
-@dataclasses.dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_pref: str = "auto") -> DistInfo:
-    """Join the process group that ``torchrun`` describes in the environment (no-op otherwise)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    import torch.distributed as dist
-
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
-        use_cuda = device_pref != "cpu" and torch.cuda.is_available()
-        if use_cuda:
-            torch.cuda.set_device(info.local_rank)
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return info
-
-
-def resolve_device(pref: str, dist_info: DistInfo | None = None) -> torch.device:
-    """``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a usable device; ValueError otherwise."""
-    import re
-
-    if not isinstance(pref, str) or not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", pref.strip()):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {pref!r}")
-    pref = pref.strip()
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(pref)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {pref!r} was asked for but no CUDA device is available "
-                             "(use --device cpu or auto)")
-        if dev.index is None:
-            dev = torch.device("cuda", dist_info.local_rank if dist_info and dist_info.enabled else 0)
-        if dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {pref!r} was asked for but only {torch.cuda.device_count()} CUDA "
-                             "device(s) are visible")
-    return dev
-
-
-# ----------------------------------------------------------------------------- batching
-
-def train_loader(dataset, t, device: torch.device, dist_info: DistInfo):
-    """The training loader of ``t`` (a TrainConfig): this rank's share of every global batch."""
-    from hotspot_erc.data.dataset import dialogue_loader
-
-    return dialogue_loader(dataset, t.batch_size, shuffle=True, bucket=t.bucket, seed=t.seed,
-                           num_workers=t.num_workers, pin_memory=device.type == "cuda",
-                           rank=dist_info.rank, world_size=dist_info.world_size)
-
-
-def eval_loader(dataset, batch_size: int, device: torch.device, num_workers: int = 0):
-    """Consecutive dialogues in stored order, so predictions come back in that order."""
-    from hotspot_erc.data.dataset import dialogue_loader
-
-    return dialogue_loader(dataset, batch_size, shuffle=False, bucket=False, num_workers=num_workers,
-                           pin_memory=device.type == "cuda")
-
-
-def split_labels(dataset) -> np.ndarray:
-    """Labels of every utterance of a :class:`DialogueDataset` (reads only the label array)."""
-    c = dataset.corpus
-    parts = []
-    for d in dataset.indices:
-        lo, hi = c.dialogue_utterances(int(d))
-        parts.append(np.asarray(c.label[lo:hi], dtype=np.int64))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-
-def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """w_c = n / (C · n_c), 1 for classes absent from the training split."""
-    labels = labels[labels >= 0]
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    w = np.where(counts > 0, labels.size / (num_classes * np.maximum(counts, 1)), 1.0)
-    return torch.tensor(w, dtype=torch.float32)
-
-
-# Which branch a top-level submodule of HotspotERC belongs to, for the per-branch gradient norms.
-BRANCH_OF = {"proj": "hotspot_fusion", "center_beta": "hotspot_fusion", "scorer": "hotspot_fusion",
-             "hotspot_marker": "hotspot_fusion", "hgf": "hotspot_fusion", "encoder": "encoder", "pool": "encoder",
-             "moa": "moa", "moa_pool": "moa",
-             "speaker": "graph", "gnn": "graph", "gnn_norm": "graph", "classifier": "classifier"}
-
-
-def branch_parameters(model) -> dict[str, list]:
-    """{branch: parameters}, branches named by :data:`BRANCH_OF` (other modules by their own name)."""
-    groups: dict[str, list] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            top = name.split(".", 1)[0]
-            groups.setdefault(BRANCH_OF.get(top, top), []).append(p)
-    return groups
-
-
-def branch_grad_sq(groups: dict[str, list]) -> torch.Tensor:
-    """Squared gradient norm of each branch, float64 [G] on the parameters' device (no sync)."""
-    rows = []
-    for params in groups.values():
-        sq = [p.grad.detach().double().square().sum() for p in params if p.grad is not None]
-        rows.append(torch.stack(sq).sum() if sq else torch.zeros((), dtype=torch.float64, device=params[0].device))
-    return torch.stack(rows)
-
-
-def lr_lambda(total_steps: int, warmup: float, schedule: str):
-    warm = max(1, int(round(warmup * total_steps))) if warmup > 0 else 0
-
-    def fn(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
-        if schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        if schedule == "linear":
-            return 1.0 - progress
-        return 1.0
-
-    return fn
-
-
-# ----------------------------------------------------------------------------- model I/O
-
-def build_model(cfg: RunConfig, dims: dict[str, int], num_classes: int):
-    from hotspot_erc.nn.model import HotspotERC
-
-    model_cfg = dataclasses.asdict(cfg.model)
-    if model_cfg["num_speakers"] == 0:  # auto, but no corpus was consulted (see size_speaker_table)
-        model_cfg["num_speakers"] = MIN_AUTO_SPEAKERS
-    return HotspotERC.from_config(model_cfg, dims, num_classes)
-
-
-def speakers_needed(*datasets) -> int:
-    """Speaker-table size the corpora behind ``datasets`` need: the largest dialogue-local speaker
-    id + 1 over each whole corpus (every split, so test dialogues fit the trained table too)."""
-    need, seen = 0, set()
-    for ds in datasets:
-        corpus = getattr(ds, "corpus", None)
-        if corpus is not None:
-            if id(corpus) in seen:
-                continue
-            seen.add(id(corpus))
-            spk = np.asarray(corpus.speaker)
-            if spk.size:
-                need = max(need, int(spk.max()) + 1)
-        else:
-            for i in range(len(ds)):
-                spk = ds[i].speaker
-                if spk.numel():
-                    need = max(need, int(spk.max()) + 1)
-    return need
-
-
-def size_speaker_table(cfg: RunConfig, needed: int, where: str = "the corpus") -> RunConfig:
-    """A copy of ``cfg`` whose ``model.num_speakers`` fits ``needed`` speakers.
-
-    0 (auto) becomes ``needed``, at least :data:`MIN_AUTO_SPEAKERS` (exactly ``needed`` for the
-    ``cogmen`` scheme, whose relations are per speaker pair); an explicit value that is too small
-    is refused, since the model would otherwise have to merge speakers.
-    """
-    cfg = RunConfig.from_dict(cfg.to_dict())
-    m = cfg.model
-    if m.num_speakers == 0:
-        floor = 1 if m.graph_scheme == "cogmen" else MIN_AUTO_SPEAKERS
-        m.num_speakers = max(needed, floor)
-    elif m.num_speakers < needed:
-        raise ValueError(f"num_speakers {m.num_speakers} is too small: {where} has a dialogue with speaker id "
-                         f"{needed - 1} ({needed} speakers); use --num-speakers {needed} or more, or 0 to size "
-                         "the table from the corpus")
-    return cfg
-
-
-def checkpoint_config(cfg: RunConfig, dims: dict, label_names: list[str]) -> dict:
-    import hotspot_erc
-
-    return {"run": cfg.to_dict(), "dims": dict(dims), "label_names": list(label_names),
-            "hotspot_erc_version": hotspot_erc.__version__}
-
-
-def load_model(path: str, device="cpu"):
-    """Rebuild the model a checkpoint was trained with and load its weights.
-    Returns (model in eval mode, RunConfig, checkpoint config dict)."""
-    ck = ckpt.load_checkpoint(path)
-    try:
-        cfg = RunConfig.from_dict(ck.config["run"])
-        dims, labels = ck.config["dims"], ck.config["label_names"]
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ckpt.CheckpointError(f"checkpoint {path} has an unusable config ({exc})") from exc
-    model = build_model(cfg, dims, len(labels))
-    ckpt.apply_model_state(model, ck)
-    return model.to(device).eval(), cfg, ck.config
-
-
-def check_corpus_fits(corpus, dims: dict, label_names: list[str], modalities, what: str) -> None:
-    """A corpus must have the modalities, feature dims and label names the model was built for."""
-    missing = [m for m in modalities if m not in corpus.modalities]
-    if missing:
-        raise ValueError(f"{what} uses modalities {list(modalities)} but corpus {corpus.path} only has "
-                         f"{list(corpus.modalities)}")
-    bad = {m: (corpus.dims[m], dims[m]) for m in modalities if int(corpus.dims[m]) != int(dims[m])}
-    if bad:
-        desc = ", ".join(f"{m}: corpus {c} vs model {d}" for m, (c, d) in bad.items())
-        raise ValueError(f"feature dims of corpus {corpus.path} do not match {what} ({desc})")
-    if list(corpus.label_names) != list(label_names):
-        unknown = [n for n in corpus.label_names if n not in label_names]
-        detail = f"unknown label names {unknown}" if unknown else "same names in another order or a subset"
-        raise ValueError(f"labels of corpus {corpus.path} ({list(corpus.label_names)}) do not match {what} "
-                         f"({list(label_names)}): {detail}")
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-def autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def predict(model, dataset, device, batch_size: int = 16, amp: bool = False, diagnostics: Diagnostics | None = None,
-            progress: bool = False, desc: str = "eval", num_workers: int = 0, loader=None) -> dict:
-    """Run ``model`` over ``dataset`` in stored order (through ``loader`` when given, e.g. one kept
-    with its workers across epochs). Returns numpy arrays ``labels``, ``preds``, ``probs`` [U, C],
-    the ``utterance_ids``, the mean dev cross-entropy ``loss`` and the routing usage per pair."""
-    from tqdm.auto import tqdm
-
-    device = torch.device(device)
-    if loader is None:
-        loader = eval_loader(dataset, batch_size, device, num_workers)
-
-    was_training = model.training
-    model.eval()
-    labels, probs, ids = [], [], []
-    usage: dict[str, torch.Tensor] = {}
-    ce_sum = torch.zeros((), dtype=torch.float64, device=device)
-    # disable=None: tqdm stays quiet when stderr is not a terminal (logs, CI, `make train | tee`).
-    for batch in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
-        batch = batch.to(device, non_blocking=True)
-        with autocast(device, amp):
-            out = model(batch)
-        logits = out.logits.float()
-        valid = batch.labels >= 0
-        ce_sum += F.cross_entropy(logits, batch.labels.clamp(min=0), reduction="none")[valid].double().sum()
-        probs.append(torch.softmax(logits, -1).cpu())
-        labels.append(batch.labels.cpu())
-        ids.extend(batch.utterance_ids)
-        for pair, info in out.routing.items():
-            u = info.usage.detach().double().cpu()
-            usage[pair] = usage[pair] + u if pair in usage else u
-        if diagnostics is not None:
-            diagnostics.update(out, batch)
-    model.train(was_training)
-    labels_t = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
-    probs_t = torch.cat(probs) if probs else torch.zeros(0, 0)
-    n_valid = int((labels_t >= 0).sum())
-    return {"labels": labels_t.numpy(), "probs": probs_t.numpy(), "preds": probs_t.argmax(-1).numpy(),
-            "utterance_ids": ids, "loss": float(ce_sum) / max(n_valid, 1), "usage": usage}
-
-
-# ----------------------------------------------------------------------------- trainer
 
 class Trainer:
     """Fits a model on ``train_set`` with early stopping on ``dev_set``.
@@ -372,8 +109,6 @@ class Trainer:
             self.optimizer, lr_lambda(self.t.epochs * self.steps_per_epoch, self.t.warmup, self.t.schedule))
         self.fwd = self.model
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.fwd = DDP(self.model, device_ids=ids)
         if self.t.compile:
@@ -444,8 +179,6 @@ class Trainer:
         ce_sum = (F.cross_entropy(logits, safe, reduction="none") * w).sum()
         denom = w.sum().detach()
         if self.dist.enabled:
-            import torch.distributed as dist
-
             dist.all_reduce(denom)
         denom = torch.where(denom > 0, denom, torch.ones_like(denom))
         lb = out.lb_loss.float()
@@ -465,8 +198,6 @@ class Trainer:
         return ce_sum.detach(), w.sum().detach(), lb.detach()
 
     def _train_epoch(self, epoch: int) -> dict:
-        from tqdm.auto import tqdm
-
         # Dropout / modality-dropout stream of this epoch: a function of (seed, epoch, rank) only.
         torch.manual_seed(self.t.seed * 1_000_003 + epoch * 7919 + self.dist.rank)
         self.model.train()
@@ -486,8 +217,6 @@ class Trainer:
             lb_sum += lb.double()
         stats = torch.stack([ce_sum, denom, lb_sum])
         if self.dist.enabled:
-            import torch.distributed as dist
-
             dist.all_reduce(stats)
         ce_sum, denom, lb_sum = stats.tolist()
         if not all(math.isfinite(v) for v in (ce_sum, lb_sum)):
@@ -552,9 +281,7 @@ class Trainer:
                 ckpt.save_checkpoint(os.path.join(self.checkpoint_dir, LAST), self.model, self._config_dict(),
                                      self._state(), optimizer=self.optimizer)
             if self.dist.enabled:
-                import torch.distributed as dist
-
-                dist.barrier()
+                    dist.barrier()
             if self.t.progress and self.dist.is_main:
                 print(f"epoch {epoch + 1:3d}  loss {rec['train_loss']:.4f}  dev acc {rec['dev_accuracy']:.4f}  "
                       f"dev wF1 {rec['dev_weighted_f1']:.4f}" + ("  *" if improved else ""), flush=True)
