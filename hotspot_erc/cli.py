@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _corpus_args(e)
     e.add_argument("--split", default="test", help="split to evaluate (default: test)")
     e.add_argument("--out", metavar="DIR", help="write metrics.json, plots and predictions into DIR")
-    _runtime_args(e)
+    _runtime_args(e, C)
 
     # ---------------------------------------------------------------- predict
     r = sub.add_parser("predict", formatter_class=_formatter,
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", metavar="FILE",
                    help="output file; its extension picks the format: .json or .csv (anything else is "
                         "refused) (default: print JSON lines to stdout)")
-    _runtime_args(r)
+    _runtime_args(r, C)
 
     # ---------------------------------------------------------------- ablate
     a = sub.add_parser("ablate", formatter_class=_formatter,
@@ -179,20 +179,9 @@ def _corpus_args(p) -> None:
                    help="synthetic corpus folder (default: data/synthetic)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _runtime_args(p) -> None:
-    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: auto)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="dialogues per batch, >= 1 (default: 16)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+def _runtime_args(p, C) -> None:
+    """The model and every other setting come from the checkpoint; these [train] flags override it."""
+    C.add_arguments(p, sections=("train",), only=C.RUNTIME_FIELDS, default_note="the checkpoint's setting")
 
 
 def _version() -> str:
@@ -239,13 +228,18 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _runtime(args) -> dict:
+    from hotspot_erc.train import config as C
+
+    return C.flag_values(args).get("train", {})
+
+
 def cmd_evaluate(args) -> int:
     import json
 
     from hotspot_erc.train import run
 
-    m = run.evaluate(args.checkpoint, _corpus_path(args), split=args.split, out_dir=args.out, device=args.device,
-                     batch_size=args.batch_size, progress=not args.no_progress)
+    m = run.evaluate(args.checkpoint, _corpus_path(args), split=args.split, out_dir=args.out, **_runtime(args))
     s = m[args.split]
     print(f"{args.split}: accuracy {s['accuracy']:.4f}  weighted F1 {s['weighted_f1']:.4f}  "
           f"({s['support']} labelled utterances)")
@@ -263,8 +257,7 @@ def cmd_predict(args) -> int:
     from hotspot_erc.train import run
 
     res = run.predict_corpus(args.checkpoint, _corpus_path(args), split=args.split, dialogue=args.dialogue,
-                             out=args.output, device=args.device, batch_size=args.batch_size,
-                             progress=not args.no_progress)
+                             out=args.output, **_runtime(args))
     if args.output:
         print(f"wrote {len(res['utterance_ids'])} predictions to {args.output}")
         return 0

@@ -214,7 +214,7 @@ CASES = [
     ("train-radius-negative", lambda w: ["train", "--corpus", w.corpus, "--runs-root", w.path("runs"), *TINY,
                                          "--radius", "-1"], 2, "radius (--radius) must be >= 0, got -1"),
     ("train-window-past-negative", lambda w: ["train", "--corpus", w.corpus, "--runs-root", w.path("runs"), *TINY,
-                                              "--window-past", "-1"], 2, "window_past must be >= 0"),
+                                              "--window-past", "-1"], 2, "window_past (--window-past) must be >= 0"),
     ("train-graph-layers-negative", lambda w: ["train", "--corpus", w.corpus, "--runs-root", w.path("runs"), *TINY,
                                                "--graph-layers", "-2"], 2, "graph_layers (--graph-layers) must be >= 0"),
     ("train-encoder-layers-negative", lambda w: ["train", "--corpus", w.corpus, "--runs-root", w.path("runs"), *TINY,
@@ -244,11 +244,11 @@ CASES = [
                                   "--grad-clip", "0"], 6, "training diverged"),
     # --- evaluate / predict
     ("evaluate-device-tpu", lambda w: ["evaluate", w.ckpt, "--corpus", w.corpus, "--device", "tpu"], 2,
-     "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+     "device (--device) must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
     ("evaluate-batch-size-zero", lambda w: ["evaluate", w.ckpt, "--corpus", w.corpus, "--batch-size", "0"], 2,
-     "--batch-size: must be >= 1"),
+     "batch_size (--batch-size) must be >= 1, got"),
     ("predict-batch-size-negative", lambda w: ["predict", w.ckpt, "--corpus", w.corpus, "--batch-size", "-3"], 2,
-     "--batch-size: must be >= 1"),
+     "batch_size (--batch-size) must be >= 1, got"),
     ("predict-output-txt", lambda w: ["predict", w.ckpt, "--corpus", w.corpus, "-o", w.path("x.txt")], 2,
      "must end in .json or .csv"),
     ("evaluate-nothing-labelled", lambda w: ["evaluate", w.ckpt, "--corpus", w.corpus_copy(

@@ -90,6 +90,28 @@ def test_evaluate_and_predict(trained, tmp_path, capsys):
     assert len(printed) == hi - lo
 
 
+def test_evaluate_and_predict_use_the_checkpoints_settings(trained, capsys, monkeypatch):
+    """No defaults of their own: batch size, device, workers and progress come from the checkpoint
+    unless a flag overrides them."""
+    from hotspot_erc.train import run as run_mod
+
+    seen = []
+    real = run_mod.predict
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["batch_size"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_mod, "predict", spy)
+    assert main(["evaluate", trained["ckpt"], "--corpus", trained["corpus"], "--no-progress"]) == 0
+    assert main(["predict", trained["ckpt"], "--corpus", trained["corpus"], "--batch-size", "3", "--no-progress"]) == 0
+    assert seen == [4, 3]  # TINY trained with --batch-size 4
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["evaluate", "--help"])
+    assert "the checkpoint's setting" in capsys.readouterr().out
+
+
 def test_bad_checkpoints(trained, tmp_path, capsys):
     raw = open(trained["ckpt"], "rb").read()
     trunc = tmp_path / "trunc.safetensors"

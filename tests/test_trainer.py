@@ -136,6 +136,34 @@ def test_class_weighted_training_runs(corpus_path, tmp_path):
     assert res["metrics"]["diagnostics"]["routing"] == {}
 
 
+def test_every_model_option_is_reachable_from_toml_and_flags(tmp_path):
+    """One configuration source: the [model] section is nn.config.ModelConfig itself, and the
+    flags and TOML keys are generated from its fields (soft_temperature and content_pool too)."""
+    import dataclasses
+
+    from hotspot_erc.nn.config import ModelConfig
+
+    assert C.ModelConfig is ModelConfig
+    parser = argparse.ArgumentParser()
+    C.add_arguments(parser)
+    flags = {o for a in parser._actions for o in a.option_strings}
+    for f in dataclasses.fields(ModelConfig):
+        assert "--" + f.name.replace("_", "-") in flags, f.name
+    toml = tmp_path / "m.toml"
+    toml.write_text('[model]\nsoft_temperature = 2\ncontent_pool = "attention"\n')
+    cfg = C.from_args(parser.parse_args(["--soft-temperature", "0.5"]), str(toml))
+    assert cfg.model.soft_temperature == 0.5 and cfg.model.content_pool == "attention"
+    with pytest.raises(ValueError, match=r"soft_temperature \(--soft-temperature\) must be a finite number > 0"):
+        C.from_args(parser.parse_args(["--soft-temperature", "0"]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--content-pool", "max"])
+    from hotspot_erc.train.model_io import build_model
+
+    assert build_model(cfg, {"t": 4, "a": 3, "v": 2}, 3).config.content_pool == "attention"
+    for name, changes in run.VARIANTS.items():  # the ablation presets name real options
+        ModelConfig().replace(**changes).validate()
+
+
 def test_config_precedence_and_errors(tmp_path):
     parser = argparse.ArgumentParser()
     C.add_arguments(parser)

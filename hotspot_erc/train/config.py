@@ -1,7 +1,12 @@
 """Run configuration: dataclasses that come from defaults, a TOML file and command-line flags.
 
-Precedence: defaults < TOML file (sections ``[model]``, ``[train]``, ``[data]``) < flags. Every
-field carries its help text, so the CLI's ``--help`` is generated from here and always matches.
+Precedence: defaults < TOML file (sections ``[model]``, ``[train]``, ``[data]``) < flags. The
+``[model]`` section is :class:`hotspot_erc.nn.config.ModelConfig` itself (its defaults and checks
+are written there, once, and the model is built from it); ``[train]`` and ``[data]`` are defined
+here. Every field carries its help text, and the CLI flags and TOML keys are generated from the
+fields, so every option is reachable both ways and ``--help`` always matches. ``evaluate`` and
+``predict`` start from the settings stored in the checkpoint; their few flags (batch size, device,
+workers, progress) are the same generated ``[train]`` flags, overriding the checkpoint's values.
 A TOML file uses the field names (``-`` or ``_``)::
 
     [model]
@@ -25,62 +30,11 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 
+from hotspot_erc.nn.config import ModelConfig  # noqa: F401  (the [model] section; re-exported)
+
 
 def _f(default, help: str, choices=None):
     return field(default=default, metadata={"help": help, "choices": choices})
-
-
-@dataclass
-class ModelConfig:
-    """Architecture of :class:`hotspot_erc.nn.model.HotspotERC` (DESIGN §1 defaults)."""
-
-    d_model: int = _f(64, "width d of every modality after projection")
-    modalities: str = _f("tav", "modalities to use, as letters (t=text, a=audio, v=video), e.g. 'ta'")
-    hotspot_source: str = _f("rule", "where frame intensity scores come from: the corpus' own "
-                             "scores ('data'), a rule on the features ('rule') or a learned scorer",
-                             ("data", "rule", "learned"))
-    rule_kind: str = _f("norm", "rule scorer: feature norm or frame-to-frame change (on centred frames "
-                        "when --center is on)", ("norm", "delta"))
-    center: bool = _f(True, "subtract a learned share (per channel, starting at 1) of each utterance's mean "
-                      "frame before hotspot extraction, so utterance-constant offsets do not drown hotspots")
-    num_windows: int = _f(2, "hotspot windows K per utterance and modality")
-    radius: int = _f(2, "half-width w of each hotspot window, in frames")
-    hgf: bool = _f(True, "hotspot-gated fusion; off = global utterance content only")
-    gate: str = _f("vector", "HGF gate per token: one per channel or a single scalar", ("vector", "scalar"))
-    encoder_layers: int = _f(1, "pre-norm transformer blocks per modality (frame level)")
-    num_heads: int = _f(4, "attention heads in encoders, pooling and MoA")
-    moa: bool = _f(True, "mixture-of-aligners cross-modal alignment; off = no alignment")
-    num_experts: int = _f(4, "MoA expert aligners E per modality pair")
-    top_k: int = _f(2, "MoA experts used per utterance and pair")
-    graph: bool = _f(True, "cross-modal conversation graph with relational GNN layers")
-    graph_layers: int = _f(2, "relational GNN (RGCNConv) layers")
-    temporal_edges: bool = _f(True, "graph edges to past/future utterances of the same modality")
-    cross_modal_edges: bool = _f(True, "graph edges between modalities of the same utterance")
-    window_past: int = _f(2, "past utterances linked by temporal edges (-1 = the whole past; "
-                          "corect/cogmen schemes only)")
-    window_future: int = _f(2, "future utterances linked by temporal edges (-1 = the whole future; "
-                            "corect/cogmen schemes only; corect's future bound is exclusive)")
-    graph_scheme: str = _f("default", "edge set and typing of the conversation graph: ours (default, "
-                           "speaker, temporal_multi) or exactly CORECT's / COGMEN's graph (corect, cogmen)",
-                           ("default", "temporal_multi", "speaker", "corect", "cogmen"))
-    num_speakers: int = _f(0, "size of the speaker embedding table, indexed by speaker id within a dialogue "
-                           "(0 = from the corpus: its most speakers in one dialogue, at least 8; exactly that "
-                           "for graph_scheme cogmen)")
-    dropout: float = _f(0.1, "dropout in encoders, MoA and classifier")
-    modality_dropout: float = _f(0.0, "training only: probability of hiding each (modality, "
-                                 "utterance) input; one modality per utterance always stays")
-    classifier_hidden: int = _f(128, "hidden width of the two-layer MLP classifier")
-    encoder_skip: bool = _f(False, "with MoA: the classifier also sees the encoder-pooled utterance vectors "
-                            "beside the MoA-pooled ones")
-    moa_keys: str = _f("all", "frames MoA targets attend to in each source modality: all of them, or only the "
-                       "frames of its hotspot windows", ("all", "hotspots"))
-    hotspot_pool: bool = _f(False, "utterance vectors pool the frames of the hotspot windows only (encoder and "
-                            "MoA outputs) instead of all frames")
-    mark_hotspots: bool = _f(False, "add a learned marker vector to frames inside hotspot windows before the "
-                             "encoder (its LayerNorms otherwise erase the size difference between window and "
-                             "other frames)")
-    graph_on_aligned: bool = _f(False, "with MoA: graph nodes start from the MoA-pooled (aligned) utterance "
-                                "vectors instead of the encoder-pooled ones")
 
 
 @dataclass
@@ -169,22 +123,14 @@ def _flag(name: str) -> str:
 def validate(cfg: RunConfig) -> RunConfig:
     """Value checks that the types alone do not express; messages name the setting and its flag."""
     m, t, d = cfg.model, cfg.train, cfg.data
-    mods = m.modalities
-    if not mods or any(c not in "tav" for c in mods) or len(set(mods)) != len(mods):
-        raise ValueError(f"{_flag('modalities')} must be distinct letters among 't', 'a', 'v', got {mods!r}")
-    minimum = {"d_model": 1, "num_heads": 1, "num_experts": 1, "top_k": 1, "num_windows": 1,
-               "classifier_hidden": 1, "radius": 0, "encoder_layers": 0, "graph_layers": 0, "num_speakers": 0}
-    for name, low in minimum.items():
-        if getattr(m, name) < low:
-            raise ValueError(f"{_flag(name)} must be >= {low}, got {getattr(m, name)}")
-    _validate_windows(m)
-    if m.d_model % m.num_heads:
-        raise ValueError(f"d_model ({m.d_model}) must be divisible by num_heads ({m.num_heads})")
-    if m.top_k > m.num_experts:
-        raise ValueError(f"top_k ({m.top_k}) cannot exceed num_experts ({m.num_experts})")
-    for name in ("dropout", "modality_dropout"):
-        if not 0.0 <= getattr(m, name) < 1.0:  # also false for NaN
-            raise ValueError(f"{_flag(name)} must be in [0, 1), got {getattr(m, name)}")
+    try:
+        m.validate()
+    except ValueError as exc:
+        # ModelConfig names the field first; add the flag a user of the CLI would change.
+        name, _, rest = str(exc).partition(" ")
+        if name in {f.name for f in dataclasses.fields(m)} and not rest.startswith("("):
+            raise ValueError(f"{_flag(name)} {rest}") from None
+        raise
     for name in ("epochs", "batch_size"):
         if getattr(t, name) < 1:
             raise ValueError(f"{_flag(name)} must be >= 1, got {getattr(t, name)}")
@@ -204,15 +150,6 @@ def validate(cfg: RunConfig) -> RunConfig:
     if d.synthetic_dialogues < 3:
         raise ValueError(f"{_flag('synthetic_dialogues')} must be >= 3 (one per split), got {d.synthetic_dialogues}")
     return cfg
-
-
-def _validate_windows(m: "ModelConfig") -> None:
-    # -1 ("whole past/future") is the baselines' convention; our schemes take explicit windows.
-    lowest = -1 if m.graph_scheme in ("corect", "cogmen") else 0
-    for name in ("window_past", "window_future"):
-        if getattr(m, name) < lowest:
-            allowed = ">= 0 (or -1 = whole dialogue with graph_scheme corect/cogmen)" if lowest == 0 else ">= -1"
-            raise ValueError(f"{name} must be {allowed}, got {getattr(m, name)}")
 
 
 def load_toml(path: str) -> dict:
@@ -236,17 +173,27 @@ def load_toml(path: str) -> dict:
 
 # ----------------------------------------------------------------------------- argparse glue
 
-def add_arguments(parser: argparse.ArgumentParser, sections=("model", "train", "data")) -> None:
+# The [train] settings evaluate/predict take from the command line (the rest comes from the checkpoint).
+RUNTIME_FIELDS = ("batch_size", "device", "num_workers", "progress")
+
+
+def add_arguments(parser: argparse.ArgumentParser, sections=("model", "train", "data"), only=None,
+                  default_note: str | None = None) -> None:
     """One flag per field of each section (``--d-model``, ``--no-hgf``, ...). Defaults are None so
-    that only flags actually given override the TOML file."""
+    that only flags actually given override the TOML file (or the checkpoint). ``only`` limits the
+    flags to some field names; ``default_note`` replaces the default shown in the help."""
     for section in sections:
         cls = SECTIONS[section]
-        group = parser.add_argument_group(f"{section} options ([{section}] in a --config TOML file)")
+        title = (f"{section} options ([{section}] in a --config TOML file)" if default_note is None
+                 else f"{section} options")
+        group = parser.add_argument_group(title)
         for f in dataclasses.fields(cls):
+            if only is not None and f.name not in only:
+                continue
             flag = "--" + f.name.replace("_", "-")
             dest = f"{section}__{f.name}"
             default = f.default
-            help_text = f"{f.metadata['help']} (default: {default!r})"
+            help_text = f"{f.metadata['help']} (default: {default_note or repr(default)})"
             if isinstance(default, bool):
                 group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
                                    help=help_text)
@@ -256,6 +203,18 @@ def add_arguments(parser: argparse.ArgumentParser, sections=("model", "train", "
                                    metavar=f.name.upper() if not f.metadata.get("choices") else None)
 
 
+def flag_values(args: argparse.Namespace) -> dict[str, dict]:
+    """``{section: {field: value}}`` of the generated flags actually given."""
+    out: dict[str, dict] = {}
+    for key, val in vars(args).items():
+        if "__" not in key or val is None:
+            continue
+        section, name = key.split("__", 1)
+        if section in SECTIONS:
+            out.setdefault(section, {})[name] = val
+    return out
+
+
 def from_args(args: argparse.Namespace, config_path: str | None = None, base: dict | None = None) -> RunConfig:
     """Defaults, then ``base`` (e.g. a checkpoint's config), then the TOML file, then the flags."""
     cfg = RunConfig.from_dict(base or {})
@@ -263,10 +222,7 @@ def from_args(args: argparse.Namespace, config_path: str | None = None, base: di
         toml = load_toml(config_path)
         for section in SECTIONS:
             _update(getattr(cfg, section), toml.get(section, {}), f"[{section}] of {config_path}")
-    for key, val in vars(args).items():
-        if "__" not in key or val is None:
-            continue
-        section, name = key.split("__", 1)
-        if section in SECTIONS:
+    for section, values in flag_values(args).items():
+        for name, val in values.items():
             setattr(getattr(cfg, section), name, val)
     return validate(cfg)

@@ -2,25 +2,23 @@
 back from a checkpoint (with the checks that a corpus fits it)."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 import hotspot_erc
+from hotspot_erc.nn.config import AUTO_SPEAKERS
 from hotspot_erc.nn.model import HotspotERC
 from hotspot_erc.train import checkpoint as ckpt
 from hotspot_erc.train.config import RunConfig
 
 # A speaker table smaller than this is never chosen automatically (the size models had before
 # tables were sized from the corpus, so earlier runs rebuild identically).
-MIN_AUTO_SPEAKERS = 8
+MIN_AUTO_SPEAKERS = AUTO_SPEAKERS
 
 
-def build_model(cfg: RunConfig, dims: dict[str, int], num_classes: int):
-    model_cfg = dataclasses.asdict(cfg.model)
-    if model_cfg["num_speakers"] == 0:  # auto, but no corpus was consulted (see size_speaker_table)
-        model_cfg["num_speakers"] = MIN_AUTO_SPEAKERS
-    return HotspotERC.from_config(model_cfg, dims, num_classes)
+def build_model(cfg: RunConfig, dims: dict[str, int], num_classes: int) -> HotspotERC:
+    """The model ``cfg.model`` describes (num_speakers 0, when no corpus sized the table, takes
+    :data:`MIN_AUTO_SPEAKERS`)."""
+    return HotspotERC(dims, num_classes, cfg.model.replace())
 
 
 def speakers_needed(*datasets) -> int:

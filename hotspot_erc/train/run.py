@@ -269,23 +269,24 @@ def train(cfg: RunConfig, run_dir: str | None = None, resume: bool = False, call
 
 # ----------------------------------------------------------------------------- evaluate / predict
 
-def _load(checkpoint: str, device):
+def _load(checkpoint: str, **train_settings):
+    """The checkpoint's model, on the device its settings name, and its RunConfig with the given
+    ``[train]`` settings (those not None) in place of the stored ones: evaluation runs with the
+    settings the model was trained with unless told otherwise, never with defaults of its own.
+    Returns (model, RunConfig, checkpoint config dict, device)."""
     try:
-        return load_model(checkpoint, device)
+        model, cfg, ck_cfg = load_model(checkpoint, "cpu")
     except ckpt.CheckpointError as exc:
         raise CheckpointProblem(str(exc)) from exc
-
-
-def _device(device: str):
+    for name, value in train_settings.items():
+        if value is not None:
+            setattr(cfg.train, name, value)
     try:
-        return resolve_device(device)
+        validate(cfg)
+        dev = resolve_device(cfg.train.device)
     except ValueError as exc:
-        raise UserError(f"--device: {exc}") from exc
-
-
-def _check_batch_size(batch_size) -> None:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise UserError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
+        raise UserError(str(exc)) from exc
+    return model.to(dev), cfg, ck_cfg, dev
 
 
 def check_speakers_fit(model, corpus, checkpoint: str) -> None:
@@ -312,13 +313,14 @@ def check_prediction_path(path: str) -> str:
 
 
 def evaluate(checkpoint: str, corpus_path: str, split: str = "test", out_dir: str | None = None,
-             device: str = "auto", batch_size: int = 16, progress: bool = True) -> dict:
-    """Metrics of a checkpoint on one split; with ``out_dir``, also the report files."""
-    _check_batch_size(batch_size)
+             device: str | None = None, batch_size: int | None = None, progress: bool | None = None,
+             num_workers: int | None = None) -> dict:
+    """Metrics of a checkpoint on one split; with ``out_dir``, also the report files. ``device``,
+    ``batch_size``, ``progress`` and ``num_workers`` default to the checkpoint's settings."""
     if out_dir is not None:
         check_can_create(out_dir)
-    dev = _device(device)
-    model, cfg, ck_cfg = _load(checkpoint, dev)
+    model, cfg, ck_cfg, dev = _load(checkpoint, device=device, batch_size=batch_size, progress=progress,
+                                    num_workers=num_workers)
     corpus = open_checked(corpus_path)
     try:
         check_corpus_fits(corpus, ck_cfg["dims"], ck_cfg["label_names"], model.modalities, f"checkpoint {checkpoint}")
@@ -330,8 +332,8 @@ def evaluate(checkpoint: str, corpus_path: str, split: str = "test", out_dir: st
         ensure_writable(out_dir)
     labels = ck_cfg["label_names"]
     diag = Diagnostics(model.modalities, len(labels))
-    res = predict(model, ds, dev, batch_size=batch_size, amp=cfg.train.amp, diagnostics=diag, progress=progress,
-                  desc=split)
+    res = predict(model, ds, dev, batch_size=cfg.train.batch_size, amp=cfg.train.amp, diagnostics=diag,
+                  progress=cfg.train.progress, desc=split, num_workers=cfg.train.num_workers)
     metrics = {"checkpoint": os.path.abspath(checkpoint), "corpus": os.path.abspath(corpus.path), "split": split,
                split: evaluate_predictions(res["labels"], res["preds"], labels)}
     metrics["diagnostics"] = diag.summary()
@@ -373,13 +375,14 @@ def write_predictions(path: str, res: dict, label_names, fmt: str | None = None)
 
 
 def predict_corpus(checkpoint: str, corpus_path: str, split: str | None = None, dialogue: str | None = None,
-                   out: str | None = None, device: str = "auto", batch_size: int = 16, progress: bool = True) -> dict:
+                   out: str | None = None, device: str | None = None, batch_size: int | None = None,
+                   progress: bool | None = None, num_workers: int | None = None) -> dict:
     """Predicted emotion and class probabilities per utterance of a corpus split, or of one
-    conversation (``dialogue`` = its dialogue id). Writes ``out`` (.json or .csv) when given."""
-    _check_batch_size(batch_size)
+    conversation (``dialogue`` = its dialogue id). Writes ``out`` (.json or .csv) when given.
+    ``device``, ``batch_size``, ``progress`` and ``num_workers`` default to the checkpoint's settings."""
     fmt = check_prediction_path(out) if out is not None else None
-    dev = _device(device)
-    model, cfg, ck_cfg = _load(checkpoint, dev)
+    model, cfg, ck_cfg, dev = _load(checkpoint, device=device, batch_size=batch_size, progress=progress,
+                                    num_workers=num_workers)
     corpus = open_checked(corpus_path)
     labels = ck_cfg["label_names"]
     labelled = bool((np.asarray(corpus.label) >= 0).any())
@@ -402,7 +405,8 @@ def predict_corpus(checkpoint: str, corpus_path: str, split: str | None = None, 
     if len(ds) == 0:
         raise DataError(f"nothing to predict: corpus {corpus.path} has no dialogues"
                         + (f" in split {split!r}" if split else ""))
-    res = predict(model, ds, dev, batch_size=batch_size, amp=cfg.train.amp, progress=progress, desc="predict")
+    res = predict(model, ds, dev, batch_size=cfg.train.batch_size, amp=cfg.train.amp, progress=cfg.train.progress,
+                  desc="predict", num_workers=cfg.train.num_workers)
     if not labelled:
         res["labels"] = np.full_like(res["labels"], -1)
     res["label_names"] = list(labels)
