@@ -86,8 +86,9 @@ from typing import Mapping
 
 import numpy as np
 
-from hotspot_erc.data.format import DialogueRecord
-from hotspot_erc.data.synthetic import LABEL_NAMES, MODALITIES, _bump, _reusable, _write, draw_lengths, merge_options
+from hotspot_erc.data.format import Corpus, DialogueRecord, open_corpus
+from hotspot_erc.data.synthetic_common import (LABEL_NAMES, MODALITIES, _bump, _reusable, _write, draw_lengths,
+                                               merge_options)
 
 GROUPS = ("pos", "neg", "calm")
 # class name -> (coarse group index, fine sign index: 0 = low / -, 1 = high / +)
@@ -305,8 +306,6 @@ def probe_features(corpus) -> dict:
     which have no burst, the peak frame), each [U, d_m] (zeros where the modality is missing),
     plus the truth arrays under their own names.
     """
-    from hotspot_erc.data.format import Corpus, open_corpus
-
     c = corpus if isinstance(corpus, Corpus) else open_corpus(corpus)
     try:
         truth = dict(np.load(os.path.join(c.path, "synthetic_truth.npz")))
