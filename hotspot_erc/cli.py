@@ -5,9 +5,11 @@ Exit codes, the same for every command (``EXIT_CODES``):
   0    success
   1    unexpected error: a bug, printed with its traceback (please report it)
   2    usage or settings: unknown or malformed flags, values out of range, a --config file that is
-       missing or not TOML, an unavailable --device, a missing optional package
+       missing or not TOML, an unavailable --device, a missing optional package; for convert, an
+       option the format does not take or a bad value (checked before anything is read)
   3    data: a corpus or source file that is missing, unreadable, truncated, not in the expected
-       layout or inconsistent (labels, feature dims, splits, speakers, nothing labelled)
+       layout or inconsistent (labels, feature dims, splits, speakers, nothing labelled); for
+       convert, anything wrong found once reading has begun
   4    checkpoint: missing, corrupt, truncated, edited, or not fitting the corpus or the settings
   5    output: the output location cannot be written (a file, read-only, full disk) or holds
        something hotspot-erc refuses to replace or delete
@@ -343,7 +345,9 @@ def exit_code_for(exc: BaseException, command: str | None = None) -> int | None:
     if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
         return EXIT_OUTPUT
     if command == "convert" and isinstance(exc, ValueError):
-        return EXIT_USAGE  # the converters' option checks (fractions, names, sizes)
+        # Data errors are typed (above); a plain ValueError is an option check that runs before
+        # reading (data.convert.check_options, the CSV converter's argument checks).
+        return EXIT_USAGE
     return None
 
 
