@@ -24,6 +24,11 @@ def _compiled_ops():
             and not torch._C._dispatch_has_kernel_for_dispatch_key(n, "CompositeExplicitAutograd")]
 
 
+# Compiled for the CPU only, by design: RGCNConv's CUDA path composes relational_aggregate and
+# segment_matmul instead (nn/rgcn.py); a CUDA kernel of the fused op is future work.
+CPU_ONLY_OPS = {"hotspot_erc::relational_conv", "hotspot_erc::relational_conv_backward"}
+
+
 def test_cuda_sources_compiled_when_torch_has_cuda():
     """A CUDA syntax error must fail CI even without a GPU: every compiled op has a CUDA kernel."""
     if not torch.cuda._is_compiled():
@@ -34,7 +39,8 @@ def test_cuda_sources_compiled_when_torch_has_cuda():
     assert _ext.cuda_built(), _ext.cuda_unavailable_reason()
     ops = _compiled_ops()
     assert "hotspot_erc::relational_aggregate" in ops
-    missing = [n for n in ops if not torch._C._dispatch_has_kernel_for_dispatch_key(n, "CUDA")]
+    missing = [n for n in ops if not torch._C._dispatch_has_kernel_for_dispatch_key(n, "CUDA")
+               and n not in CPU_ONLY_OPS]
     assert not missing, f"ops with a compiled CPU kernel but no CUDA kernel: {missing}"
 
 

@@ -237,6 +237,106 @@ def test_grouped_path_skips_empty_buckets_and_matches_dense():
         assert rel_err(layer(x, graph), want) < 1e-12, kw
 
 
+def _conv_case(n, r, e, d_in, d_out, root, bias, dtype=torch.float64, chunk_rows=0):
+    """A graph with isolated nodes, an unused relation, self loops and duplicate edges; with
+    ``chunk_rows`` more buckets in one relation than the kernel's chunk (the chunk loop runs)."""
+    ei, et = random_graph(n, r, e, "cpu", isolated=3, unused=1)
+    if chunk_rows:
+        star = torch.arange(chunk_rows)
+        ei = torch.cat([ei, torch.stack([(star + 1) % n, star % n])], 1)
+        et = torch.cat([et, torch.zeros(chunk_rows, dtype=et.dtype)])
+    graph = RelationalGraph(ei, et, n, r)
+    x = torch.randn(n, d_in, dtype=dtype)
+    w = torch.randn(r, d_in, d_out, dtype=dtype)
+    rt = torch.randn(d_in, d_out, dtype=dtype) if root else None
+    b = torch.randn(d_out, dtype=dtype) if bias else None
+    return graph, ei, et, x, w, rt, b
+
+
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+@pytest.mark.parametrize("root,bias", [(True, True), (True, False), (False, True), (False, False)])
+@pytest.mark.parametrize("shape", [(40, 5, 120, 6, 9), (1100, 3, 1500, 4, 3), (7, 2, 0, 3, 5), (9, 2, 20, 0, 4)],
+                         ids=["small", "chunks", "no_edges", "in0"])
+def test_relational_conv_matches_reference(reduce, root, bias, shape):
+    from hotspot_erc.ops.relational import relational_conv
+
+    n, r, e, d_in, d_out = shape
+    graph, ei, et, x, w, rt, b = _conv_case(n, r, e, d_in, d_out, root, bias,
+                                            chunk_rows=700 if n > 1000 else 0)
+    leaves = [t.clone().requires_grad_() for t in (x, w) + ((rt,) if root else ()) + ((b,) if bias else ())]
+    xr, wr = leaves[:2]
+    rr = leaves[2] if root else None
+    br = leaves[-1] if bias else None
+    out = relational_conv(xr, wr, graph, rr, br, reduce)
+    want = ref.rgcn_conv(x, graph.edge_index, graph.edge_type, w, None, rt, b, reduce)
+    assert rel_err(out, want) < 1e-12
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, leaves, g)
+    ref_leaves = [t.clone().requires_grad_() for t in leaves]
+    want_out = ref.rgcn_conv(ref_leaves[0], graph.edge_index, graph.edge_type, ref_leaves[1], None,
+                             ref_leaves[2] if root else None, ref_leaves[-1] if bias else None, reduce)
+    wanted = torch.autograd.grad(want_out, ref_leaves, g, allow_unused=True)
+    for a, w_ in zip(got, wanted):
+        assert rel_err(a, w_ if w_ is not None else torch.zeros_like(a)) < 1e-12
+
+
+def test_relational_conv_gradcheck_opcheck_and_bitwise_repeat():
+    from hotspot_erc.ops.relational import relational_conv
+
+    graph, ei, et, x, w, rt, b = _conv_case(12, 3, 40, 3, 4, True, True)
+    leaves = [t.requires_grad_() for t in (x, w, rt, b)]
+    assert torch.autograd.gradcheck(lambda *a: relational_conv(*a[:2], graph, *a[2:]), leaves)
+    rm = graph.relation_major()
+    args = (x.float(), w.float(), rt.float(), b.float(), rm["rel_ptr"], rm["ptr"], rm["col"], rm["dst"], True)
+    torch.library.opcheck(torch.ops.hotspot_erc.relational_conv.default,
+                          tuple(a.detach().requires_grad_() if a.is_floating_point() else a
+                                for a in args[:4]) + args[4:])
+    # Same inputs, same bits (at any thread count: the kernel's sums run in fixed orders).
+    graph, ei, et, x, w, rt, b = _conv_case(1100, 3, 3000, 16, 8, True, True, torch.float32, chunk_rows=700)
+    runs = []
+    for threads in (1, 2):
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            leaves = [t.clone().requires_grad_() for t in (x, w, rt, b)]
+            out = relational_conv(leaves[0], leaves[1], graph, leaves[2], leaves[3])
+            runs.append([out.detach()] + list(torch.autograd.grad(out.square().sum(), leaves)))
+        finally:
+            torch.set_num_threads(saved)
+    for a, b_ in zip(*runs):
+        assert torch.equal(a, b_)
+
+
+def test_relational_conv_rejects_bad_structure():
+    graph, ei, et, x, w, rt, b = _conv_case(10, 2, 30, 3, 4, True, True)
+    rm = graph.relation_major()
+    ok = (x, w, rt, b, rm["rel_ptr"], rm["ptr"], rm["col"], rm["dst"], True)
+    conv = torch.ops.hotspot_erc.relational_conv
+    bad_dst = rm["dst"].clone()
+    bad_dst[0] = 99
+    with pytest.raises(RuntimeError, match="is not a node"):
+        conv(*ok[:7], bad_dst, True)
+    twice = rm["dst"].clone()
+    s, e = rm["ranges"][0]
+    if e - s >= 2:
+        twice[s + 1] = twice[s]
+        with pytest.raises(RuntimeError, match="two buckets of relation 0"):
+            conv(*ok[:7], twice, True)
+    with pytest.raises(RuntimeError, match="rel_ptr must have"):
+        conv(*ok[:4], rm["rel_ptr"][:-1], *ok[5:])
+
+
+def test_rgcn_layer_cpu_is_one_launch_each_way():
+    """On the CPU the grouped path is the fused kernel: one launch forward, one backward."""
+    from hotspot_erc.testing import count_launches
+
+    graph, ei, et, x, *_ = _conv_case(30, 4, 90, 6, 6, True, True, torch.float32)
+    layer = RGCNConv(6, 5, 4)
+    x.requires_grad_()
+    fwd = count_launches(layer, x, graph)
+    assert fwd.total == 1 and fwd.launches == {"hotspot_erc.relational_conv": 1}, fwd
+
+
 _SM90_SEGMENT = """
 import os
 os.environ.pop("TRITON_INTERPRET", None)

@@ -5,12 +5,13 @@ constructor, parameter names (``weight``, ``comp``, ``root``, ``bias``) and shap
 PyG ``state_dict`` loads and gives the same outputs. Unlike PyG it never loops over edge masks
 per relation and never gathers a per-edge weight:
 
-* dense or composed weights (eager, CPU and CUDA alike): three launches forward
-  (:meth:`RGCNConv._forward_grouped`): the non-empty (node, relation) buckets, grouped by
-  relation, and one root row per node are gathered into Z; one ``segment_matmul`` multiplies each
-  group by its weight (the root group by ``root`` plus ``bias``); each node's rows are summed. In a
-  conversation graph two thirds of the buckets are empty: a dense ``[N, R*in] @ [R*in, out]``
-  would multiply those zeros too;
+* dense or composed weights (eager; :meth:`RGCNConv._forward_grouped`): only the non-empty
+  (node, relation) buckets, grouped by relation, are multiplied by their weight, and the root by
+  ``root`` plus ``bias``. On the CPU that is one fused kernel each way
+  (``hotspot_erc::relational_conv``: the buckets gathered chunk by chunk into the GEMM's operand,
+  each product row added into its node's row); on CUDA three launches (gather into Z,
+  ``segment_matmul``, per-node row sum). In a conversation graph two thirds of the buckets are
+  empty: a dense ``[N, R*in] @ [R*in, out]`` would multiply those zeros too;
 * otherwise (torch.compile, bases applied on the feature side, blocks), one aggregation kernel
   plus one GEMM, in whichever order is cheaper for the layer's shape:
   aggregate-then-transform (``Z = relational_aggregate(x)`` [N, R, in], then ``Z @ W``) or
@@ -26,8 +27,8 @@ import torch
 from torch import nn
 
 from hotspot_erc.ops._backend import validate_values
-from hotspot_erc.ops.relational import (RelationalGraph, relational_aggregate, relational_matmul,
-                                        relational_message_sum)
+from hotspot_erc.ops.relational import (RelationalGraph, relational_aggregate, relational_conv,
+                                        relational_conv_available, relational_matmul, relational_message_sum)
 from hotspot_erc.ops.segment import gather_rows
 from hotspot_erc.ops.segment_matmul import segment_matmul
 
@@ -221,7 +222,8 @@ class RGCNConv(nn.Module):
         return out
 
     def _forward_grouped(self, x: torch.Tensor, graph: RelationalGraph) -> torch.Tensor:
-        """Dense (or composed) weights, CPU and CUDA alike: three launches forward.
+        """Dense (or composed) weights. Where the fused ``relational_conv`` kernel exists (the
+        CPU) one launch each way; otherwise (CUDA) three launches forward:
 
         1. gather Z [M, in]: one root row per node (x_i) and the non-empty (node, relation)
            buckets grouped by relation (the mean over the bucket's in-edges), one
@@ -232,6 +234,12 @@ class RGCNConv(nn.Module):
         Backward: the same three in reverse (gradients of the row sum, of the grouped product
         with the weight, root and bias gradients in the same launch on the CPU, and of the
         gather). Deterministic: every sum runs in a fixed order, no atomics."""
+        if relational_conv_available(x.device):
+            # One fused kernel each way: gather, GEMM and per-node sum chunk by chunk (see
+            # ops.relational.relational_conv); what the three launches below do, without their
+            # [M, in] and [M, out] intermediates.
+            return relational_conv(x, self._dense_weight(), graph, self.root, self.bias,
+                                   "mean" if self.aggr == "mean" else "sum")
         cs = graph.compact()
         gather = torch.ops.hotspot_erc.relational_aggregate
         z = gather(x, *cs["z"], self.aggr == "mean")

@@ -155,10 +155,10 @@ class RelationalGraph:
         self._relation_major = None  # CPU grouped-GEMM layout, built on first use
 
     def relation_major(self) -> dict:
-        """Non-empty buckets ordered by (relation, destination), for the CPU grouped GEMM of
-        :func:`relational_matmul`: ``ptr`` [K+1] / ``col`` / ``wkey`` (a CSR over the K non-empty
-        buckets), ``dst`` [K] their destination nodes, ``ranges`` (python (start, end) per
-        relation), ``t_idx`` [E] the compact bucket of each edge in transposed order. Built once
+        """Non-empty buckets ordered by (relation, destination), for the CPU grouped GEMMs of
+        :func:`relational_matmul` and ``hotspot_erc::relational_conv``: ``ptr`` [K+1] / ``col`` /
+        ``wkey`` (a CSR over the K non-empty buckets), ``dst`` [K] their destination nodes,
+        ``ranges`` (python (start, end) per relation) and ``rel_ptr`` (the same as a tensor [R+1]), ``t_idx`` [E] the compact bucket of each edge in transposed order. Built once
         and cached; reads counts on the host (a synchronisation on CUDA)."""
         if self._relation_major is None:
             n, r = self.num_nodes, self.num_relations
@@ -184,6 +184,7 @@ class RelationalGraph:
             self._relation_major = {
                 "ptr": ptr, "col": self.col.index_select(0, pos), "wkey": self.key.index_select(0, pos),
                 "dst": dst, "ranges": list(zip(bounds[:-1], bounds[1:])), "num_buckets": bucket.numel(),
+                "rel_ptr": torch.tensor(bounds, dtype=torch.long, device=self.device),
                 "t_idx": compact.index_select(0, self.t_key).clamp_min(0),
             }
         return self._relation_major
@@ -340,6 +341,54 @@ def _relational_aggregate_fake(src, ptr, idx, wkey, t_ptr, t_idx, t_wkey, count_
 # every call takes the reference path).
 if _ext.available() and hasattr(torch.ops.hotspot_erc, _KERNEL):
     torch.library.register_fake(f"hotspot_erc::{_KERNEL}")(_relational_aggregate_fake)
+
+
+def _relational_conv_fake(x, weight, root, bias, rel_ptr, ptr, col, dst, mean):
+    return x.new_empty((x.shape[0], weight.shape[2]))
+
+
+def _relational_conv_backward_fake(grad, x, weight, root, has_bias, rel_ptr, ptr, col, dst, mean):
+    groot = x.new_empty((x.shape[1], weight.shape[2])) if root is not None else x.new_empty(0)
+    gb = x.new_empty(weight.shape[2]) if has_bias else x.new_empty(0)
+    return x.new_empty(x.shape), weight.new_empty(weight.shape), groot, gb
+
+
+if _ext.available() and hasattr(torch.ops.hotspot_erc, "relational_conv"):
+    torch.library.register_fake("hotspot_erc::relational_conv")(_relational_conv_fake)
+    torch.library.register_fake("hotspot_erc::relational_conv_backward")(_relational_conv_backward_fake)
+
+
+def relational_conv_available(device: torch.device) -> bool:
+    """Whether the fused ``hotspot_erc::relational_conv`` kernel exists for ``device`` (CPU only
+    for now; RGCNConv's CUDA path gathers, multiplies and sums in three launches)."""
+    return _ext.available() and _ext.has_kernel("relational_conv", "CUDA" if device.type == "cuda" else "CPU")
+
+
+def relational_conv(x: torch.Tensor, weight: torch.Tensor, graph: RelationalGraph, root: torch.Tensor | None = None,
+                    bias: torch.Tensor | None = None, reduce: str = "mean") -> torch.Tensor:
+    """``out_i = x_i root + bias + Σ_r reduce_{j ∈ N_r(i)} x_j W_r`` in one kernel (one forward, one
+    backward launch): the non-empty (node, relation) buckets are gathered chunk by chunk into the
+    GEMM's A operand and each product row is added into its node's output row, so no [buckets,
+    in] or [buckets, out] intermediate is written (``csrc/relational_conv/``). ``weight`` [R, in,
+    out]; ``root`` [in, out] or None; ``bias`` [out] or None. CPU tensors; deterministic."""
+    _check_inputs("x", x, graph, reduce, 2)
+    _backend.check_tensor("weight", weight, ndim=3, dtypes=(x.dtype,), device=x.device)
+    if weight.shape[0] != graph.num_relations or weight.shape[1] != x.shape[1]:
+        raise ValueError(f"weight must be [R={graph.num_relations}, in={x.shape[1]}, out], got {tuple(weight.shape)}")
+    if root is not None:
+        _backend.check_tensor("root", root, ndim=2, dtypes=(x.dtype,), device=x.device)
+        if tuple(root.shape) != (x.shape[1], weight.shape[2]):
+            raise ValueError(f"root must be [in, out] = [{x.shape[1]}, {weight.shape[2]}], got {tuple(root.shape)}")
+    if bias is not None:
+        _backend.check_tensor("bias", bias, ndim=1, dtypes=(x.dtype,), device=x.device)
+        if bias.shape[0] != weight.shape[2]:
+            raise ValueError(f"bias must be [out] = [{weight.shape[2]}], got {tuple(bias.shape)}")
+    if not relational_conv_available(x.device):
+        raise _backend.BackendUnavailable(f"hotspot_erc::relational_conv has no kernel for {x.device.type} tensors "
+                                          f"in this build")
+    rm = graph.relation_major()
+    return torch.ops.hotspot_erc.relational_conv(x.contiguous(), weight, root, bias, rm["rel_ptr"], rm["ptr"],
+                                                 rm["col"], rm["dst"], reduce == "mean")
 
 
 # ----------------------------------------------------------------------------- fused R-GCN term
