@@ -16,7 +16,6 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 import os
 import sys
 from typing import Callable, Iterator, Mapping, Sequence
@@ -25,6 +24,7 @@ import numpy as np
 
 from hotspot_erc.text.csv_reader import SPLITS, ConversationTable, CsvLayout, PRESETS, make_layout, \
     read_conversation_csv, split_files_in
+from hotspot_erc.data.splits import carve_dev
 from hotspot_erc.text.encoders import ENCODERS, HF_PREFIX, WordEncoder, describe_encoder, get_encoder
 from hotspot_erc.text.lexicon import LexiconScorer, TaggerFileError, read_tagger_file, write_word_file
 from hotspot_erc.text.words import split_words
@@ -176,11 +176,11 @@ def _splits(table: ConversationTable, dev_fraction: float, log) -> dict[str, lis
     splits: dict[str, list[str]] = {}
     for d in table.dialogues:
         splits.setdefault(d.split, []).append(d.dialogue_id)
-    if "dev" not in splits and "train" in splits and dev_fraction > 0 and len(splits["train"]) > 1:
-        k = max(1, math.ceil(dev_fraction * len(splits["train"])))
-        k = min(k, len(splits["train"]) - 1)
-        splits["dev"], splits["train"] = splits["train"][:k], splits["train"][k:]
-        log(f"note: no dev split given; the first {k} train dialogue(s) (file order) are dev")
+    if "dev" not in splits and "train" in splits:
+        dev, train = carve_dev(splits["train"], dev_fraction)  # the one rule of data/splits.py
+        if dev:
+            splits["dev"], splits["train"] = dev, train
+            log(f"note: no dev split given; the first {len(dev)} train dialogue(s) (file order) are dev")
     return splits
 
 
@@ -376,51 +376,47 @@ def _files_from_args(args) -> dict | str:
 
 
 def run_csv_convert(args) -> int:
-    """Run the conversion the parsed ``args`` describe; returns a process exit code."""
-    from hotspot_erc.cli import error_exit
+    """Run the conversion the parsed ``args`` describe; returns 0 and raises what went wrong (the
+    CLI turns it into its exit code and message, as for every converter)."""
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr)
 
-    try:
-        files = _files_from_args(args)
-        columns = {k: getattr(args, f"col_{k}") for k in ("dialogue", "order", "speaker", "text", "split")}
-        label_names = [n.strip() for n in args.label_names.split(",")] if args.label_names else None
-        if args.export_words:
-            table = read_conversation_csv(files, make_layout(args.preset, label=args.label, **columns),
-                                          label_names=label_names, repair=not args.no_repair,
-                                          on_conflict=args.on_conflict, multi_speaker=args.multi_speaker)
-            for note in table.notes:
-                say(f"note: {note}")
-            path = write_word_file(args.export_words, ((u.utterance_id, u.text, split_words(u.text))
-                                                       for d in table.dialogues for u in d.utterances))
-            say(f"wrote {path}: score each word (0..1) and pass the file back with --intensity tagger --tagger-file")
-            return 0
-        output = getattr(args, "output", None) or getattr(args, "out_dir", None)
-        if not output:
-            raise ValueError("no output folder: give -o/--output DIR")
-        options = {"dim": args.hashing_dim} if args.encoder == "hashing" else (
-            {"device": args.encoder_device} if args.encoder == "minilm" or args.encoder.startswith(HF_PREFIX)
-            else {})
-        convert_conversation_csv(
-            output, files, preset=args.preset, label=args.label, columns=columns, label_names=label_names,
-            encoder=args.encoder, encoder_options=options, intensity=args.intensity, tagger_file=args.tagger_file,
-            dev_fraction=args.dev_fraction, batch_size=args.text_batch_size, repair=not args.no_repair,
-            on_conflict=args.on_conflict, multi_speaker=args.multi_speaker, overwrite=args.overwrite,
-            feature_dtype=getattr(args, "feature_dtype", "float32"),
-            progress=False if getattr(args, "no_progress", False) else None, log=say)
-    except Exception as exc:  # noqa: BLE001 - error_exit re-raises what is not a user's problem
-        return error_exit(exc, "convert")
+    files = _files_from_args(args)
+    columns = {k: getattr(args, f"col_{k}") for k in ("dialogue", "order", "speaker", "text", "split")}
+    label_names = [n.strip() for n in args.label_names.split(",")] if args.label_names else None
+    if args.export_words:
+        table = read_conversation_csv(files, make_layout(args.preset, label=args.label, **columns),
+                                      label_names=label_names, repair=not args.no_repair,
+                                      on_conflict=args.on_conflict, multi_speaker=args.multi_speaker)
+        for note in table.notes:
+            say(f"note: {note}")
+        path = write_word_file(args.export_words, ((u.utterance_id, u.text, split_words(u.text))
+                                                   for d in table.dialogues for u in d.utterances))
+        say(f"wrote {path}: score each word (0..1) and pass the file back with --intensity tagger --tagger-file")
+        return 0
+    output = getattr(args, "output", None) or getattr(args, "out_dir", None)
+    if not output:
+        raise ValueError("no output folder: give -o/--output DIR")
+    options = {"dim": args.hashing_dim} if args.encoder == "hashing" else (
+        {"device": args.encoder_device} if args.encoder == "minilm" or args.encoder.startswith(HF_PREFIX)
+        else {})
+    convert_conversation_csv(
+        output, files, preset=args.preset, label=args.label, columns=columns, label_names=label_names,
+        encoder=args.encoder, encoder_options=options, intensity=args.intensity, tagger_file=args.tagger_file,
+        dev_fraction=args.dev_fraction, batch_size=args.text_batch_size, repair=not args.no_repair,
+        on_conflict=args.on_conflict, multi_speaker=args.multi_speaker, overwrite=args.overwrite,
+        feature_dtype=getattr(args, "feature_dtype", "float32"),
+        progress=False if getattr(args, "no_progress", False) else None, log=say)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hotspot_erc.text.convert``: the same as ``hotspot-erc convert --format conversation-csv``."""
-    parser = argparse.ArgumentParser(prog="python -m hotspot_erc.text.convert",
-                                     description="conversation CSV -> hotspot-erc corpus with word-level text features")
-    add_csv_arguments(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return run_csv_convert(parser.parse_args(argv))
+    """``python -m hotspot_erc.text.convert ARGS``: the same as ``hotspot-erc convert conversation-csv
+    ARGS`` (handed to the CLI at start-up, so messages and exit codes follow its one policy)."""
+    from hotspot_erc.cli import main as cli_main
+
+    return cli_main(["convert", "conversation-csv", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
