@@ -103,3 +103,48 @@ def test_run_report_carries_instruments(corpus, tmp_path):
     history = json.loads((run / "history.json").read_text())
     assert set(history[-1]["grad_norm"]) == {"hotspot_fusion", "encoder", "moa", "graph", "classifier"}
     assert (run / "branches.png").exists()
+
+
+def test_range_attention_mass_matches_softmax():
+    from hotspot_erc.nn.attention_inspect import range_attention_mass
+
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(9, 2, 4, generator=g), torch.randn(13, 2, 4, generator=g)
+    cu_k = torch.tensor([0, 5, 5, 13])
+    rows, seg = torch.tensor([1, 7, 3]), torch.tensor([0, 2, 1])
+    lo, hi = torch.tensor([[0, 3], [2, 6], [0, 1]]), torch.tensor([[2, 5], [4, 8], [1, 2]])
+    got = range_attention_mass(q, k, cu_k, rows, seg, lo, hi, 0.5)
+    for u in range(3):
+        a, b = int(cu_k[seg[u]]), int(cu_k[seg[u] + 1])
+        for j in range(2):
+            if b == a:  # a segment without keys: no attention anywhere
+                assert float(got[u, j]) == 0.0
+                continue
+            p = ((q[rows[u]].unsqueeze(0) * k[a:b]).sum(-1) * 0.5).softmax(0).mean(1)  # [L], mean over heads
+            torch.testing.assert_close(got[u, j], p[int(lo[u, j]):int(hi[u, j])].sum())
+
+
+def test_matched_burst_attention_on_the_alignment_story(tmp_path):
+    from hotspot_erc.data.synthetic_align import generate_alignment_corpus
+    from hotspot_erc.train.probes import matched_burst_attention
+
+    path = generate_alignment_corpus(tmp_path / "align", num_dialogues=8, seed=1)
+    c = open_corpus(path)
+    ds = DialogueDataset(c, "train")
+    torch.manual_seed(0)
+    model = HotspotERC(c.dims, len(c.label_names), d_model=16, num_heads=2, num_speakers=4).eval()
+    res = matched_burst_attention(model, ds, "cpu", batch_size=4)
+    assert set(res) == {"a->t", "v->t"}
+    for pair in res.values():
+        assert pair["utterances"] > 0
+        assert 0.0 < pair["uniform"] < 1.0
+        assert 0.0 <= pair["matched"] <= 1.0 and 0.0 <= pair["distractor"] <= 1.0
+        # three bursts share one probability distribution
+        assert pair["matched"] + 2 * pair["distractor"] <= 1.0 + 1e-6
+    assert model.inspect is False
+    # other corpora and models without MoA: nothing to measure
+    other = generate_synthetic_corpus(tmp_path / "default", num_dialogues=4, seed=0)
+    oc = open_corpus(other)
+    assert matched_burst_attention(model, DialogueDataset(oc, "train"), "cpu") is None
+    no_moa = HotspotERC(c.dims, len(c.label_names), d_model=16, num_heads=2, num_speakers=4, moa=False)
+    assert matched_burst_attention(no_moa, ds, "cpu") is None

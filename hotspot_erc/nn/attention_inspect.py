@@ -53,3 +53,28 @@ def hotspot_attention_mass(q: torch.Tensor, k: torch.Tensor, cu_q: torch.Tensor,
     out[1] = uniform[rows].double().sum()
     out[2] = rows.double().sum()
     return out
+
+
+@torch.no_grad()
+def range_attention_mass(q: torch.Tensor, k: torch.Tensor, cu_k: torch.Tensor, rows: torch.Tensor,
+                         seg: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention mass that chosen query rows put on chosen key ranges of their segment, [U, B] float32
+    (mean over heads).
+
+    ``rows`` [U] packed query rows; ``seg`` [U] their segments; ``lo`` / ``hi`` [U, B] key positions
+    within the segment, half-open, clipped to the segment (an empty range gets 0). Evaluation only:
+    the probabilities are recomputed over the rows' whole key segments, padded to the longest one
+    (one host read of that length).
+    """
+    start = cu_k[:-1].long()[seg]
+    length = (cu_k[1:] - cu_k[:-1]).long()[seg]                      # [U]
+    width = int(length.max()) if length.numel() else 0
+    if width == 0:
+        return torch.zeros(lo.shape, dtype=torch.float32, device=q.device)
+    pos = torch.arange(width, device=q.device)
+    valid = pos.view(1, -1) < length.view(-1, 1)                     # [U, W]
+    idx = (start.view(-1, 1) + pos.view(1, -1)).clamp(max=max(k.shape[0] - 1, 0))
+    scores = torch.einsum("uhd,uwhd->uhw", q[rows.long()].float(), k[idx].float()) * scale
+    prob = scores.masked_fill(~valid.unsqueeze(1), float("-inf")).softmax(-1).nan_to_num(0.0).mean(1)  # [U, W]
+    inside = (pos.view(1, 1, -1) >= lo.unsqueeze(-1)) & (pos.view(1, 1, -1) < hi.unsqueeze(-1))  # [U, B, W]
+    return (prob.unsqueeze(1) * inside).sum(-1)

@@ -63,6 +63,9 @@ class MoAOutput:
     # per pair, when hotspot masks were given: float64 [3] sums (mass of target hotspot frames on
     # source hotspot frames, uniform attention's mass there, frames), see nn.attention_inspect
     attention_mass: dict[str, torch.Tensor] = field(default_factory=dict)
+    # per pair, when hotspot masks were given and targets attend to all source frames: the
+    # detached (q [N_t, H, Dh], k [N_s, H, Dh]) the attention used, for frame-level instruments
+    attention_qk: dict[str, tuple] = field(default_factory=dict)
 
 
 class PairAligner(nn.Module):
@@ -302,6 +305,7 @@ class MixtureOfAligners(_CrossModalBlock):
 
         n_q = [feats[t].shape[0] for _, t in pairs]
         masses: dict[str, torch.Tensor] = {}
+        qk: dict[str, tuple] = {}
         if hotspot_mask is not None:
             n_k = [src[s][0].shape[0] for s, _ in pairs]
             for (s, t), q_p, k_p in zip(pairs, q.split(n_q), k.split(n_k)):
@@ -309,6 +313,8 @@ class MixtureOfAligners(_CrossModalBlock):
                     torch.ones(src[s][0].shape[0], dtype=torch.bool, device=x0.device)
                 masses[pair_key(s, t)] = hotspot_attention_mass(q_p, k_p, cu_seqlens[t], src[s][1],
                                                                 hotspot_mask[t], hot_src, (d // h) ** -0.5)
+                if sources is None:
+                    qk[pair_key(s, t)] = (q_p.detach(), k_p.detach())
 
         # Output projections: Σ_pairs out_p(attn_p) = one matmul of the target's pairs' outputs
         # side by side with the stacked transposed weights, plus the summed biases.
@@ -331,7 +337,8 @@ class MixtureOfAligners(_CrossModalBlock):
             mixed = {m: mixed[m] for m in mods}
         routing = {pair_key(s, t): RoutingInfo(experts[p], gates[p], usage[p]) for p, (s, t) in enumerate(pairs)}
         return MoAOutput(outputs=self._residual(feats, mixed), lb_loss=lb.sum(), routing=routing,
-                         residual_ratio=self._residual_ratio(feats, mixed), attention_mass=masses)
+                         residual_ratio=self._residual_ratio(feats, mixed), attention_mass=masses,
+                         attention_qk=qk)
 
 
 class PlainCrossModalAttention(_CrossModalBlock):

@@ -55,7 +55,9 @@ class ModelOutput:
     ``"encoder"`` (attention-pooled encoder frames), ``"moa"`` (pooled MoA output) and ``"graph"``;
     ``moa_residual[m]`` is ‖Σ alignment outputs‖ / ‖frames‖ of target m; ``attention_mass`` (only
     when ``model.inspect`` is set) the per-pair hotspot attention statistics of
-    :func:`hotspot_erc.nn.attention_inspect.hotspot_attention_mass`.
+    :func:`hotspot_erc.nn.attention_inspect.hotspot_attention_mass`; ``attention_qk`` (same
+    condition, targets attending to all source frames) each pair's detached (q, k), for
+    frame-level instruments such as :func:`hotspot_erc.train.probes.matched_burst_attention`.
     """
 
     logits: torch.Tensor
@@ -71,6 +73,7 @@ class ModelOutput:
     branches: dict = field(default_factory=dict)
     moa_residual: dict = field(default_factory=dict)
     attention_mass: dict = field(default_factory=dict)
+    attention_qk: dict = field(default_factory=dict)
 
 
 def drop_modalities(features: dict, cu_seqlens: dict, intensity: dict | None, p: float,
@@ -336,6 +339,7 @@ class HotspotERC(nn.Module):
             parts = [torch.cat([moa_pooled[m] for m in mods], -1)]
             out.lb_loss, out.routing = moa.lb_loss, dict(moa.routing)
             out.moa_residual, out.attention_mass = moa.residual_ratio, moa.attention_mass
+            out.attention_qk = moa.attention_qk
             out.branches["moa"] = parts[0].detach()
             if self.encoder_skip:
                 parts.insert(0, encoder_pooled)

@@ -5,12 +5,21 @@ MoA-pooled, graph; plus the classifier's whole input) are computed for the train
 a logistic regression is fitted on train and scored on dev. A branch whose probe is no better
 than the encoder-pooled one adds nothing the classifier could not already read; one that is
 better but does not lift the model points at how the branches are combined or trained.
+
+:func:`matched_burst_attention` reads the alignment story's ground truth
+(``synthetic_truth.npz``, never seen by a model) to ask MoA the question it exists for: does the
+text hotspot attend to the one audio / video burst that shares its content, more than to the
+distractor bursts beside it?
 """
 from __future__ import annotations
+
+import json
+import os
 
 import numpy as np
 import torch
 
+from hotspot_erc.nn.attention_inspect import range_attention_mass
 from hotspot_erc.train.metrics import evaluate_predictions
 from hotspot_erc.train.trainer import predict
 
@@ -63,3 +72,96 @@ def linear_probes(model, train_set, dev_set, device, label_names, batch_size: in
         res[name] = {"dev_accuracy": m["accuracy"], "dev_weighted_f1": m["weighted_f1"],
                      "dim": int(train[name].shape[1])}
     return res
+
+
+TRUTH_FILE = "synthetic_truth.npz"
+_CENTRES = {"a": "audio_centres", "v": "video_centres"}
+
+
+def alignment_truth(corpus) -> dict | None:
+    """The alignment story's per-utterance truth for ``corpus`` (an open corpus), or None when the
+    corpus is not an alignment-story corpus (no truth file, or another kind)."""
+    path = os.path.join(str(corpus.path), TRUTH_FILE)
+    try:
+        with open(os.path.join(str(corpus.path), "meta.json")) as fh:
+            kind = json.load(fh).get("generator", {}).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if kind != "align" or not os.path.exists(path):
+        return None
+    with np.load(path) as z:
+        truth = {k: z[k] for k in z.files}
+    truth["row"] = {u: i for i, u in enumerate(corpus.utterance_ids)}
+    return truth
+
+
+class _BurstCollector:
+    """Per batch: for each cue-carrying utterance, the attention mass the text frame at the text
+    burst's centre puts on each audio / video burst (centre ± ``half_width`` frames), split into
+    the key-matched burst and the distractors."""
+
+    def __init__(self, truth: dict, half_width: int):
+        self.truth, self.half = truth, half_width
+        self.sums: dict[str, np.ndarray] = {}  # pair -> [matched, distractor, uniform, count]
+
+    def update(self, out, batch) -> None:
+        t = self.truth
+        for src, field in _CENTRES.items():
+            key = f"{src}->t"
+            if key not in getattr(out, "attention_qk", {}):
+                continue
+            q, k = out.attention_qk[key]
+            cu_t = out.segments["t"].cu_seqlens.cpu() if "t" in out.segments else out.cu_seqlens["t"].cpu()
+            cu_s = out.segments[src].cu_seqlens.cpu() if src in out.segments else out.cu_seqlens[src].cpu()
+            rows, seg, lo, hi, true = [], [], [], [], []
+            for s, uid in enumerate(batch.utterance_ids):
+                u = t["row"].get(uid)
+                if u is None or t["true_burst"][u] < 0 or t["text_centre"][u] < 0:
+                    continue
+                centres = t[field][u]
+                length = int(cu_s[s + 1] - cu_s[s])
+                if length == 0 or int(cu_t[s + 1] - cu_t[s]) == 0 or (centres < 0).any():
+                    continue
+                rows.append(int(cu_t[s]) + int(t["text_centre"][u]))
+                seg.append(s)
+                lo.append([max(0, int(c) - self.half) for c in centres])
+                hi.append([min(length, int(c) + self.half + 1) for c in centres])
+                true.append(int(t["true_burst"][u]))
+            if not rows:
+                continue
+            dev = q.device
+            lo_t, hi_t = torch.tensor(lo, device=dev), torch.tensor(hi, device=dev)
+            mass = range_attention_mass(q, k, cu_s.to(dev), torch.tensor(rows, device=dev),
+                                        torch.tensor(seg, device=dev), lo_t, hi_t, q.shape[-1] ** -0.5).cpu()
+            pick = torch.nn.functional.one_hot(torch.tensor(true), mass.shape[1]).bool()
+            lengths = (cu_s[1:] - cu_s[:-1])[torch.tensor(seg)].double()
+            uniform = (hi_t - lo_t).cpu()[pick].double() / lengths
+            matched = mass[pick].double()
+            distractor = mass.masked_fill(pick, 0).double().sum(1) / max(mass.shape[1] - 1, 1)
+            acc = self.sums.setdefault(key, np.zeros(4))
+            acc += [matched.sum().item(), distractor.sum().item(), uniform.sum().item(), len(rows)]
+
+    def summary(self) -> dict:
+        return {key: {"matched": float(a[0] / a[3]), "distractor": float(a[1] / a[3]), "uniform": float(a[2] / a[3]),
+                      "utterances": int(a[3])} for key, a in self.sums.items() if a[3] > 0}
+
+
+def matched_burst_attention(model, dataset, device, batch_size: int = 16, half_width: int = 1) -> dict | None:
+    """On an alignment-story split: per pair ``a->t`` / ``v->t``, the mean attention mass (over
+    heads and cue-carrying utterances) that the text burst's centre frame puts on the key-matched
+    source burst (``matched``), on one distractor burst (``distractor``, mean of the others) and
+    what uniform attention would put on the matched burst (``uniform``). None for other corpora,
+    models without MoA, or MoA attending to hotspot windows only (``moa_keys="hotspots"``).
+    Alignment works when ``matched`` clearly exceeds ``distractor``; both near ``uniform`` means
+    the attention does not look at content at all."""
+    truth = alignment_truth(dataset.corpus)
+    if truth is None or not getattr(model, "use_moa", False) or "t" not in model.modalities:
+        return None
+    got = _BurstCollector(truth, half_width)
+    inspect = model.inspect
+    model.inspect = True
+    try:
+        predict(model, dataset, device, batch_size=batch_size, diagnostics=got)
+    finally:
+        model.inspect = inspect
+    return got.summary() or None
