@@ -11,7 +11,10 @@ Two ways, both writing the entries of one arch family (the others are kept):
   ``triton.testing.do_bench`` on a conversation-shaped batch (40 segments of 20-300 frames, 4
   heads) at each key's table tile, and the fastest is kept for the present GPU's arch family.
 
-``--dry-run`` prints the table instead of rewriting the file. The "default" family (GPUs that
+``--dry-run`` prints the table instead of rewriting the file; ``--check`` exits 1 listing every
+entry that differs from the generator's (offline: deterministic for one Triton version, which the
+file records as ``GENERATED_WITH``); ``--only a,b`` restricts either to entries whose name contains
+one of the texts (``--only /fp32/``). The "default" family (GPUs that
 are neither sm_90 nor sm_80-89) takes the sm_80 entries when ``--arch 80`` is generated.
 """
 from __future__ import annotations
@@ -71,12 +74,17 @@ def _offline_ok(K, kernel, dclass, head_tile, table_tile, cand, arch) -> bool:
     fn = {"fwd": K._fwd_kernel, "dq": K._bwd_dq_kernel, "dkdv": K._bwd_dkdv_kernel}[kernel]
     sig = K.offline_signature(fn, "bf16" if dclass == "half" else "fp32")
     free, warps, stages = cand
+    from triton.compiler.errors import CompilationError
+    from triton.runtime.errors import OutOfResources, PTXASError
+
     try:
         k = triton.compile(ASTSource(fn=fn, signature=sig,
                                      constexprs=_constexprs(kernel, dclass, head_tile, table_tile, free)),
                            target=GPUTarget("cuda", arch, 128 if arch >= 90 else 64),
                            options={"num_warps": warps, "num_stages": stages})
-    except Exception:  # e.g. out of resources at compile time
+    except (CompilationError, OutOfResources, PTXASError):
+        # The config itself does not fit. Anything else (a killed subprocess, no memory) is
+        # raised: swallowing it would make the table depend on the machine's load.
         return False
     if k.metadata.shared > SHARED_LIMIT[arch]:
         return False
@@ -89,7 +97,10 @@ def _offline_ok(K, kernel, dclass, head_tile, table_tile, cand, arch) -> bool:
     finally:
         os.unlink(f.name)
     m = re.search(r"(\d+) bytes spill stores", out.stderr)
-    return out.returncode == 0 and m is not None and int(m.group(1)) == 0
+    if out.returncode != 0 or m is None:
+        raise RuntimeError(f"ptxas gave no spill report for {kernel}/{dclass}/d{head_tile}/t{table_tile} "
+                           f"{cand}: {out.stderr.strip()[-500:]}")
+    return int(m.group(1)) == 0
 
 
 def _timed_best(K, kernel, dclass, head_tile, table_tile, cands):
@@ -143,7 +154,9 @@ def _timed_best(K, kernel, dclass, head_tile, table_tile, cands):
     return best
 
 
-def generate(arch: int | None, offline: bool, log=print) -> tuple[str, dict]:
+def generate(arch: int | None, offline: bool, log=print, only=None) -> tuple[str, dict]:
+    """(arch family, entries). ``only``: a predicate on "kernel/dtype class/d<head>/t<table>"
+    names restricting which entries are made (checks and partial regeneration)."""
     os.environ.pop("TRITON_INTERPRET", None)  # compile for the GPU, not the interpreter
     import hotspot_erc.kernels.varlen_attention as K
 
@@ -155,6 +168,8 @@ def generate(arch: int | None, offline: bool, log=print) -> tuple[str, dict]:
     family = {9: "sm90", 8: "sm80"}.get(arch // 10, "default")
     entries = {}
     for kernel, dclass, d, t in keys():
+        if only is not None and not only(f"{kernel}/{dclass}/d{d}/t{t}"):
+            continue
         cands = candidates(t, d)
         if offline:
             pick = next((c for c in cands if _offline_ok(K, kernel, dclass, d, t, c, arch)), cands[-1])
@@ -166,9 +181,16 @@ def generate(arch: int | None, offline: bool, log=print) -> tuple[str, dict]:
     return family, entries
 
 
-def format_table(table: dict) -> str:
+def generator_version() -> str:
+    """The compiler the offline entries depend on (ptxas ships with Triton)."""
+    import triton
+
+    return f"triton {triton.__version__}"
+
+
+def format_table(table: dict, made_with: str) -> str:
     """The table as Python source, one entry per line."""
-    lines = ["TABLE: dict = {"]
+    lines = [f"GENERATED_WITH = {made_with!r}", "TABLE: dict = {"]
     for op in sorted(table):
         lines.append(f"    {op!r}: {{")
         for family in sorted(table[op]):
@@ -182,20 +204,37 @@ def format_table(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(family: str, entries: dict, path: str = TABLE_FILE, also_default: bool = False) -> None:
-    """Replace ``family``'s entries (and "default"'s, when asked) between the file's markers."""
+def read_table(path: str = TABLE_FILE) -> dict:
+    """The checked-in table, read from the file's text (not imported)."""
+    with open(path) as f:
+        text = f.read()
+    begin = text.index("# BEGIN GENERATED TABLE")
+    scope: dict = {}
+    exec(text[text.index("\n", begin) + 1:text.index("# END GENERATED TABLE")], scope)
+    return scope["TABLE"]
+
+
+def check(family: str, entries: dict, path: str = TABLE_FILE) -> list[str]:
+    """Entries whose checked-in value differs from ``entries`` (empty: the table is what the
+    generator makes)."""
+    have = read_table(path).get("varlen_attention", {}).get(family, {})
+    return [f"{family} {name}: table {have.get(name)}, generator {e}" for name, e in sorted(entries.items())
+            if have.get(name) != e]
+
+
+def write_table(family: str, entries: dict, path: str = TABLE_FILE, also_default: bool = False,
+                partial: bool = False) -> None:
+    """Replace ``family``'s entries (and "default"'s, when asked) between the file's markers; with
+    ``partial``, only the entries given (the others are kept)."""
     with open(path) as f:
         text = f.read()
     begin = text.index("# BEGIN GENERATED TABLE")
     end = text.index("# END GENERATED TABLE")
-    scope: dict = {}
-    exec(text[text.index("\n", begin) + 1:end], scope)
-    table = scope["TABLE"]
+    table = read_table(path)
     op = table.setdefault("varlen_attention", {})
-    op[family] = dict(sorted(entries.items()))
-    if also_default:
-        op["default"] = dict(sorted(entries.items()))
-    body = format_table(table)
+    for fam in [family] + (["default"] if also_default else []):
+        op[fam] = dict(sorted({**(op.get(fam, {}) if partial else {}), **entries}.items()))
+    body = format_table(table, generator_version())
     with open(path, "w") as f:
         f.write(text[:text.index("\n", begin) + 1] + body + text[end:])
 
@@ -206,12 +245,22 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", type=int, choices=sorted(SHARED_LIMIT), default=90,
                         help="compute capability for --offline (90: H100/H200, 80: A100 family)")
     parser.add_argument("--dry-run", action="store_true", help="print the entries, leave the file")
+    parser.add_argument("--only", default=None,
+                        help="regenerate only the entries whose name contains one of these comma-separated "
+                             "texts (e.g. '/fp32/')")
+    parser.add_argument("--check", action="store_true",
+                        help="leave the file; exit 1 listing every entry that differs from the generator's")
     args = parser.parse_args(argv)
-    family, entries = generate(args.arch, args.offline)
+    only = (lambda name: any(p in name for p in args.only.split(","))) if args.only else None
+    family, entries = generate(args.arch, args.offline, only=only)
+    if args.check:
+        diff = check(family, entries)
+        print("\n".join(diff) or f"{len(entries)} {family} entries match the generator")
+        return 1 if diff else 0
     if args.dry_run:
         print(json.dumps(entries, indent=1))
     else:
-        write_table(family, entries, also_default=family == "sm80")
+        write_table(family, entries, also_default=family == "sm80", partial=only is not None)
         print(f"wrote {len(entries)} {family} entries to {TABLE_FILE}")
     return 0
 

@@ -19,6 +19,12 @@ spills registers nor overflows shared memory; ``python -m benchmarks.tune_attent
 times the candidates instead (``triton.testing.do_bench`` on conversation shapes) and rewrites
 that arch's entries with the fastest. ``HOTSPOT_ERC_AUTOTUNE=1`` makes the launchers autotune
 at run time again (the old behaviour; not bitwise reproducible across processes).
+
+The offline pick depends only on the compiler: ``GENERATED_WITH`` names the Triton (hence ptxas)
+that made the table, and ``python -m benchmarks.tune_attention --offline --arch 90 --check``
+(a slow test runs it on a sample of keys) fails if any entry differs from what the generator
+makes now. Compiler errors other than "does not fit" stop the generator instead of rejecting the
+candidate, so a loaded machine cannot change the table.
 """
 from __future__ import annotations
 
@@ -65,6 +71,7 @@ def lookup(op: str, kernel: str, arch: str, dclass: str, head_tile: int, table_t
 
 
 # BEGIN GENERATED TABLE (benchmarks/tune_attention.py rewrites what lies between these markers)
+GENERATED_WITH = 'triton 3.8.0'
 TABLE: dict = {
     'varlen_attention': {
         'default': {

@@ -329,6 +329,45 @@ def test_tune_attention_rewrites_only_its_family(tmp_path):
     assert "def lookup" in path.read_text()  # the code around the markers is kept
 
 
+def test_tile_table_has_exactly_the_generator_keys_and_candidates():
+    """Every family holds one entry per launch the launchers can make, each one of the
+    generator's candidates for that key (cheap: no compile)."""
+    from benchmarks import tune_attention as tune
+    from hotspot_erc.kernels import tile_configs
+
+    names = {f"{k}/{c}/d{d}/t{t}": (d, t) for k, c, d, t in tune.keys()}
+    assert tile_configs.GENERATED_WITH.startswith("triton ")
+    for family, entries in tile_configs.TABLE["varlen_attention"].items():
+        assert set(entries) == set(names), family
+        for name, e in entries.items():
+            d, t = names[name]
+            assert (e["tile"], e["num_warps"], e["num_stages"]) in tune.candidates(t, d), (family, name)
+
+
+@pytest.mark.slow
+def test_tile_table_is_what_the_offline_generator_makes():
+    """The checked-in entries are the offline generator's (ptxas spill reports, no timing), so
+    regenerating changes nothing. A sample of keys (each compiles up to eight configs), float32
+    among them, for both generated families; `python -m benchmarks.tune_attention --offline
+    --arch 90 --check` checks all."""
+    from benchmarks import tune_attention as tune
+    from hotspot_erc.kernels import tile_configs
+
+    if tile_configs.GENERATED_WITH != tune.generator_version():
+        pytest.skip(f"table made with {tile_configs.GENERATED_WITH}, this is {tune.generator_version()} "
+                    "(ptxas differs)")
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sample = "fwd/fp32/d64/t32,dkdv/fp32/d32/t32,dq/half/d64/t64"
+    for arch in (90, 80):
+        script = (f"import sys; sys.path.insert(0, {root!r}); from benchmarks import tune_attention as t; "
+                  f"sys.exit(t.main(['--offline', '--arch', '{arch}', '--only', {sample!r}, '--check']))")
+        done = run_offline_compile(script, timeout=1200)
+        assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+        assert "3 sm" in done.stdout and "entries match the generator" in done.stdout, done.stdout
+
+
 def test_fixed_configs_unless_autotune_asked(monkeypatch):
     import triton
 
