@@ -26,18 +26,17 @@ import math
 import torch
 from torch import nn
 
+from hotspot_erc import _ext
 from hotspot_erc.ops._backend import validate_values
 from hotspot_erc.ops.relational import (RelationalGraph, relational_aggregate, relational_conv,
                                         relational_conv_available, relational_matmul, relational_message_sum)
 from hotspot_erc.ops.segment import gather_rows
-from hotspot_erc.ops.segment_matmul import segment_matmul
+from hotspot_erc.ops.segment_matmul import row_tiles, segment_matmul
 
 
 def _grouped_ok(x: torch.Tensor) -> bool:
     """The grouped path needs the compiled ops on x's device (else the reference-backed path
     runs) and eager mode (its compact structure reads the bucket count on the CPU)."""
-    from hotspot_erc import _ext
-
     if torch.compiler.is_compiling() or not _ext.available():
         return False
     key = "CUDA" if x.is_cuda else "CPU"
@@ -245,15 +244,7 @@ class RGCNConv(nn.Module):
         z = gather(x, *cs["z"], self.aggr == "mean")
         root, bias = self.root, self.bias
         ptr = cs["group_ptr"] if root is not None else cs["group_ptr"][1:]
-        tiles = None
-        if x.is_cuda:
-            from hotspot_erc.kernels import segment_matmul as K
-
-            bm = K.block_m(cs["rows"], ptr.numel() - 1)
-            key = (bm, root is not None)
-            if key not in cs["tiles"]:
-                cs["tiles"][key] = K.tile_map(ptr, cs["rows"], bm)
-            tiles = cs["tiles"][key]
+        tiles = row_tiles(ptr, cs["rows"], cs["tiles"])
         y = segment_matmul(z, ptr, self._dense_weight(), root, bias if root is not None else None, tiles)
         out = gather(y, *cs["nodes"], False)
         if root is None and bias is not None:

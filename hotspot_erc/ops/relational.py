@@ -29,6 +29,7 @@ import torch
 
 from hotspot_erc import _ext  # loads the compiled ops
 from hotspot_erc.ops import _backend
+from hotspot_erc.reference import relational as ref
 
 OP = "relational_aggregate"
 _KERNEL = "relational_aggregate"  # the compiled op: the structure-parameterised gather
@@ -301,8 +302,6 @@ def relational_aggregate(x: torch.Tensor, graph: RelationalGraph, reduce: str = 
     backend = _choose(backend, x.device)
     n, r, d = graph.num_nodes, graph.num_relations, x.shape[1]
     if backend == "reference":
-        from hotspot_erc.reference import relational as ref
-
         return ref.relational_aggregate(x, graph.edge_index, graph.edge_type, n, r, reduce)
     out = torch.ops.hotspot_erc.relational_aggregate(
         x, graph.rowptr, graph.col, graph.key, graph.t_node_ptr, graph.t_key, graph.t_key, graph.rowptr,
@@ -323,8 +322,6 @@ def relational_message_sum(h: torch.Tensor, graph: RelationalGraph, reduce: str 
     h = h.contiguous()
     backend = _choose(backend, h.device)
     if backend == "reference":
-        from hotspot_erc.reference import relational as ref
-
         return ref.relational_message_sum(h, graph.edge_index, graph.edge_type, graph.num_nodes, reduce)
     flat = h.view(graph.num_nodes * graph.num_relations, h.shape[2])
     return torch.ops.hotspot_erc.relational_aggregate(

@@ -64,6 +64,21 @@ class _TritonSegmentMatmul(torch.autograd.Function):
         return ga, None, gw, (groot if root is not None else None), (gb if ctx.has_bias else None), None
 
 
+def row_tiles(ptr: torch.Tensor, num_rows: int, cache: dict) -> torch.Tensor | None:
+    """The CUDA kernel's row-tile map for groups ``ptr`` over ``num_rows`` rows, built once per
+    (tile size, group count) and kept in ``cache`` (e.g. with a prepared graph); None on the CPU,
+    whose kernel needs none. One launch the first time, no sync."""
+    if not ptr.is_cuda:
+        return None
+    from hotspot_erc.kernels import segment_matmul as K
+
+    bm = K.block_m(num_rows, ptr.numel() - 1)
+    key = (bm, ptr.numel())
+    if key not in cache:
+        cache[key] = K.tile_map(ptr, num_rows, bm)
+    return cache[key]
+
+
 def _check(a, ptr, weight, root, bias):
     _backend.check_tensor("a", a, ndim=2, dtypes=_backend.FLOAT_DTYPES)
     _backend.check_tensor("ptr", ptr, ndim=1, dtypes=(torch.int64,), device=a.device)
