@@ -105,6 +105,8 @@ CAPABILITIES: dict[str, dict[str, Capability]] = {
                                "cpu": Capability(FLOAT_DTYPES, ("cpu",))},
     "relational_aggregate": {"cuda": Capability(FLOAT_DTYPES, ("cuda",)),
                              "cpu": Capability(FLOAT_DTYPES, ("cpu",))},
+    "segment_matmul": {"triton": Capability(FLOAT_DTYPES, ("cuda", "cpu")),
+                       "cpu": Capability(FLOAT_DTYPES, ("cpu",))},
 }
 # A backend missing from the table: any float dtype, on the device its name says.
 _DEFAULT_DEVICES = {"triton": ("cuda", "cpu"), "cuda": ("cuda",), "cpu": ("cpu",)}

@@ -36,9 +36,10 @@ def _compiled_reason(device: torch.device) -> str:
     return "" if _registered() else f"hotspot_erc::{OP} is not compiled ({_ext.unavailable_reason() or 'no kernel'})"
 
 
-# The CUDA kernel is Triton's, reached through the compiled op's CUDA key; the CPU one is C++.
+# The CUDA kernel is Triton's (reached through the compiled op's CUDA key when the extension is
+# loaded, called directly otherwise); the CPU one is C++.
 SUPPORTS = _backend.register(OP, {
-    "triton": lambda device: _compiled_reason(device) or _backend.triton_reason(device),
+    "triton": _backend.triton_reason,
     "cpu": lambda device: _compiled_reason(device) or _backend.cpu_ext_reason(OP),
 })
 
@@ -106,15 +107,13 @@ def segment_matmul(a: torch.Tensor, ptr: torch.Tensor, weight: torch.Tensor, roo
                    backend: str | None = None) -> torch.Tensor:
     """Grouped product (see the module docstring) -> [M, out] in a's dtype."""
     _check(a, ptr, weight, root, bias)
-    if backend == "reference" or (backend is None and not _registered()):
+    # "cuda" names this op's CUDA kernels, which are Triton's (accepted as before).
+    name = _backend.choose(OP, "triton" if backend == "cuda" else backend, a.device, SUPPORTS, dtype=a.dtype)
+    if name == "reference":
         return reference(a, ptr, weight, root, bias)
-    if backend == "triton":
-        why = _backend.triton_reason(a.device)
-        if why:
-            raise _backend.BackendUnavailable(f"{OP}: backend 'triton' is unavailable: {why}")
+    if name == "triton" and (backend is not None or not a.is_cuda or not _registered()):
+        # Forced (the interpreter on CPU tensors in tests), or no compiled op to dispatch through.
         return _TritonSegmentMatmul.apply(a.contiguous(), ptr.contiguous(), weight, root, bias, tiles)
-    if backend not in (None, "cpu", "cuda"):
-        raise ValueError(f"backend must be one of None, 'cpu', 'cuda', 'triton', 'reference', got {backend!r}")
     return torch.ops.hotspot_erc.segment_matmul(a.contiguous(), ptr.contiguous(), weight, root, bias, tiles)
 
 
