@@ -90,7 +90,20 @@ def report() -> str:
             if reasons:
                 cuda += "  " + "; ".join(reasons)
         add(f"{op:28s} {cpu:28s} {cuda}")
+    add("")
+    add("what each backend takes (ops/_backend.py CAPABILITIES; backend=None passes over one the inputs do not fit):")
+    for op, caps in sorted(_backend.CAPABILITIES.items()):
+        add(f"  {op:26s} " + "; ".join(f"{name}: {_capability_text(name, cap)}" for name, cap in caps.items()))
     return "\n".join(lines)
+
+
+def _capability_text(name: str, cap) -> str:
+    dtypes = ("any float dtype" if set(cap.dtypes) == set(_backend.FLOAT_DTYPES)
+              else ", ".join(str(d).replace("torch.", "") for d in cap.dtypes))
+    # Triton on CPU tensors is its interpreter (tests), never an automatic choice.
+    devices = [d.upper() + (" (interpreter)" if name == "triton" and d == "cpu" else "") for d in cap.devices]
+    text = f"{dtypes} on {'/'.join(devices)}"
+    return text + (f", head dim <= {cap.max_head_dim}" if cap.max_head_dim is not None else "")
 
 
 def main() -> int:
