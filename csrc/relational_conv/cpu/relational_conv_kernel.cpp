@@ -8,10 +8,11 @@
 // written to memory; the backward gathers the chunk again rather than keeping it (cheaper than the
 // memory the kept matrix would cost). GEMM FLOPs are those of the non-empty buckets only.
 //
-// Deterministic at any thread count: a node appears at most once per relation (checked), so the
+// Deterministic, with no atomics: a node appears at most once per relation (checked), so the
 // epilogue's rows never collide; relations and chunks run in a fixed order; the weight gradient
 // accumulates chunk by chunk in order; the input gradient's scatter splits the feature columns
-// (not the edges) among threads, so each element is summed in edge order by one thread.
+// (not the edges) among threads, so each element is summed in edge order by one thread. Our own
+// sums are thus the same at any thread count; the GEMMs are ATen's BLAS calls, as for torch.mm.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
