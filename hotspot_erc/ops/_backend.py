@@ -56,23 +56,24 @@ def triton_reason(device: torch.device) -> str:
     return f"Triton does not support device type {device.type!r}"
 
 
-def cuda_ext_reason(op: str) -> str:
-    """Empty when the compiled CUDA kernel of ``op`` is registered; otherwise why not."""
-    why = _ext.cuda_unavailable_reason()
+def ext_reason(op: str, dispatch_key: str) -> str:
+    """Empty when the compiled kernel of ``op`` is registered for ``dispatch_key`` ("CPU" or
+    "CUDA"); otherwise why not."""
+    why = _ext.cuda_unavailable_reason() if dispatch_key == "CUDA" else _ext.unavailable_reason()
     if why:
         return why
-    if not _ext.has_kernel(op, "CUDA"):
-        return f"hotspot_erc::{op} has no CUDA kernel in this build"
+    if not _ext.has_kernel(op, dispatch_key):
+        kind = "CUDA" if dispatch_key == "CUDA" else "compiled CPU"
+        return f"hotspot_erc::{op} has no {kind} kernel in this build"
     return ""
+
+
+def cuda_ext_reason(op: str) -> str:
+    return ext_reason(op, "CUDA")
 
 
 def cpu_ext_reason(op: str) -> str:
-    why = _ext.unavailable_reason()
-    if why:
-        return why
-    if not _ext.has_kernel(op, "CPU"):
-        return f"hotspot_erc::{op} has no compiled CPU kernel"
-    return ""
+    return ext_reason(op, "CPU")
 
 
 # ----------------------------------------------------------------------------- capabilities
