@@ -124,7 +124,8 @@ def test_range_attention_mass_matches_softmax():
             torch.testing.assert_close(got[u, j], p[int(lo[u, j]):int(hi[u, j])].sum())
 
 
-def test_matched_burst_attention_on_the_alignment_story(tmp_path):
+@pytest.mark.parametrize("queries", ["frames", "peaks"])
+def test_matched_burst_attention_on_the_alignment_story(tmp_path, queries):
     from hotspot_erc.data.synthetic_align import generate_alignment_corpus
     from hotspot_erc.train.probes import matched_burst_attention
 
@@ -132,7 +133,8 @@ def test_matched_burst_attention_on_the_alignment_story(tmp_path):
     c = open_corpus(path)
     ds = DialogueDataset(c, "train")
     torch.manual_seed(0)
-    model = HotspotERC(c.dims, len(c.label_names), d_model=16, num_heads=2, num_speakers=4).eval()
+    model = HotspotERC(c.dims, len(c.label_names), d_model=16, num_heads=2, num_speakers=4,
+                       moa_queries=queries).eval()
     res = matched_burst_attention(model, ds, "cpu", batch_size=4)
     assert set(res) == {"a->t", "v->t"}
     for pair in res.values():
@@ -148,3 +150,6 @@ def test_matched_burst_attention_on_the_alignment_story(tmp_path):
     assert matched_burst_attention(model, DialogueDataset(oc, "train"), "cpu") is None
     no_moa = HotspotERC(c.dims, len(c.label_names), d_model=16, num_heads=2, num_speakers=4, moa=False)
     assert matched_burst_attention(no_moa, ds, "cpu") is None
+    windows_only = HotspotERC(c.dims, len(c.label_names), d_model=16, num_heads=2, num_speakers=4,
+                              moa_keys="hotspots")
+    assert matched_burst_attention(windows_only, ds, "cpu") is None

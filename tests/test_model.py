@@ -77,6 +77,9 @@ ABLATIONS = {
     "hotspot_alignment": dict(moa_keys="hotspots", hotspot_pool=True, encoder_skip=True, graph_on_aligned=True),
     "hotspot_pool_no_moa": dict(hotspot_pool=True, moa=False, encoder_skip=True),
     "mark_hotspots": dict(mark_hotspots=True),
+    "peak_queries": dict(moa_queries="peaks"),
+    "peak_queries_projected": dict(moa_queries="peaks", moa_input="projected"),
+    "projected_hotspot_keys": dict(moa_input="projected", moa_keys="hotspots"),
     "two_encoder_layers": dict(encoder_layers=2, graph_layers=1),
     "no_center": dict(center=False),
 }
@@ -319,3 +322,20 @@ def test_state_dict_keys_of_the_graph_branch_are_unchanged(corpus, batch):
     no_graph = _model(corpus, graph=False)
     with pytest.raises(RuntimeError, match="speaker.weight"):
         no_graph.load_state_dict(model.state_dict())
+
+
+def test_peak_queries_with_missing_modalities(corpus):
+    """moa_queries="peaks": an utterance whose target stream is empty gets a zero MoA vector, and
+    gradients stay finite and reach MoA."""
+    ds = DialogueDataset(corpus, "train")
+    b = collate_dialogues([ds[i] for i in range(len(ds))])
+    assert any(bool((b.lengths(m) == 0).any()) for m in "tav")  # the fixture hides some modalities
+    model = _model(corpus, moa_queries="peaks", moa_input="projected", graph=False)
+    out = model(b)
+    moa_vec = out.branches["moa"].view(b.num_utterances, len(model.modalities), model.d_model)
+    for i, m in enumerate(model.modalities):
+        assert torch.all(moa_vec[b.lengths(m) == 0, i] == 0), m
+    out.logits.sum().backward()
+    grads = [p.grad for p in model.moa.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(float(g.abs().sum()) > 0 for g in grads)

@@ -82,6 +82,10 @@ class ModelConfig:
                              "other frames)")
     graph_on_aligned: bool = _f(False, "with MoA: graph nodes start from the MoA-pooled (aligned) utterance "
                                 "vectors instead of the encoder-pooled ones")
+    moa_queries: str = _f("frames", "MoA queries: every target frame, or only the target's hotspot peak frames",
+                          ("frames", "peaks"))
+    moa_input: str = _f("encoder", "frames MoA aligns: encoder outputs or the projected, centred frames",
+                        ("encoder", "projected"))
     soft_temperature: float = _f(1.0, "temperature of the learned scorer's soft top-k windows and of "
                                  "score-weighted (attention) content pooling")
     content_pool: str = _f("auto", "how hotspot extraction pools an utterance's global content C: mean of its "

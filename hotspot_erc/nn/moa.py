@@ -63,8 +63,8 @@ class MoAOutput:
     # per pair, when hotspot masks were given: float64 [3] sums (mass of target hotspot frames on
     # source hotspot frames, uniform attention's mass there, frames), see nn.attention_inspect
     attention_mass: dict[str, torch.Tensor] = field(default_factory=dict)
-    # per pair, when hotspot masks were given and targets attend to all source frames: the
-    # detached (q [N_t, H, Dh], k [N_s, H, Dh]) the attention used, for frame-level instruments
+    # per pair, when asked (``record_qk``): the detached (q [N_t, H, Dh], k [N_s, H, Dh],
+    # cu_q [S+1], cu_k [S+1]) the attention used, for frame-level instruments
     attention_qk: dict[str, tuple] = field(default_factory=dict)
 
 
@@ -223,7 +223,7 @@ class MixtureOfAligners(_CrossModalBlock):
 
     def forward(self, feats: dict[str, torch.Tensor], cu_seqlens: dict[str, torch.Tensor | Segments],
                 hotspot_mask: dict[str, torch.Tensor] | None = None,
-                sources: dict[str, tuple] | None = None) -> MoAOutput:
+                sources: dict[str, tuple] | None = None, record_qk: bool = False) -> MoAOutput:
         """``cu_seqlens[m]``: offsets [S+1], or the batch's :class:`~hotspot_erc.segments.Segments`
         (its lengths and presence are then used as they are).
         ``hotspot_mask`` (optional, bool [N_m] per modality): also measure where attention
@@ -231,6 +231,7 @@ class MixtureOfAligners(_CrossModalBlock):
         ``sources`` (optional): per modality ``(frames [P, dim], cu_seqlens [S+1], has [S] bool)``,
         the frames its targets attend to instead of all of ``feats[m]`` (e.g. its hotspot
         windows, :func:`hotspot_frames`); an utterance with ``has`` False contributes nothing.
+        ``record_qk``: also return each pair's queries and keys (``MoAOutput.attention_qk``).
 
         Every pair runs at once (the same computation as :class:`PairAligner` per pair, in a
         fixed number of launches whatever the number of pairs): one router matmul, one batched
@@ -306,6 +307,10 @@ class MixtureOfAligners(_CrossModalBlock):
         n_q = [feats[t].shape[0] for _, t in pairs]
         masses: dict[str, torch.Tensor] = {}
         qk: dict[str, tuple] = {}
+        if record_qk:
+            n_k = [src[s][0].shape[0] for s, _ in pairs]
+            for (s, t), q_p, k_p in zip(pairs, q.split(n_q), k.split(n_k)):
+                qk[pair_key(s, t)] = (q_p.detach(), k_p.detach(), cu_seqlens[t], src[s][1])
         if hotspot_mask is not None:
             n_k = [src[s][0].shape[0] for s, _ in pairs]
             for (s, t), q_p, k_p in zip(pairs, q.split(n_q), k.split(n_k)):
@@ -313,8 +318,6 @@ class MixtureOfAligners(_CrossModalBlock):
                     torch.ones(src[s][0].shape[0], dtype=torch.bool, device=x0.device)
                 masses[pair_key(s, t)] = hotspot_attention_mass(q_p, k_p, cu_seqlens[t], src[s][1],
                                                                 hotspot_mask[t], hot_src, (d // h) ** -0.5)
-                if sources is None:
-                    qk[pair_key(s, t)] = (q_p.detach(), k_p.detach())
 
         # Output projections: Σ_pairs out_p(attn_p) = one matmul of the target's pairs' outputs
         # side by side with the stacked transposed weights, plus the summed biases.

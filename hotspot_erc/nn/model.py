@@ -56,8 +56,9 @@ class ModelOutput:
     ``moa_residual[m]`` is ‖Σ alignment outputs‖ / ‖frames‖ of target m; ``attention_mass`` (only
     when ``model.inspect`` is set) the per-pair hotspot attention statistics of
     :func:`hotspot_erc.nn.attention_inspect.hotspot_attention_mass`; ``attention_qk`` (same
-    condition, targets attending to all source frames) each pair's detached (q, k), for
-    frame-level instruments such as :func:`hotspot_erc.train.probes.matched_burst_attention`.
+    condition) each pair's detached (q, k, cu_q, cu_k), for frame-level instruments such as
+    :func:`hotspot_erc.train.probes.matched_burst_attention`; ``peaks[m]`` the hotspot window
+    centres [S, K] (packed frame index, -1 = none).
     """
 
     logits: torch.Tensor
@@ -74,6 +75,7 @@ class ModelOutput:
     moa_residual: dict = field(default_factory=dict)
     attention_mass: dict = field(default_factory=dict)
     attention_qk: dict = field(default_factory=dict)
+    peaks: dict = field(default_factory=dict)
 
 
 def drop_modalities(features: dict, cu_seqlens: dict, intensity: dict | None, p: float,
@@ -209,6 +211,7 @@ class HotspotERC(nn.Module):
         self.pool = nn.ModuleDict({m: AttentionPool(d_model, num_heads) for m in mods})
         width = len(mods) * d_model
         self.moa_keys = cfg.moa_keys
+        self.moa_queries, self.moa_input = cfg.moa_queries, cfg.moa_input
         self.hotspot_pool = cfg.hotspot_pool
         # The encoder's LayerNorms scale every frame to the same norm, so the small fused frames
         # outside hotspot windows come out as large as the hotspot frames; a learned marker added
@@ -305,18 +308,19 @@ class HotspotERC(nn.Module):
 
         out = ModelOutput(logits=None, lb_loss=None, cu_seqlens={m: segs[m].cu_seqlens for m in mods},
                           segments=segs)
-        enc, pooled, peaks = {}, {}, {}
+        enc, pooled, peaks, projected = {}, {}, {}, {}
         for m in mods:
             raw, sg = feats[m], segs[m]
             x = self.proj[m](raw)
             if self.center:
                 x = x - self.center_beta[m] * segment_mean_broadcast(x, sg)
+            projected[m] = x
             score = self._scores(m, raw, x, sg, intensity)
             soft = self.hotspot_source == "learned"
             hs = extract_hotspots(x, sg, score, num_windows=self.num_windows, radius=self.radius, soft=soft,
                                   temperature=self.soft_temperature, pool=self.content_pool)
             out.scores[m], out.hotspot_mask[m] = score, hs.mask
-            peaks[m] = hs.peaks
+            peaks[m] = out.peaks[m] = hs.peaks
             if self.use_hgf:
                 fused, alpha = self.hgf[m](hs.content, hs.hotspot, return_gate=True)
                 out.gates[m] = alpha
@@ -331,11 +335,24 @@ class HotspotERC(nn.Module):
         out.branches["encoder"] = encoder_pooled.detach()
         if self.use_moa:
             sources = None
+            x_in = enc if self.moa_input == "encoder" else projected
             if self.moa_keys == "hotspots":  # targets attend to the sources' hotspot windows only
-                sources = {m: hotspot_frames(enc[m], segs[m], peaks[m], self.radius) for m in mods
-                           if enc[m].shape[0] > 0}
-            moa = self.moa(enc, segs, hotspot_mask=out.hotspot_mask if self.inspect else None, sources=sources)
-            moa_pooled = {m: self._pool(self.moa_pool[m], moa.outputs[m], segs[m], peaks[m]) for m in mods}
+                sources = {m: hotspot_frames(x_in[m], segs[m], peaks[m], self.radius) for m in mods
+                           if x_in[m].shape[0] > 0}
+            if self.moa_queries == "peaks":
+                # Only each target's hotspot peaks ask: K query rows per utterance, attending to
+                # every source frame (or its windows); the utterance vector pools those K rows.
+                tgt = {m: hotspot_frames(x_in[m], segs[m], peaks[m], 0) for m in mods}
+                if sources is None:
+                    sources = {m: (x_in[m], segs[m].cu_seqlens, segs[m].present) for m in mods}
+                moa = self.moa({m: tgt[m][0] for m in mods}, {m: tgt[m][1] for m in mods}, sources=sources,
+                               record_qk=self.inspect)
+                moa_pooled = {m: self.moa_pool[m](moa.outputs[m], tgt[m][1])
+                              * tgt[m][2].to(moa.outputs[m].dtype).unsqueeze(1) for m in mods}
+            else:
+                moa = self.moa(x_in, segs, hotspot_mask=out.hotspot_mask if self.inspect else None, sources=sources,
+                               record_qk=self.inspect)
+                moa_pooled = {m: self._pool(self.moa_pool[m], moa.outputs[m], segs[m], peaks[m]) for m in mods}
             parts = [torch.cat([moa_pooled[m] for m in mods], -1)]
             out.lb_loss, out.routing = moa.lb_loss, dict(moa.routing)
             out.moa_residual, out.attention_mass = moa.residual_ratio, moa.attention_mass

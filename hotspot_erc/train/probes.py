@@ -100,8 +100,8 @@ class _BurstCollector:
     burst's centre puts on each audio / video burst (centre ± ``half_width`` frames), split into
     the key-matched burst and the distractors."""
 
-    def __init__(self, truth: dict, half_width: int):
-        self.truth, self.half = truth, half_width
+    def __init__(self, truth: dict, half_width: int, peak_queries: bool = False):
+        self.truth, self.half, self.peak_queries = truth, half_width, peak_queries
         self.sums: dict[str, np.ndarray] = {}  # pair -> [matched, distractor, uniform, count]
 
     def update(self, out, batch) -> None:
@@ -110,9 +110,10 @@ class _BurstCollector:
             key = f"{src}->t"
             if key not in getattr(out, "attention_qk", {}):
                 continue
-            q, k = out.attention_qk[key]
-            cu_t = out.segments["t"].cu_seqlens.cpu() if "t" in out.segments else out.cu_seqlens["t"].cpu()
-            cu_s = out.segments[src].cu_seqlens.cpu() if src in out.segments else out.cu_seqlens[src].cpu()
+            q, k, cu_q, cu_s = (x.cpu() if i > 1 else x for i, x in enumerate(out.attention_qk[key]))
+            cu_t = out.segments["t"].cu_seqlens.cpu()
+            # Query rows are the text frames, or (``moa_queries="peaks"``) K peak rows per utterance.
+            peaks = out.peaks["t"].cpu() if self.peak_queries else None
             rows, seg, lo, hi, true = [], [], [], [], []
             for s, uid in enumerate(batch.utterance_ids):
                 u = t["row"].get(uid)
@@ -122,7 +123,12 @@ class _BurstCollector:
                 length = int(cu_s[s + 1] - cu_s[s])
                 if length == 0 or int(cu_t[s + 1] - cu_t[s]) == 0 or (centres < 0).any():
                     continue
-                rows.append(int(cu_t[s]) + int(t["text_centre"][u]))
+                centre = int(cu_t[s]) + int(t["text_centre"][u])
+                if peaks is None:
+                    rows.append(centre)
+                else:  # the peak row nearest the text burst's centre
+                    dist = torch.where(peaks[s] >= 0, (peaks[s] - centre).abs(), torch.full_like(peaks[s], 1 << 40))
+                    rows.append(int(cu_q[s]) + int(dist.argmin()))
                 seg.append(s)
                 lo.append([max(0, int(c) - self.half) for c in centres])
                 hi.append([min(length, int(c) + self.half + 1) for c in centres])
@@ -151,13 +157,15 @@ def matched_burst_attention(model, dataset, device, batch_size: int = 16, half_w
     heads and cue-carrying utterances) that the text burst's centre frame puts on the key-matched
     source burst (``matched``), on one distractor burst (``distractor``, mean of the others) and
     what uniform attention would put on the matched burst (``uniform``). None for other corpora,
-    models without MoA, or MoA attending to hotspot windows only (``moa_keys="hotspots"``).
+    models without MoA, or MoA attending to hotspot windows only (``moa_keys="hotspots"``). With
+    ``moa_queries="peaks"`` the query is the text peak nearest the burst's centre.
     Alignment works when ``matched`` clearly exceeds ``distractor``; both near ``uniform`` means
     the attention does not look at content at all."""
     truth = alignment_truth(dataset.corpus)
-    if truth is None or not getattr(model, "use_moa", False) or "t" not in model.modalities:
+    if (truth is None or not getattr(model, "use_moa", False) or "t" not in model.modalities
+            or getattr(model, "moa_keys", "all") != "all"):
         return None
-    got = _BurstCollector(truth, half_width)
+    got = _BurstCollector(truth, half_width, getattr(model, "moa_queries", "frames") == "peaks")
     inspect = model.inspect
     model.inspect = True
     try:
