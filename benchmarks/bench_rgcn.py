@@ -4,7 +4,11 @@ its [E, in, out] weight gather fits in memory).
 Cases (issue 3): a large sparse graph (N=10k, E=100k, R=8, 256->256) and a conversation batch
 (32 dialogues x 50 utterances x 3 modalities, default relations, 128->128). Ours is timed with the
 graph prepared once (as a model reuses it across layers) and with the graph rebuilt from
-edge_index every call (the drop-in cost). Every row has launches per call and the achieved rates
+edge_index every call (the drop-in cost). Ours runs the fused path of its device: on the CPU the
+C++ ``relational_conv``, on CUDA the Triton gather-GEMM (the buckets gathered in the A-tile load,
+no Z [rows, in] in memory; ``kernels/gather_segment_matmul.py``), whose own traffic the CUDA rows
+give as ``path_mb`` (``gather_segment_matmul.bytes_moved``; ``z_path_mb``: the former three-launch
+path's, Z included). Every row has launches per call and the achieved rates
 against ``perf_model.rgcn_conv``'s floor (GEMMs over the non-empty buckets only, plus root), and on
 a known GPU the floor time and ratio; ``vs_floor`` is the time against the same GEMMs timed bare on
 this machine (``floor_fn``) in the same round, median over the interleaved rounds. Run: ``python -m benchmarks.bench_rgcn [--quick]``.
@@ -108,12 +112,21 @@ def run_case(case, device, min_run_time, fast_budget_gb, rounds):
     # The floor: fwd, dX and dW GEMMs over the non-empty (node, relation) buckets only, plus root.
     nonempty = int((graph.rowptr[1:] > graph.rowptr[:-1]).sum())
     work = perf_model.rgcn_conv(n, e, r, dim, dim, x.element_size(), "fwd+bwd", nonempty_buckets=nonempty)
+    path = {}
+    if device.type == "cuda":  # the fused CUDA path's own bytes (and the three-launch path's, with Z)
+        from hotspot_erc.kernels.gather_segment_matmul import bytes_moved
+
+        row_bound = graph.compact()["rows"]
+        for key, fused in (("path_mb", True), ("z_path_mb", False)):
+            path[key] = sum(bytes_moved(n, e, r, nonempty, dim, dim, x.element_size(), fused=fused,
+                                        row_bound=row_bound)) / 1e6
     for name, fn in variants:
         ms = min(times[name])
         records.append({"case": case["case"], "impl": name, "ms": ms, "ms_rounds": times[name],
                         "peak_mb": peak_memory_mb(fn, device), "launches": launches(fn),
                         **perf_fields(work, ms, device, x.dtype), "nodes": n, "edges": e, "relations": r,
-                        "nonempty_buckets": nonempty, "dim": dim, "max_abs_diff_vs_pyg": diff})
+                        "nonempty_buckets": nonempty, "dim": dim, "max_abs_diff_vs_pyg": diff,
+                        **(path if name.startswith("hotspot_erc") else {})})
     base = next(rec["ms"] for rec in records if rec["impl"] == "PyG RGCNConv")
     floor_name = next(name for name, _ in variants if name.startswith("floor"))
     for rec in records:
@@ -138,8 +151,11 @@ def main(argv=None) -> None:
     records = []
     for case in (large_case(device), conversation_case(device)):
         records += run_case(case, device, min_run_time, budget, rounds)
-    print_table(records, ["case", "impl", "ms", "vs_floor", "launches", "gbps", "tflops", "floor_ratio",
-                          "peak_mb", "speedup_vs_pyg"])
+    columns = ["case", "impl", "ms", "vs_floor", "launches", "gbps", "tflops", "floor_ratio", "peak_mb",
+               "speedup_vs_pyg"]
+    if device.type == "cuda":
+        columns[7:7] = ["path_mb", "z_path_mb"]
+    print_table(records, columns)
     path = write_results("bench_rgcn", device, records, extra={
         "what": "RGCNConv forward + backward (grads of x and all parameters), aggr=mean",
         "quick": args.quick})

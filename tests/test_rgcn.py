@@ -375,8 +375,10 @@ def test_segment_matmul_kernels_compile_for_sm90():
 
 @pytest.mark.gpu
 def test_cuda_grouped_path_matches_cpu_and_has_no_sync():
-    """The CUDA side of the same design: Triton segment_matmul through the dispatcher, tiles
-    cached with the graph, no host sync after the graph is prepared."""
+    """The CUDA side of the same design: the Triton gather-GEMM (relational_conv's CUDA path,
+    no Z in memory) and the per-node sum, tiles cached with the graph, no host sync after the
+    graph is prepared, 2 launches forward and 3 backward (more checks in
+    test_gather_segment_matmul.py)."""
     n, r = 3000, 12
     ei, et = random_graph(n, r, 30000, "cpu", isolated=10, unused=1)
     layer = RGCNConv(64, 48, r)
@@ -393,3 +395,8 @@ def test_cuda_grouped_path_matches_cpu_and_has_no_sync():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert rel_err(out, want) < 1e-4
+    from hotspot_erc.testing import count_fwd_bwd
+
+    fwd, bwd = count_fwd_bwd(lambda x: layer_c(x, graph), xc, inputs=[xc, *layer_c.parameters()])
+    assert fwd.launches.get("triton:_gather_mm_kernel") == 1 and fwd.total <= 3, fwd
+    assert bwd.launches.get("triton:_gather_wgrad_kernel") == 1 and bwd.total <= 6, bwd

@@ -7,11 +7,14 @@ per relation and never gathers a per-edge weight:
 
 * dense or composed weights (eager; :meth:`RGCNConv._forward_grouped`): only the non-empty
   (node, relation) buckets, grouped by relation, are multiplied by their weight, and the root by
-  ``root`` plus ``bias``. On the CPU that is one fused kernel each way
-  (``hotspot_erc::relational_conv``: the buckets gathered chunk by chunk into the GEMM's operand,
-  each product row added into its node's row); on CUDA three launches (gather into Z,
-  ``segment_matmul``, per-node row sum). In a conversation graph two thirds of the buckets are
-  empty: a dense ``[N, R*in] @ [R*in, out]`` would multiply those zeros too;
+  ``root`` plus ``bias``, the buckets gathered straight into the GEMM's A operand
+  (:func:`~hotspot_erc.ops.relational.relational_conv`). On the CPU that is one fused kernel each
+  way (``hotspot_erc::relational_conv``: the buckets gathered chunk by chunk into the GEMM's
+  operand, each product row added into its node's row); on CUDA a Triton grouped GEMM whose A-tile
+  load gathers the buckets (``kernels/gather_segment_matmul.py``) then the per-node row sum: two
+  launches forward, three backward, no gathered matrix in memory. In a conversation graph two
+  thirds of the buckets are empty: a dense ``[N, R*in] @ [R*in, out]`` would multiply those zeros
+  too;
 * otherwise (torch.compile, bases applied on the feature side, blocks), one aggregation kernel
   plus one GEMM, in whichever order is cheaper for the layer's shape:
   aggregate-then-transform (``Z = relational_aggregate(x)`` [N, R, in], then ``Z @ W``) or
@@ -39,8 +42,9 @@ def _grouped_ok(x: torch.Tensor) -> bool:
     runs) and eager mode (its compact structure reads the bucket count on the CPU)."""
     if torch.compiler.is_compiling() or not _ext.available():
         return False
-    key = "CUDA" if x.is_cuda else "CPU"
-    return _ext.has_kernel("relational_aggregate", key) and _ext.has_kernel("segment_matmul", key)
+    if x.is_cuda:  # the Triton gather-GEMM plus the compiled per-node sum
+        return relational_conv_available(x.device)
+    return _ext.has_kernel("relational_aggregate", "CPU") and _ext.has_kernel("segment_matmul", "CPU")
 
 _AGGRS = {"mean": "mean", "add": "sum", "sum": "sum"}
 _MAX_SIZE = 2**31 - 1
@@ -221,8 +225,10 @@ class RGCNConv(nn.Module):
         return out
 
     def _forward_grouped(self, x: torch.Tensor, graph: RelationalGraph) -> torch.Tensor:
-        """Dense (or composed) weights. Where the fused ``relational_conv`` kernel exists (the
-        CPU) one launch each way; otherwise (CUDA) three launches forward:
+        """Dense (or composed) weights: :func:`relational_conv`, fused on both devices (CPU: the
+        C++ kernel, one launch each way; CUDA: the Triton gather-GEMM plus the per-node row sum,
+        two launches forward, three backward; no host sync, bitwise reproducible run to run).
+        Fallback where a CPU build lacks ``relational_conv``, three launches forward:
 
         1. gather Z [M, in]: one root row per node (x_i) and the non-empty (node, relation)
            buckets grouped by relation (the mean over the bucket's in-edges), one
@@ -234,9 +240,9 @@ class RGCNConv(nn.Module):
         with the weight, root and bias gradients in the same launch on the CPU, and of the
         gather). Deterministic: every sum runs in a fixed order, no atomics."""
         if relational_conv_available(x.device):
-            # One fused kernel each way: gather, GEMM and per-node sum chunk by chunk (see
-            # ops.relational.relational_conv); what the three launches below do, without their
-            # [M, in] and [M, out] intermediates.
+            # The gather fused into the GEMM (see ops.relational.relational_conv): what the three
+            # launches below do, without their [M, in] gathered matrix (and on the CPU without
+            # the [M, out] product either).
             return relational_conv(x, self._dense_weight(), graph, self.root, self.bias,
                                    "mean" if self.aggr == "mean" else "sum")
         cs = graph.compact()

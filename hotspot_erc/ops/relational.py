@@ -29,6 +29,7 @@ import torch
 
 from hotspot_erc import _ext  # loads the compiled ops
 from hotspot_erc.ops import _backend
+from hotspot_erc.ops.segment_matmul import gather_kernels
 from hotspot_erc.reference import relational as ref
 
 OP = "relational_aggregate"
@@ -190,12 +191,13 @@ class RelationalGraph:
             }
         return self._relation_major
 
-    def compact(self) -> dict:
+    def compact(self, exact_rows: bool | None = None) -> dict:
         """The structures of ``RGCNConv``'s grouped path (issue 14), built once on the graph's
         device and cached. Rows of the gathered matrix Z: [0, N) one *root* row per node (node i
         itself), then the K non-empty (node, relation) buckets grouped by relation (relation-
         major), then, on CUDA, padding up to the bound N + min(E, N*R) (sizes from shapes: no
-        host sync; on the CPU the row count is exact, reading K there is free).
+        host sync; on the CPU the row count is exact, reading K there is free). ``exact_rows``
+        overrides that choice (tests run the padded layout on CPU tensors); each layout is cached.
 
         * ``z``: the gather x -> Z as :func:`relational_aggregate`'s CSR arguments (a root row
           has one entry of weight 1; a bucket row its edges, weight 1/degree when the mean is
@@ -206,14 +208,17 @@ class RelationalGraph:
         * ``rows``: M, the number of rows of Z; ``tiles``: the CUDA kernel's row tiles (cached
           per row tile size by ``RGCNConv``).
         """
-        if getattr(self, "_compact", None) is None:
+        if exact_rows is None:
+            exact_rows = self.device.type == "cpu"
+        cache = self.__dict__.setdefault("_compacts", {})
+        if exact_rows not in cache:
             n, r, dev = self.num_nodes, self.num_relations, self.device
             e = self.num_edges
             counts = self.in_degree().t().reshape(-1)  # relation-major buckets r * N + i
             nonempty = counts > 0
             cidx = torch.cumsum(nonempty.long(), 0) - 1
             per_rel = nonempty.view(r, n).sum(1) if n else torch.zeros(r, dtype=torch.long, device=dev)
-            if dev.type == "cpu":
+            if exact_rows:
                 rows = n + int(nonempty.sum())
             else:
                 rows = n + min(e, n * r)
@@ -252,12 +257,12 @@ class RelationalGraph:
             t_ptr_n = torch.zeros(rows + 1, dtype=torch.long, device=dev)
             torch.cumsum((row_node < n).long(), 0, out=t_ptr_n[1:])
             zeros = torch.zeros(max(rows, 1), dtype=torch.long, device=dev)
-            self._compact = {
+            cache[exact_rows] = {
                 "rows": rows, "group_ptr": group_ptr, "tiles": {},
                 "z": (ptr_z, idx_z, wkey_z, t_ptr_z, t_idx_z, t_idx_z, ptr_z),
                 "nodes": (ptr_n, nperm, zeros[:rows], t_ptr_n, row_node, zeros[:rows], ptr_n),
             }
-        return self._compact
+        return cache[exact_rows]
 
     @property
     def num_edges(self) -> int:
@@ -355,19 +360,92 @@ if _ext.available() and hasattr(torch.ops.hotspot_erc, "relational_conv"):
     torch.library.register_fake("hotspot_erc::relational_conv_backward")(_relational_conv_backward_fake)
 
 
+def _triton_conv_reason(device: torch.device) -> str:
+    """Empty when the Triton path of :func:`relational_conv` can run on ``device`` (its per-node
+    sum and transposed gather are the compiled ``relational_aggregate``)."""
+    return _backend.triton_reason(device) or _backend.ext_reason(_KERNEL, "CUDA" if device.type == "cuda" else "CPU")
+
+
 def relational_conv_available(device: torch.device) -> bool:
-    """Whether the fused ``hotspot_erc::relational_conv`` kernel exists for ``device`` (CPU only
-    for now; RGCNConv's CUDA path gathers, multiplies and sums in three launches)."""
-    return _ext.available() and _ext.has_kernel("relational_conv", "CUDA" if device.type == "cuda" else "CPU")
+    """Whether :func:`relational_conv` has its fused kernel for ``device``: the C++
+    ``hotspot_erc::relational_conv`` on the CPU, the Triton gather-GEMM
+    (``kernels/gather_segment_matmul.py``) on CUDA."""
+    if device.type == "cuda":
+        return not _triton_conv_reason(device)
+    return _ext.available() and _ext.has_kernel("relational_conv", "CPU")
+
+
+class _TritonRelationalConv(torch.autograd.Function):
+    """``relational_conv`` on CUDA (or CPU tensors under ``TRITON_INTERPRET=1``): the gather fused
+    into the grouped GEMM's A-tile load, over the graph's compact structure (sizes are bounds from
+    shapes: no host sync).
+
+    Forward, 2 launches: ``P = gather_mm(x)`` [M, out] (root rows times ``root`` plus ``bias``,
+    bucket rows gathered from x and times ``W_r``; padding rows not written: nothing reads them),
+    then each node's rows summed (``relational_aggregate`` over ``compact()["nodes"]``, root row
+    first, then relations in order). Backward, 3 launches: ``dW``/``droot``/``dbias`` regathering A per group (no saved
+    Z) against dout's rows; ``Q[row] = dout[node(row)] @ W_gᵀ`` [M, in] (the same kernel, rows
+    copied, weights transposed); ``dx`` = the transposed gather of Q (``relational_aggregate`` on
+    the compact structure's transpose, with the forward's mean weights). The input gradient goes
+    through Q and the existing transposed gather rather than a second fused kernel on a
+    transposed compact structure: both write one [rows, in] intermediate, and this one needs no
+    second structure per graph (its sorts at preparation, its memory) and reuses a tested kernel.
+    Deterministic: no atomics; every sum in a fixed order.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, root, bias, cs, tiles, bm, mean):
+        K = gather_kernels()
+        ptr_z, idx_z = cs["z"][0], cs["z"][1]
+        p = K.forward(x, weight, root, bias, ptr_z, idx_z, cs["group_ptr"], cs["rows"], tiles, bm, mean)
+        out = torch.ops.hotspot_erc.relational_aggregate(p, *cs["nodes"], False)
+        ctx.save_for_backward(x, weight, root)
+        ctx.cs, ctx.tiles, ctx.bm, ctx.mean, ctx.has_bias = cs, tiles, bm, mean, bias is not None
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        K = gather_kernels()
+        x, weight, root = ctx.saved_tensors
+        cs, mean = ctx.cs, ctx.mean
+        g = grad.contiguous()
+        row_node = cs["nodes"][4]
+        need_x, need_w, need_root, need_b = ctx.needs_input_grad[:4]
+        gx = gw = groot = gb = None
+        if need_w or need_root or need_b:
+            gw, groot, gb = K.weight_grad(x, g, weight, root, ctx.has_bias, cs["z"][0], cs["z"][1], row_node,
+                                          cs["group_ptr"], mean)
+        if need_x:
+            q = K.input_rows(g, weight, root, row_node, cs["group_ptr"], cs["rows"], ctx.tiles, ctx.bm)
+            ptr_z, idx_z, wkey_z, t_ptr_z, t_idx_z, t_wkey_z, count_ptr = cs["z"]
+            gx = torch.ops.hotspot_erc.relational_aggregate(q, t_ptr_z, t_idx_z, t_wkey_z, ptr_z, idx_z, wkey_z,
+                                                            count_ptr, mean)
+        return (gx, gw if need_w else None, groot if need_root else None, gb if need_b else None,
+                None, None, None, None)
+
+
+def _triton_relational_conv(x, weight, cs, root, bias, mean):
+    K = gather_kernels()
+    bm = K.block_m(cs["rows"], cs["group_ptr"].numel() - 1)
+    key = ("gather", bm)
+    if key not in cs["tiles"]:  # built once per graph and tile size (one launch, no sync)
+        cs["tiles"][key] = K.tile_map(cs["group_ptr"], cs["rows"], bm)
+    return _TritonRelationalConv.apply(x, weight, root, bias, cs, cs["tiles"][key], bm, mean)
 
 
 def relational_conv(x: torch.Tensor, weight: torch.Tensor, graph: RelationalGraph, root: torch.Tensor | None = None,
-                    bias: torch.Tensor | None = None, reduce: str = "mean") -> torch.Tensor:
-    """``out_i = x_i root + bias + Σ_r reduce_{j ∈ N_r(i)} x_j W_r`` in one kernel (one forward, one
-    backward launch): the non-empty (node, relation) buckets are gathered chunk by chunk into the
-    GEMM's A operand and each product row is added into its node's output row, so no [buckets,
-    in] or [buckets, out] intermediate is written (``csrc/relational_conv/``). ``weight`` [R, in,
-    out]; ``root`` [in, out] or None; ``bias`` [out] or None. CPU tensors; deterministic."""
+                    bias: torch.Tensor | None = None, reduce: str = "mean", backend: str | None = None) -> torch.Tensor:
+    """``out_i = x_i root + bias + Σ_r reduce_{j ∈ N_r(i)} x_j W_r`` over the non-empty (node,
+    relation) buckets only, gathered straight into the GEMM's A operand (no [buckets, in]
+    matrix in memory). ``weight`` [R, in, out]; ``root`` [in, out] or None; ``bias`` [out] or
+    None. Deterministic, no host sync on CUDA.
+
+    ``backend``: None takes the device's kernel; ``"cpu"`` the C++ ``hotspot_erc::relational_conv``
+    (CPU tensors: chunks of buckets gathered into a cached buffer, one GEMM each, rows added into
+    their nodes; one launch each way, ``csrc/relational_conv/``); ``"triton"`` the Triton
+    gather-GEMM (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``: 2 launches forward, 3
+    backward, see ``_TritonRelationalConv``)."""
     _check_inputs("x", x, graph, reduce, 2)
     _backend.check_tensor("weight", weight, ndim=3, dtypes=(x.dtype,), device=x.device)
     if weight.shape[0] != graph.num_relations or weight.shape[1] != x.shape[1]:
@@ -380,7 +458,18 @@ def relational_conv(x: torch.Tensor, weight: torch.Tensor, graph: RelationalGrap
         _backend.check_tensor("bias", bias, ndim=1, dtypes=(x.dtype,), device=x.device)
         if bias.shape[0] != weight.shape[2]:
             raise ValueError(f"bias must be [out] = [{weight.shape[2]}], got {tuple(bias.shape)}")
-    if not relational_conv_available(x.device):
+    if backend is None:
+        backend = "triton" if x.is_cuda else "cpu"
+    if backend == "triton":
+        why = _triton_conv_reason(x.device)
+        if why:
+            raise _backend.BackendUnavailable(f"relational_conv: backend 'triton' is unavailable: {why}")
+        return _triton_relational_conv(x.contiguous(), weight.contiguous(), graph.compact(),
+                                       None if root is None else root.contiguous(),
+                                       None if bias is None else bias.contiguous(), reduce == "mean")
+    if backend != "cpu":
+        raise ValueError(f"relational_conv: backend must be None, 'cpu' or 'triton', got {backend!r}")
+    if x.is_cuda or not relational_conv_available(x.device):
         raise _backend.BackendUnavailable(f"hotspot_erc::relational_conv has no kernel for {x.device.type} tensors "
                                           f"in this build")
     rm = graph.relation_major()

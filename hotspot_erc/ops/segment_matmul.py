@@ -1,8 +1,11 @@
 """``segment_matmul``: rows in groups, each group times its own weight (pyg-lib's segment_matmul;
 ``grouped_expert_linear`` with k = 1 and unit gates), with an optional *root* group that has its
-own weight and a bias. ``RGCNConv`` runs its whole relational term and root/bias through it
-(issue 14 item 3): the non-empty (node, relation) buckets grouped by relation plus one root row
-per node, so no GEMM touches an empty bucket and root and bias cost no launch of their own.
+own weight and a bias, for rows already in memory. ``RGCNConv`` multiplies its non-empty (node,
+relation) buckets grouped by relation plus one root row per node the same way (issue 14 item 3),
+with the gather fused into the A operand so the gathered rows never exist: on CUDA
+``kernels/gather_segment_matmul.py`` (this op's kernel with a gathering A-tile load, sharing its
+tile map), on the CPU the C++ ``relational_conv``; this op is what a CPU build without
+``relational_conv`` falls back to.
 
 ``segment_matmul(a, ptr, weight, root=None, bias=None, tiles=None, backend=None)``:
 
@@ -63,6 +66,15 @@ class _TritonSegmentMatmul(torch.autograd.Function):
         a, ptr, weight, root, tiles = ctx.saved_tensors
         ga, gw, groot, gb = K.backward(grad, a, ptr, weight, root, ctx.has_bias, tiles)
         return ga, None, gw, (groot if root is not None else None), (gb if ctx.has_bias else None), None
+
+
+def gather_kernels():
+    """:mod:`hotspot_erc.kernels.gather_segment_matmul` (this op's kernel with the relational
+    gather fused into its A-tile load; ``relational_conv``'s CUDA path), loaded on first use like
+    every Triton kernel here."""
+    from hotspot_erc.kernels import gather_segment_matmul
+
+    return gather_segment_matmul
 
 
 def row_tiles(ptr: torch.Tensor, num_rows: int, cache: dict) -> torch.Tensor | None:
