@@ -205,8 +205,9 @@ class RelationalGraph:
         * ``group_ptr`` [R+2]: the root group then one group per relation (for segment_matmul);
         * ``nodes``: the sum of each node's rows (its root row and its buckets) as CSR arguments,
           and the transposed structure (the gradient copies a node's row gradient to its rows);
-        * ``rows``: M, the number of rows of Z; ``tiles``: the CUDA kernel's row tiles (cached
-          per row tile size by ``RGCNConv``).
+        * ``rows``: M, the number of rows of Z (the fused Triton path never writes Z: M is the
+          row count of its products); ``tiles``: the Triton kernels' row tiles (cached per row
+          tile size by :func:`relational_conv` and ``RGCNConv``).
         """
         if exact_rows is None:
             exact_rows = self.device.type == "cpu"
