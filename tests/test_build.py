@@ -24,8 +24,8 @@ def _compiled_ops():
             and not torch._C._dispatch_has_kernel_for_dispatch_key(n, "CompositeExplicitAutograd")]
 
 
-# Compiled for the CPU only, by design: RGCNConv's CUDA path composes relational_aggregate and
-# segment_matmul instead (nn/rgcn.py); a CUDA kernel of the fused op is future work.
+# Compiled for the CPU only, by design: on CUDA the same fused computation is a Triton kernel
+# (kernels/gather_segment_matmul.py, reached through ops.relational.relational_conv).
 CPU_ONLY_OPS = {"hotspot_erc::relational_conv", "hotspot_erc::relational_conv_backward"}
 
 

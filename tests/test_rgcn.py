@@ -400,3 +400,37 @@ def test_cuda_grouped_path_matches_cpu_and_has_no_sync():
     fwd, bwd = count_fwd_bwd(lambda x: layer_c(x, graph), xc, inputs=[xc, *layer_c.parameters()])
     assert fwd.launches.get("triton:_gather_mm_kernel") == 1 and fwd.total <= 3, fwd
     assert bwd.launches.get("triton:_gather_wgrad_kernel") == 1 and bwd.total <= 6, bwd
+
+
+@pytest.mark.parametrize("backend", [None, "triton"])
+def test_three_launch_fallback_without_relational_conv(monkeypatch, backend):
+    """Where the fused op is missing (a build without it): gather, segment_matmul, node sum;
+    without a root weight the nodes' root rows must count as zeros, on every segment_matmul
+    backend (the Triton kernel leaves rows outside every group unwritten)."""
+    import hotspot_erc.nn.rgcn as rgcn_mod
+    from hotspot_erc.ops import use_backend
+
+    if backend == "triton":
+        pytest.importorskip("triton")
+    monkeypatch.setattr(rgcn_mod, "relational_conv_available", lambda device: False)
+    n, r = 30, 6
+    ei, et = random_graph(n, r, 70, "cpu", isolated=4, unused=2)
+    graph = RelationalGraph(ei, et, n, r)
+    x = torch.randn(n, 5)
+    for kw in ({}, {"root_weight": False}, {"root_weight": False, "bias": False}):
+        torch.manual_seed(0)
+        layer = RGCNConv(5, 7, r, **kw)
+        if layer.bias is not None:
+            torch.nn.init.normal_(layer.bias)
+        z = ref.relational_aggregate(x.double(), ei, et, n, r, "mean")
+        want = z.reshape(n, r * 5) @ layer.weight.double().reshape(r * 5, 7)
+        if layer.root is not None:
+            want = want + x.double() @ layer.root.double()
+        if layer.bias is not None:
+            want = want + layer.bias.double()
+        if backend is None:
+            got = layer(x, graph)
+        else:
+            with use_backend(backend):
+                got = layer(x, graph)
+        assert rel_err(got.double(), want) < 1e-5, kw

@@ -249,9 +249,15 @@ class RGCNConv(nn.Module):
         gather = torch.ops.hotspot_erc.relational_aggregate
         z = gather(x, *cs["z"], self.aggr == "mean")
         root, bias = self.root, self.bias
-        ptr = cs["group_ptr"] if root is not None else cs["group_ptr"][1:]
-        tiles = row_tiles(ptr, cs["rows"], cs["tiles"])
-        y = segment_matmul(z, ptr, self._dense_weight(), root, bias if root is not None else None, tiles)
+        if root is not None:
+            ptr = cs["group_ptr"]
+            y = segment_matmul(z, ptr, self._dense_weight(), root, bias, row_tiles(ptr, cs["rows"], cs["tiles"]))
+        else:
+            # Rows [0, N) are the nodes' root rows and belong to no group here: give them zeros
+            # explicitly (segment_matmul leaves rows outside every group unwritten).
+            n = x.shape[0]
+            rest = segment_matmul(z[n:], cs["group_ptr"][1:] - n, self._dense_weight())
+            y = torch.cat([rest.new_zeros(n, rest.shape[1]), rest])
         out = gather(y, *cs["nodes"], False)
         if root is None and bias is not None:
             out = out + bias
