@@ -38,8 +38,8 @@ ONLY = {"reference": {"reference"}, "kernels": {"kernels"}, "segments": set()}
 # (importing file, imported layer): why the back-edge is there.
 ALLOWED_BACK_EDGES = {
     ("hotspot_erc/text/convert.py", "cli"):
-        "`python -m hotspot_erc.text.convert` hands its arguments to the CLI at start-up, so messages and "
-        "exit codes follow the CLI's one policy",
+        "`python -m hotspot_erc.text.convert` reports errors through the CLI's error_exit at start-up, "
+        "so messages and exit codes follow the CLI's one policy",
 }
 
 # Files allowed function-level imports of the package's own modules, and why.
@@ -52,7 +52,7 @@ FUNCTION_LEVEL_IMPORTS = {
     "hotspot_erc/ops/segment_matmul.py": "Triton reads TRITON_INTERPRET when a kernel is defined: kernels load lazily",
     "hotspot_erc/ops/varlen_attention.py": "Triton reads TRITON_INTERPRET when a kernel is defined: kernels load lazily",
     "hotspot_erc/text/__init__.py": "lazy attributes keep `import hotspot_erc.text` free of transformers",
-    "hotspot_erc/text/convert.py": "start-up of `python -m hotspot_erc.text.convert` (hands off to the CLI)",
+    "hotspot_erc/text/convert.py": "start-up of `python -m hotspot_erc.text.convert` (the CLI's error policy)",
     "hotspot_erc/text/lexicon.py": "the encoder module pulls in transformers on use only",
 }
 

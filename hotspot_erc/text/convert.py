@@ -412,11 +412,20 @@ def run_csv_convert(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hotspot_erc.text.convert ARGS``: the same as ``hotspot-erc convert conversation-csv
-    ARGS`` (handed to the CLI at start-up, so messages and exit codes follow its one policy)."""
-    from hotspot_erc.cli import main as cli_main
+    """``python -m hotspot_erc.text.convert``: the conversion of ``hotspot-erc convert
+    conversation-csv`` with its options only (``--csv``/``--train``..., ``-o``); errors get the
+    CLI's messages and exit codes (its one policy, imported at start-up)."""
+    from hotspot_erc.cli import error_exit
 
-    return cli_main(["convert", "conversation-csv", *(sys.argv[1:] if argv is None else argv)])
+    parser = argparse.ArgumentParser(prog="python -m hotspot_erc.text.convert",
+                                     description="conversation CSV -> hotspot-erc corpus with word-level text features")
+    add_csv_arguments(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        return run_csv_convert(args)
+    except Exception as exc:  # noqa: BLE001 - error_exit re-raises what is not a user's problem
+        return error_exit(exc, "convert")
 
 
 if __name__ == "__main__":
