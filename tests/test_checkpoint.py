@@ -195,3 +195,28 @@ def test_format_1_checkpoints_still_load(tmp_path):
     old = _rewrite_metadata(path, tmp_path / "old.safetensors", lambda meta: meta.update(
         format_version="1", sha256=_digest({f"model/{k}": v for k, v in tensors.items()})))
     assert load_checkpoint(old).config == {"v": 1}
+
+
+def test_checkpoint_without_newer_model_fields_loads_as_trained(tmp_path):
+    """A checkpoint written before moa_queries / moa_input existed was a frame-query, encoder-input
+    MoA model: it must load as that, not with today's defaults."""
+    from hotspot_erc.nn.config import LEGACY_MODEL
+    from hotspot_erc.nn.model import HotspotERC
+    from hotspot_erc.train.config import RunConfig
+    from hotspot_erc.train.model_io import load_model
+
+    dims = {"t": 6, "a": 5, "v": 4}
+    cfg = RunConfig()
+    cfg.model.d_model, cfg.model.num_heads, cfg.model.num_speakers = 8, 2, 4
+    cfg.model.moa_queries, cfg.model.moa_input = "frames", "encoder"
+    torch.manual_seed(0)
+    model = HotspotERC(dims, 3, config=cfg.model)
+    run = cfg.to_dict()
+    for key in LEGACY_MODEL:
+        run["model"].pop(key)
+    path = str(tmp_path / "old.safetensors")
+    save_checkpoint(path, model, {"run": run, "dims": dims, "label_names": ["a", "b", "c"]})
+    loaded, loaded_cfg, _ = load_model(path)
+    assert (loaded.moa_queries, loaded.moa_input) == ("frames", "encoder")
+    assert loaded_cfg.model.moa_queries == "frames"
+    assert RunConfig().model.moa_queries == "peaks"  # today's default differs: the fill is what matters

@@ -31,6 +31,16 @@ def _f(default, help: str, choices=None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
+# What a saved model config that lacks a field meant: the behaviour before the field existed
+# (checkpoints and run configs written earlier load and resume as they were trained).
+LEGACY_MODEL = {"moa_queries": "frames", "moa_input": "encoder", "soft_temperature": 1.0, "content_pool": "auto"}
+
+
+def with_legacy_fields(saved: dict) -> dict:
+    """A stored ``[model]`` dict completed with :data:`LEGACY_MODEL` for the fields it lacks."""
+    return {**{k: v for k, v in LEGACY_MODEL.items() if k not in saved}, **saved}
+
+
 @dataclass
 class ModelConfig:
     """Architecture of :class:`hotspot_erc.nn.model.HotspotERC` (DESIGN §1 defaults)."""
@@ -82,9 +92,11 @@ class ModelConfig:
                              "other frames)")
     graph_on_aligned: bool = _f(False, "with MoA: graph nodes start from the MoA-pooled (aligned) utterance "
                                 "vectors instead of the encoder-pooled ones")
-    moa_queries: str = _f("frames", "MoA queries: every target frame, or only the target's hotspot peak frames",
+    moa_queries: str = _f("peaks", "MoA queries: only each target's hotspot peak frames (K rows per utterance), "
+                          "or every target frame",
                           ("frames", "peaks"))
-    moa_input: str = _f("encoder", "frames MoA aligns: encoder outputs or the projected, centred frames",
+    moa_input: str = _f("projected", "frames MoA aligns: the projected, centred frames (before HGF and the "
+                        "encoder) or the encoder outputs",
                         ("encoder", "projected"))
     soft_temperature: float = _f(1.0, "temperature of the learned scorer's soft top-k windows and of "
                                  "score-weighted (attention) content pooling")

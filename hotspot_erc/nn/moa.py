@@ -223,7 +223,8 @@ class MixtureOfAligners(_CrossModalBlock):
 
     def forward(self, feats: dict[str, torch.Tensor], cu_seqlens: dict[str, torch.Tensor | Segments],
                 hotspot_mask: dict[str, torch.Tensor] | None = None,
-                sources: dict[str, tuple] | None = None, record_qk: bool = False) -> MoAOutput:
+                sources: dict[str, tuple] | None = None, record_qk: bool = False,
+                source_hotspot_mask: dict[str, torch.Tensor] | None = None) -> MoAOutput:
         """``cu_seqlens[m]``: offsets [S+1], or the batch's :class:`~hotspot_erc.segments.Segments`
         (its lengths and presence are then used as they are).
         ``hotspot_mask`` (optional, bool [N_m] per modality): also measure where attention
@@ -232,6 +233,8 @@ class MixtureOfAligners(_CrossModalBlock):
         the frames its targets attend to instead of all of ``feats[m]`` (e.g. its hotspot
         windows, :func:`hotspot_frames`); an utterance with ``has`` False contributes nothing.
         ``record_qk``: also return each pair's queries and keys (``MoAOutput.attention_qk``).
+        ``source_hotspot_mask``: the masks of the ``sources`` rows, when those are not ``feats``'
+        (with ``hotspot_mask`` for the target rows).
 
         Every pair runs at once (the same computation as :class:`PairAligner` per pair, in a
         fixed number of launches whatever the number of pairs): one router matmul, one batched
@@ -314,8 +317,12 @@ class MixtureOfAligners(_CrossModalBlock):
         if hotspot_mask is not None:
             n_k = [src[s][0].shape[0] for s, _ in pairs]
             for (s, t), q_p, k_p in zip(pairs, q.split(n_q), k.split(n_k)):
-                hot_src = hotspot_mask[s] if sources is None or s not in sources else \
-                    torch.ones(src[s][0].shape[0], dtype=torch.bool, device=x0.device)
+                if source_hotspot_mask is not None:
+                    hot_src = source_hotspot_mask[s]
+                elif sources is None or s not in sources:
+                    hot_src = hotspot_mask[s]
+                else:  # window frames only: every key is a hotspot frame
+                    hot_src = torch.ones(src[s][0].shape[0], dtype=torch.bool, device=x0.device)
                 masses[pair_key(s, t)] = hotspot_attention_mass(q_p, k_p, cu_seqlens[t], src[s][1],
                                                                 hotspot_mask[t], hot_src, (d // h) ** -0.5)
 

@@ -345,8 +345,12 @@ class HotspotERC(nn.Module):
                 tgt = {m: hotspot_frames(x_in[m], segs[m], peaks[m], 0) for m in mods}
                 if sources is None:
                     sources = {m: (x_in[m], segs[m].cu_seqlens, segs[m].present) for m in mods}
+                # Inspecting: every query row is a peak (a hotspot frame); the keys keep their masks.
+                hot = None if not self.inspect else {
+                    m: torch.ones(tgt[m][0].shape[0], dtype=torch.bool, device=tgt[m][0].device) for m in mods}
+                src_hot = None if not self.inspect or self.moa_keys == "hotspots" else out.hotspot_mask
                 moa = self.moa({m: tgt[m][0] for m in mods}, {m: tgt[m][1] for m in mods}, sources=sources,
-                               record_qk=self.inspect)
+                               record_qk=self.inspect, hotspot_mask=hot, source_hotspot_mask=src_hot)
                 moa_pooled = {m: self.moa_pool[m](moa.outputs[m], tgt[m][1])
                               * tgt[m][2].to(moa.outputs[m].dtype).unsqueeze(1) for m in mods}
             else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import hotspot_erc
-from hotspot_erc.nn.config import AUTO_SPEAKERS
+from hotspot_erc.nn.config import AUTO_SPEAKERS, with_legacy_fields
 from hotspot_erc.nn.model import HotspotERC
 from hotspot_erc.train import checkpoint as ckpt
 from hotspot_erc.train.config import RunConfig
@@ -71,7 +71,9 @@ def load_model(path: str, device="cpu"):
     Returns (model in eval mode, RunConfig, checkpoint config dict)."""
     ck = ckpt.load_checkpoint(path)
     try:
-        cfg = RunConfig.from_dict(ck.config["run"])
+        run = dict(ck.config["run"])
+        run["model"] = with_legacy_fields(run.get("model") or {})
+        cfg = RunConfig.from_dict(run)
         dims, labels = ck.config["dims"], ck.config["label_names"]
     except (KeyError, ValueError, TypeError) as exc:
         raise ckpt.CheckpointError(f"checkpoint {path} has an unusable config ({exc})") from exc

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
+from hotspot_erc.nn.config import with_legacy_fields
 from hotspot_erc.train import checkpoint as ckpt
 from hotspot_erc.train.batching import eval_loader, train_loader
 from hotspot_erc.train.branches import BRANCH_OF, branch_grad_sq, branch_parameters  # noqa: F401
@@ -145,7 +146,8 @@ class Trainer:
         if self.dist.is_main:
             ckpt.remove_stale_temp_files(self.checkpoint_dir)
         ck = ckpt.load_checkpoint(path)
-        saved, now = ck.config.get("run", {}), self.cfg.to_dict()
+        saved, now = dict(ck.config.get("run", {})), self.cfg.to_dict()
+        saved["model"] = with_legacy_fields(saved.get("model") or {})
         for section in ("model",):
             if saved.get(section) != now[section]:
                 diff = {k: (saved.get(section, {}).get(k), v) for k, v in now[section].items()
