@@ -435,6 +435,8 @@ VARIANTS: dict[str, dict] = {
     "text_audio": {"modalities": "ta"},
     "modality_dropout": {"modality_dropout": 0.2},
     "no_center": {"center": False},
+    # the MoA default before peak queries (README "Does each branch earn its place?")
+    "frame_queries": {"moa_queries": "frames", "moa_input": "encoder"},
 }
 DEFAULT_VARIANTS = ("full", "no_hgf", "no_moa", "no_graph")
 
