@@ -1,4 +1,5 @@
-"""Helpers shared by the Triton launchers: the interpreter switch and device placement.
+"""Helpers shared by the Triton launchers: the interpreter switch, device placement, the
+``tl.dot`` input precision and power-of-two tile sizes.
 
 This package imports nothing from the rest of :mod:`hotspot_erc` (the ops layer sits above it and
 reads :func:`triton_interpret` from here)."""
@@ -8,6 +9,7 @@ import functools
 import os
 
 import torch
+import triton
 
 
 def triton_interpret() -> bool:
@@ -29,3 +31,22 @@ def on_device(launcher):
         return launcher(first, *args, **kwargs)
 
     return run
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot``'s ``input_precision`` for operands of ``dtype``: float32 follows torch's own matmul
+    setting (TF32 only when the user allowed it), so kernels agree with eager float32 math;
+    float64 is exact ("tf32" names a float32 mode); half types ignore it."""
+    if dtype == torch.float64:
+        return "ieee"
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
+
+
+def block_size(n: int, cap: int) -> int:
+    """A tile edge for a dimension of ``n``: the next power of two, at least 16 (``tl.dot``'s
+    minimum) and at most ``cap``; 16 or 32 under the interpreter (small tiles run faster there)."""
+    if triton_interpret():
+        return 16 if n <= 16 else 32
+    return max(16, min(cap, triton.next_power_of_2(n)))

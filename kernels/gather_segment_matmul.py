@@ -43,8 +43,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import on_device, triton_interpret
-from .segment_matmul import tile_map as _segment_tile_map
+from ._launch import block_size, dot_precision, on_device, triton_interpret
+from .segment_matmul import block_m, tile_map  # noqa: F401 - the gather kernels share the row tiling
 
 
 @triton.jit
@@ -224,36 +224,11 @@ def _gather_wgrad_kernel(x_ptr, eptr_ptr, idx_ptr, g_ptr, rownode_ptr, gptr_ptr,
 
 # ----------------------------------------------------------------------------- launchers
 
-def _precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float64:
-        return "ieee"
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"
-    return "tf32"
-
-
-def _block(n: int, cap: int) -> int:
-    if triton_interpret():
-        return 16 if n <= 16 else 32
-    return max(16, min(cap, triton.next_power_of_2(n)))
-
 
 def _low(dtype: torch.dtype) -> bool:
     # Half-precision operands go to tl.dot in their dtype (the gathered A rounded once, as the
     # three-launch path rounded Z); the interpreter multiplies in float32.
     return dtype in (torch.float16, torch.bfloat16) and not triton_interpret()
-
-
-def block_m(num_rows: int, num_groups: int) -> int:
-    if triton_interpret():
-        return 16
-    return 32 if num_rows / max(num_groups, 1) < 96 else 64
-
-
-def tile_map(group_ptr: torch.Tensor, num_rows: int, bm: int) -> torch.Tensor:
-    """Row tiles of ``bm`` rows over ``group_ptr``'s groups plus the padding group (one launch,
-    no sync; :func:`segment_matmul.tile_map`). Callers cache it with the graph."""
-    return _segment_tile_map(group_ptr, num_rows, bm)
 
 
 def _launch_mm(src, eptr, idx, rowsrc, weight, root, bias, num_rows, out_cols, group_ptr, tiles, bm, gather, mean,
@@ -265,8 +240,8 @@ def _launch_mm(src, eptr, idx, rowsrc, weight, root, bias, num_rows, out_cols, g
         return out
     ka = weight.shape[2] if swap else weight.shape[1]
     f64 = src.dtype == torch.float64
-    bn = _block(out_cols, 64 if f64 else 128)
-    bk = _block(ka, 64 if src.dtype in (torch.float16, torch.bfloat16) else 32)
+    bn = block_size(out_cols, 64 if f64 else 128)
+    bk = block_size(ka, 64 if src.dtype in (torch.float16, torch.bfloat16) else 32)
     ws = (weight.stride(0), weight.stride(2), weight.stride(1)) if swap else weight.stride()
     rs = (0, 0) if root is None else ((root.stride(1), root.stride(0)) if swap else root.stride())
     _gather_mm_kernel[(t, triton.cdiv(out_cols, bn))](
@@ -274,7 +249,7 @@ def _launch_mm(src, eptr, idx, rowsrc, weight, root, bias, num_rows, out_cols, g
         out, tiles, group_ptr, ka, out_cols, t, groups, num_rows, src.shape[0], idx.numel(),
         src.stride(0), *ws, *rs, out.stride(0),
         GATHER=gather, MEAN=mean, HAS_ROOT=root is not None, HAS_BIAS=bias is not None, ACC64=f64,
-        LOW=_low(src.dtype), PRECISION=_precision(src.dtype), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+        LOW=_low(src.dtype), PRECISION=dot_precision(src.dtype), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
         num_warps=8 if bm * bn >= 64 * 128 else 4, num_stages=2)
     return out
 
@@ -305,14 +280,14 @@ def weight_grad(x, grad, weight, root, has_bias, eptr, idx, row_node, group_ptr,
     grad_bias = torch.empty((d_out,) if has_bias else (0,), dtype=x.dtype, device=dev)
     groups = group_ptr.numel() - 1
     f64 = x.dtype == torch.float64
-    bk, bn = _block(d_in, 32 if f64 else 64), _block(d_out, 64 if f64 else 128)
+    bk, bn = block_size(d_in, 32 if f64 else 64), block_size(d_out, 64 if f64 else 128)
     if groups > 0 and d_out > 0:
         # At least one d_in tile: the bias gradient comes from the pid_k == 0 programs.
         _gather_wgrad_kernel[(groups, max(1, triton.cdiv(d_in, bk)), triton.cdiv(d_out, bn))](
             x, eptr, idx, grad, row_node, group_ptr, grad_w, grad_root, grad_bias,
             d_in, d_out, x.shape[0], grad.shape[0], idx.numel(), x.stride(0), grad.stride(0),
             MEAN=mean, HAS_ROOT=root is not None, HAS_BIAS=has_bias, ACC64=f64, LOW=_low(x.dtype),
-            PRECISION=_precision(x.dtype), BLOCK_M=16 if triton_interpret() else 32, BLOCK_K=bk, BLOCK_N=bn,
+            PRECISION=dot_precision(x.dtype), BLOCK_M=16 if triton_interpret() else 32, BLOCK_K=bk, BLOCK_N=bn,
             num_warps=8 if bk * bn >= 64 * 128 else 4, num_stages=2)
     else:  # no groups or no output features: zero gradients (no kernel to write them)
         for t in (grad_w, grad_root, grad_bias):

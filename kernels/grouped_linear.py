@@ -56,7 +56,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import on_device, triton_interpret
+from ._launch import block_size, dot_precision, on_device, triton_interpret
 from ._tiles import segment_tiles
 
 
@@ -330,13 +330,6 @@ def _empty(shape, dtype, device) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def _precision(dtype: torch.dtype) -> str:
-    # float32 follows torch's own matmul setting (TF32 only when the user allowed it).
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"
-    return "tf32"
-
-
 def plan_block_m(num_tokens: int, num_segments: int) -> int:
     """Row tile of the plan: short conversation segments waste less of a 32-row tile on their
     ragged end (shapes only: no sync)."""
@@ -378,12 +371,6 @@ def build_plan(cu_seqlens: torch.Tensor, experts: torch.Tensor, num_experts: int
     return tiles, routing
 
 
-def _block(n: int, cap: int) -> int:
-    if triton_interpret():
-        return 16 if n <= 16 else 32
-    return max(16, min(cap, triton.next_power_of_2(n)))
-
-
 def _routed_mm(a, b_strides, weight, bias, experts, gates, cu, tiles, block_m, out_features,
                dgate_x=None, dgate_bias=None):
     """Launch :func:`_routed_mm_kernel`; returns out (and the dgate partials + column tiles)."""
@@ -391,8 +378,8 @@ def _routed_mm(a, b_strides, weight, bias, experts, gates, cu, tiles, block_m, o
     num_seg, k = experts.shape
     t = triton.cdiv(n, block_m) + num_seg
     out = _empty((n, out_features), a.dtype, a.device)
-    block_n = _block(out_features, 128)
-    block_k = _block(ka, 64 if a.dtype != torch.float32 else 32)
+    block_n = block_size(out_features, 128)
+    block_k = block_size(ka, 64 if a.dtype != torch.float32 else 32)
     # At least one column tile even when out_features == 0 (d_in == 0 in the backward): the
     # gate-gradient bias term dy·b_e is computed by the pid_n == 0 programs, so an empty grid
     # would leave it out (the masked stores write nothing).
@@ -414,7 +401,7 @@ def _routed_mm(a, b_strides, weight, bias, experts, gates, cu, tiles, block_m, o
             dgate_bias.stride(0) if dgate_bias is not None else 0,
             K=k, HAS_BIAS=bias is not None, DGATE=dgate, DGATE_BIAS=dgate_bias is not None,
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-            UPCAST=triton_interpret(), PRECISION=_precision(a.dtype),
+            UPCAST=triton_interpret(), PRECISION=dot_precision(a.dtype),
             # Two [BLOCK_M, BLOCK_N] float32 accumulators (acc, out) plus int64 pointer tiles:
             # at 64x128, 4 warps spill on sm_90 by ptxas' count (128 B forward, ~1.2 KB with the
             # gate gradient); 8 warps halve the per-thread share (0 B / ~450 B).
@@ -458,7 +445,7 @@ def grouped_linear_backward(dy, x, cu_seqlens, experts, gates, weight, bias, til
     num_experts, _, d_out = weight.shape
     num_seg, k = experts.shape
     dev = x.device
-    prec = _precision(x.dtype)
+    prec = dot_precision(x.dtype)
     dx = dgates = dweight = dbias = None
     dy = dy.contiguous()
     need_bias = need_bias and bias is not None
@@ -494,8 +481,8 @@ def grouped_linear_backward(dy, x, cu_seqlens, experts, gates, weight, bias, til
                 dbias.zero_()
         else:
             wb_m = 16 if triton_interpret() else 64
-            block_k = _block(d_in, 64)
-            block_n = _block(d_out, 64)
+            block_k = block_size(d_in, 64)
+            block_n = block_size(d_out, 64)
             split = _weight_split(num_experts, d_in, d_out, block_k, block_n, n * k, dev)
             dw_part = _empty((split, num_experts, d_in, d_out), torch.float32, dev)
             db_part = (_empty((split, num_experts, d_out), torch.float32, dev)

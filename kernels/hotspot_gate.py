@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import triton_interpret
+from ._launch import dot_precision, triton_interpret
 
 
 # ----------------------------------------------------------------------------- forward
@@ -384,12 +384,6 @@ def _bwd_finalize_scalar_kernel(pw_ptr, dw_ptr, db_ptr, D, chunks, BLOCK: tl.con
 
 # ----------------------------------------------------------------------------- launchers
 
-def _precision(dtype: torch.dtype) -> str:
-    # float32 follows torch's own matmul setting, so the kernel agrees with eager float32 math.
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"
-    return "tf32"
-
 
 def _tiles(d: int, elem: int) -> dict:
     """Tile sizes for the GEMM-shaped kernels (tl.dot needs every dimension >= 16). ``elem``:
@@ -465,7 +459,7 @@ def forward(c: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.
             _fwd_vector_kernel[grid](
                 c, h, weight, bias, out, a_arg, n, d, c.stride(0), h.stride(0), weight.stride(0),
                 out.stride(0), a_arg.stride(0), WRITE_ALPHA=write_alpha, UPCAST=triton_interpret(),
-                PRECISION=_precision(c.dtype), **t)
+                PRECISION=dot_precision(c.dtype), **t)
     return out, alpha
 
 
@@ -548,7 +542,7 @@ def backward(grad_out: torch.Tensor, grad_alpha: torch.Tensor | None, c: torch.T
             return dc, dh, dw, db
 
         t = _rows_tiles(d, c.element_size())
-        prec = _precision(c.dtype)
+        prec = dot_precision(c.dtype)
         # dz in the storage dtype feeds the tensor cores directly (as eager autograd would).
         dz = _empty((n, d), c.dtype, c.device)
         _bwd_rows_vector_kernel[(triton.cdiv(n, t["BLOCK_M"]),)](

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import on_device, triton_interpret
+from ._launch import block_size, dot_precision, on_device, triton_interpret
 from .grouped_linear import build_plan
 
 
@@ -113,17 +113,6 @@ def _segment_wgrad_kernel(a_ptr, g_ptr, ptr_ptr, dw_ptr, droot_ptr, db_ptr, D_IN
 
 # ----------------------------------------------------------------------------- launchers
 
-def _precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"
-    return "tf32"
-
-
-def _block(n: int, cap: int) -> int:
-    if triton_interpret():
-        return 16 if n <= 16 else 32
-    return max(16, min(cap, triton.next_power_of_2(n)))
-
 
 def block_m(num_rows: int, num_groups: int) -> int:
     if triton_interpret():
@@ -149,15 +138,15 @@ def _mm(a, weight, root, bias, ptr, tiles, bm, n_out, swap):
     out = torch.empty((m, n_out), dtype=a.dtype, device=a.device)
     if m == 0:
         return out
-    bn = _block(n_out, 128)
-    bk = _block(ka, 64 if a.dtype != torch.float32 else 32)
+    bn = block_size(n_out, 128)
+    bk = block_size(ka, 64 if a.dtype != torch.float32 else 32)
     ws = (weight.stride(0), weight.stride(2), weight.stride(1)) if swap else weight.stride()
     rs = (0, 0) if root is None else ((root.stride(1), root.stride(0)) if swap else root.stride())
     _segment_mm_kernel[(t, max(1, triton.cdiv(n_out, bn)))](
         a, weight, root if root is not None else weight, bias if bias is not None else weight, out, tiles, ptr,
         ka, n_out, t, groups, m, a.stride(0), *ws, *rs, out.stride(0),
         ROOT=int(root is not None), HAS_BIAS=bias is not None, UPCAST=triton_interpret(),
-        PRECISION=_precision(a.dtype), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+        PRECISION=dot_precision(a.dtype), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
         num_warps=8 if bm * bn >= 64 * 128 else 4, num_stages=3)
     return out
 
@@ -185,12 +174,12 @@ def backward(grad, a, ptr, weight, root, has_bias, tiles=None):
     grad_w = torch.empty(weight.shape, dtype=weight.dtype, device=a.device)
     grad_root = torch.empty((d_in, d_out) if root is not None else (0,), dtype=a.dtype, device=a.device)
     grad_bias = torch.empty((d_out,) if has_bias else (0,), dtype=a.dtype, device=a.device)
-    bk, bn = _block(d_in, 64), _block(d_out, 64)
+    bk, bn = block_size(d_in, 64), block_size(d_out, 64)
     if groups > 0 and d_out > 0:
         # At least one d_in tile: the bias gradient comes from the pid_k == 0 programs.
         _segment_wgrad_kernel[(groups, max(1, triton.cdiv(d_in, bk)), triton.cdiv(d_out, bn))](
             a, grad, ptr, grad_w, grad_root, grad_bias, d_in, d_out, a.stride(0), grad.stride(0),
-            ROOT=int(root is not None), HAS_BIAS=has_bias, UPCAST=triton_interpret(), PRECISION=_precision(a.dtype),
+            ROOT=int(root is not None), HAS_BIAS=has_bias, UPCAST=triton_interpret(), PRECISION=dot_precision(a.dtype),
             BLOCK_M=16 if triton_interpret() else 64, BLOCK_K=bk, BLOCK_N=bn, num_warps=4, num_stages=3)
     else:  # no rows or no output features: zero gradients (no kernel to write them)
         for t in (grad_w, grad_root, grad_bias):

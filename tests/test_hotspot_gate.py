@@ -375,7 +375,7 @@ out = {}
 for dtype, elem, d in (("bf16", 2, 256), ("fp32", 4, 1024)):
     t = K._tiles(d, elem)
     blk = {k: t[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}
-    prec = "ieee" if dtype == "fp32" else "tf32"  # what K._precision picks with torch's default TF32 off
+    prec = "ieee" if dtype == "fp32" else "tf32"  # kernels._launch.dot_precision, TF32 off
     gemm = dict(UPCAST=False, PRECISION=prec, **blk)
     out[f"fwd_vector/{dtype}"] = compile_one(K._fwd_vector_kernel, dtype, dict(WRITE_ALPHA=True, **gemm), t["num_warps"])
     for dr in (64, d):  # one tile (every gate column in registers) and the two-phase sweep
