@@ -87,8 +87,8 @@ from typing import Mapping
 import numpy as np
 
 from hotspot_erc.data.format import Corpus, DialogueRecord, open_corpus
-from hotspot_erc.data.synthetic_common import (LABEL_NAMES, MODALITIES, _bump, _reusable, _write, draw_lengths,
-                                               merge_options)
+from hotspot_erc.data.synthetic_common import (LABEL_NAMES, MODALITIES, TRUTH_FILE, _bump, _reusable, _write,
+                                               draw_lengths, merge_options)
 
 GROUPS = ("pos", "neg", "calm")
 # class name -> (coarse group index, fine sign index: 0 = low / -, 1 = high / +)
@@ -297,6 +297,17 @@ def _dialogue(rng: np.random.Generator, world: _World, o: Mapping, did: str):
 
 # ----------------------------------------------------------------------------- probes
 
+def alignment_truth(corpus: Corpus) -> dict | None:
+    """The per-utterance truth arrays of an open alignment-story corpus (see the module
+    docstring), or None for any other corpus (another kind, or no truth file)."""
+    recipe = (getattr(corpus, "meta", None) or {}).get("generator")
+    path = os.path.join(str(corpus.path), TRUTH_FILE)
+    if not isinstance(recipe, dict) or recipe.get("kind") != "align" or not os.path.exists(path):
+        return None
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 def probe_features(corpus) -> dict:
     """Per-utterance probe features of an alignment-story corpus (a path or an open corpus).
 
@@ -307,11 +318,10 @@ def probe_features(corpus) -> dict:
     plus the truth arrays under their own names.
     """
     c = corpus if isinstance(corpus, Corpus) else open_corpus(corpus)
-    try:
-        truth = dict(np.load(os.path.join(c.path, "synthetic_truth.npz")))
-    except OSError as exc:
-        raise ValueError(f"{c.path} holds no synthetic_truth.npz: not a synthetic corpus") from exc
-    if "true_burst" not in truth:
+    truth = alignment_truth(c)
+    if truth is None:
+        if not os.path.exists(os.path.join(c.path, TRUTH_FILE)):
+            raise ValueError(f"{c.path} holds no {TRUTH_FILE}: not a synthetic corpus")
         raise ValueError(f"{c.path} is not an alignment-story corpus (generate it with kind='align')")
     U = c.num_utterances
     out = dict(truth)

@@ -16,6 +16,8 @@ from hotspot_erc.data.format import FORMAT_NAME, CorpusWriter
 
 LABEL_NAMES = ["hap", "sad", "neu", "ang", "exc", "fru"]  # IEMOCAP's 6-way names and order
 MODALITIES = ("t", "a", "v")
+# Per-utterance generator truth for analysis; models never read it.
+TRUTH_FILE = "synthetic_truth.npz"
 
 
 def merge_options(defaults: dict, options: dict, num_dialogues: int) -> dict:
@@ -87,7 +89,7 @@ def _write(out_dir: str, rng: np.random.Generator, *, num_dialogues: int, dims: 
             "dev": sorted(order[n_train:n_train + n_dev].tolist()),
             "test": sorted(order[n_train + n_dev:].tolist()),
         }
-        np.savez(os.path.join(out_dir, "synthetic_truth.npz"),
+        np.savez(os.path.join(out_dir, TRUTH_FILE),
                  **{k: np.asarray(v, dtype=truth_dtypes[k]) for k, v in truth.items()})
         writer.close(splits)
 

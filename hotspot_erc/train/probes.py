@@ -13,12 +13,10 @@ distractor bursts beside it?
 """
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 import torch
 
+from hotspot_erc.data.synthetic_align import alignment_truth
 from hotspot_erc.nn.attention_inspect import range_attention_mass
 from hotspot_erc.train.metrics import evaluate_predictions
 from hotspot_erc.train.trainer import predict
@@ -74,25 +72,7 @@ def linear_probes(model, train_set, dev_set, device, label_names, batch_size: in
     return res
 
 
-TRUTH_FILE = "synthetic_truth.npz"
 _CENTRES = {"a": "audio_centres", "v": "video_centres"}
-
-
-def alignment_truth(corpus) -> dict | None:
-    """The alignment story's per-utterance truth for ``corpus`` (an open corpus), or None when the
-    corpus is not an alignment-story corpus (no truth file, or another kind)."""
-    path = os.path.join(str(corpus.path), TRUTH_FILE)
-    try:
-        with open(os.path.join(str(corpus.path), "meta.json")) as fh:
-            kind = json.load(fh).get("generator", {}).get("kind")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if kind != "align" or not os.path.exists(path):
-        return None
-    with np.load(path) as z:
-        truth = {k: z[k] for k in z.files}
-    truth["row"] = {u: i for i, u in enumerate(corpus.utterance_ids)}
-    return truth
 
 
 class _BurstCollector:
@@ -162,6 +142,8 @@ def matched_burst_attention(model, dataset, device, batch_size: int = 16, half_w
     Alignment works when ``matched`` clearly exceeds ``distractor``; both near ``uniform`` means
     the attention does not look at content at all."""
     truth = alignment_truth(dataset.corpus)
+    if truth is not None:
+        truth["row"] = {u: i for i, u in enumerate(dataset.corpus.utterance_ids)}
     if (truth is None or not getattr(model, "use_moa", False) or "t" not in model.modalities
             or getattr(model, "moa_keys", "all") != "all"):
         return None
