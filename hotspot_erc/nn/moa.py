@@ -310,13 +310,14 @@ class MixtureOfAligners(_CrossModalBlock):
         n_q = [feats[t].shape[0] for _, t in pairs]
         masses: dict[str, torch.Tensor] = {}
         qk: dict[str, tuple] = {}
+        # Per pair (its queries, its keys): for the instruments only.
+        per_pair = [] if not (record_qk or hotspot_mask is not None) else \
+            list(zip(pairs, q.split(n_q), k.split([src[s][0].shape[0] for s, _ in pairs])))
         if record_qk:
-            n_k = [src[s][0].shape[0] for s, _ in pairs]
-            for (s, t), q_p, k_p in zip(pairs, q.split(n_q), k.split(n_k)):
+            for (s, t), q_p, k_p in per_pair:
                 qk[pair_key(s, t)] = (q_p.detach(), k_p.detach(), cu_seqlens[t], src[s][1])
         if hotspot_mask is not None:
-            n_k = [src[s][0].shape[0] for s, _ in pairs]
-            for (s, t), q_p, k_p in zip(pairs, q.split(n_q), k.split(n_k)):
+            for (s, t), q_p, k_p in per_pair:
                 if source_hotspot_mask is not None:
                     hot_src = source_hotspot_mask[s]
                 elif sources is None or s not in sources:

@@ -90,7 +90,8 @@ class _BurstCollector:
             key = f"{src}->t"
             if key not in getattr(out, "attention_qk", {}):
                 continue
-            q, k, cu_q, cu_s = (x.cpu() if i > 1 else x for i, x in enumerate(out.attention_qk[key]))
+            q, k, cu_q, cu_s = out.attention_qk[key]
+            cu_q, cu_s = cu_q.cpu(), cu_s.cpu()  # read per utterance below; q and k stay where they are
             cu_t = out.segments["t"].cu_seqlens.cpu()
             # Query rows are the text frames, or (``moa_queries="peaks"``) K peak rows per utterance.
             peaks = out.peaks["t"].cpu() if self.peak_queries else None
