@@ -48,6 +48,8 @@ def moa_by_hand(moa, feats, cu):
             lb = lb + moa.num_experts * (f * p).sum()
             kv = grouped_expert_linear_per_segment(feats[s], cu[s], experts, gates, al.expert_weight,
                                                    al.expert_bias)
+            if moa.shared_expert:  # the shared aligner, gate 1 for every utterance
+                kv = kv + feats[s] @ al.shared_weight[0] + al.shared_bias[0]
             h = moa.num_heads
             q = al.query(feats[t]).view(-1, h, moa.dim // h)
             k, v = kv.view(-1, 2, h, moa.dim // h).unbind(1)
@@ -58,9 +60,9 @@ def moa_by_hand(moa, feats, cu):
     return outputs, lb, routing
 
 
-@pytest.mark.parametrize("backend", [None, "reference"])
-def test_matches_hand_computation(backend):
-    moa = MixtureOfAligners(16, num_experts=4, top_k=2, num_heads=2, backend=backend).double()
+@pytest.mark.parametrize("backend,shared", [(None, False), ("reference", False), (None, True), ("reference", True)])
+def test_matches_hand_computation(backend, shared):
+    moa = MixtureOfAligners(16, num_experts=4, top_k=2, num_heads=2, backend=backend, shared_expert=shared).double()
     with torch.no_grad():  # distinct norms so a mix-up of modalities shows
         for norm in moa.norms.values():
             norm.weight.uniform_(0.5, 1.5)

@@ -236,3 +236,40 @@ def test_non_finite_loss_stops_training_before_anything_is_saved(corpus_path, tm
     with pytest.raises(run.DivergedError, match="training diverged at epoch 1"):
         run.train(cfg, run_dir=str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_align_warmup_trains_no_classifier_and_counts_no_best(corpus_path, tmp_path):
+    """Warm-up epochs leave the classifier's weights as initialised (cross-entropy is off), train
+    MoA's alignment objective, and are neither best nor bad epochs for early stopping."""
+    cfg = tiny_config(corpus_path, epochs=3, align_warmup=2, patience=1)
+    cfg.model.align_weight = 1.0
+    seen = {}
+
+    def grab(trainer, epoch, rec):
+        seen[epoch] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+    res = run.train(cfg, run_dir=str(tmp_path / "wu"), plots=False, callbacks=[grab])
+    assert res["metrics"]["epochs_run"] == 3 and res["metrics"]["best_epoch"] == 3
+    first, second, third = seen[0], seen[1], seen[2]
+    for k in first:
+        if k.startswith("classifier."):
+            assert torch.equal(first[k], second[k]), k      # no cross-entropy in warm-up
+            assert not torch.equal(second[k], third[k]), k  # trained after it
+    moved = [k for k in first if ".query." in k and k.startswith("moa.") and not torch.equal(first[k], second[k])]
+    assert moved  # the alignment objective trained MoA's queries
+    hist = json.load(open(tmp_path / "wu" / "history.json"))
+    assert all(h["train_align"] > 0 for h in hist)
+
+
+def test_align_warmup_settings_are_checked(corpus_path):
+    cfg = tiny_config(corpus_path, epochs=3, align_warmup=3)
+    cfg.model.align_weight = 1.0
+    with pytest.raises(ValueError, match="align_warmup"):
+        C.validate(cfg)
+    cfg.train.align_warmup = 1
+    cfg.model.align_weight = 0.0
+    with pytest.raises(ValueError, match="align-weight"):
+        C.validate(cfg)
+    cfg.model.align_weight, cfg.model.moa = 1.0, False
+    with pytest.raises(ValueError, match="MoA"):
+        C.validate(cfg)

@@ -33,7 +33,8 @@ def _f(default, help: str, choices=None):
 
 # What a saved model config that lacks a field meant: the behaviour before the field existed
 # (checkpoints and run configs written earlier load and resume as they were trained).
-LEGACY_MODEL = {"moa_queries": "frames", "moa_input": "encoder", "soft_temperature": 1.0, "content_pool": "auto"}
+LEGACY_MODEL = {"moa_queries": "frames", "moa_input": "encoder", "soft_temperature": 1.0, "content_pool": "auto",
+                "align_weight": 0.0, "shared_expert": False}
 
 
 def with_legacy_fields(saved: dict) -> dict:
@@ -63,6 +64,8 @@ class ModelConfig:
     moa: bool = _f(True, "mixture-of-aligners cross-modal alignment; off = no alignment")
     num_experts: int = _f(4, "MoA expert aligners E per modality pair")
     top_k: int = _f(2, "MoA experts used per utterance and pair")
+    shared_expert: bool = _f(False, "MoA: one more aligner per pair that every utterance uses (gate 1) beside its "
+                             "top_k routed ones")
     graph: bool = _f(True, "cross-modal conversation graph with relational GNN layers")
     graph_layers: int = _f(2, "relational GNN (RGCNConv) layers")
     temporal_edges: bool = _f(True, "graph edges to past/future utterances of the same modality")
@@ -98,6 +101,9 @@ class ModelConfig:
     moa_input: str = _f("projected", "frames MoA aligns: the projected, centred frames (before HGF and the "
                         "encoder) or the encoder outputs",
                         ("encoder", "projected"))
+    align_weight: float = _f(0.0, "training only, with MoA: weight of the cross-utterance alignment objective "
+                             "(each utterance's MoA queries must pick out its own source frames among the "
+                             "batch's; hotspot_erc.nn.align_objective); 0 = off")
     soft_temperature: float = _f(1.0, "temperature of the learned scorer's soft top-k windows and of "
                                  "score-weighted (attention) content pooling")
     content_pool: str = _f("auto", "how hotspot extraction pools an utterance's global content C: mean of its "
@@ -182,6 +188,8 @@ class ModelConfig:
         for name in ("dropout", "modality_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:  # also false for NaN
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not (math.isfinite(self.align_weight) and self.align_weight >= 0):
+            raise ValueError(f"align_weight must be a finite number >= 0, got {self.align_weight}")
         if not (math.isfinite(self.soft_temperature) and self.soft_temperature > 0):
             raise ValueError(f"soft_temperature must be a finite number > 0, got {self.soft_temperature}")
         if self.graph and not scheme_has_edges(node_modalities(mods, self.graph_scheme), self.graph_scheme,

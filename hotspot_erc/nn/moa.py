@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hotspot_erc.nn.align_objective import alignment_contrast
 from hotspot_erc.nn.attention_inspect import hotspot_attention_mass
 from hotspot_erc.nn.routing import batched_routing, load_balancing_loss, topk_masked_softmax  # noqa: F401
 from hotspot_erc.ops import _backend
@@ -66,6 +67,8 @@ class MoAOutput:
     # per pair, when asked (``record_qk``): the detached (q [N_t, H, Dh], k [N_s, H, Dh],
     # cu_q [S+1], cu_k [S+1]) the attention used, for frame-level instruments
     attention_qk: dict[str, tuple] = field(default_factory=dict)
+    # when asked (``contrast``): the cross-utterance alignment objective, mean over pairs
+    align_loss: torch.Tensor | None = None
 
 
 class PairAligner(nn.Module):
@@ -75,13 +78,19 @@ class PairAligner(nn.Module):
     ``aligners.<s>_<t>.*``) but stacks them and runs every pair in one batched computation;
     :meth:`forward` is the same computation for this pair alone."""
 
-    def __init__(self, dim: int, num_experts: int, top_k: int, num_heads: int):
+    def __init__(self, dim: int, num_experts: int, top_k: int, num_heads: int, shared_expert: bool = False):
         super().__init__()
         self.num_experts, self.top_k, self.num_heads = num_experts, top_k, num_heads
+        self.shared_expert = shared_expert
         self.router = nn.Linear(dim, num_experts, bias=False)
         self.query = nn.Linear(dim, dim)
         self.expert_weight = nn.Parameter(torch.empty(num_experts, dim, 2 * dim))
         self.expert_bias = nn.Parameter(torch.empty(num_experts, 2 * dim))
+        if shared_expert:
+            # One aligner every utterance uses with gate 1, beside the routed ones: what all
+            # utterances share (a global key map) is learned once instead of by every expert.
+            self.shared_weight = nn.Parameter(torch.empty(1, dim, 2 * dim))
+            self.shared_bias = nn.Parameter(torch.empty(1, 2 * dim))
         self.out = nn.Linear(dim, dim)
         self.reset_parameters()
 
@@ -90,6 +99,15 @@ class PairAligner(nn.Module):
         bound = 1.0 / math.sqrt(self.expert_weight.shape[1])
         nn.init.uniform_(self.expert_weight, -bound, bound)
         nn.init.uniform_(self.expert_bias, -bound, bound)
+        if self.shared_expert:
+            nn.init.uniform_(self.shared_weight, -bound, bound)
+            nn.init.uniform_(self.shared_bias, -bound, bound)
+
+    def expert_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weights [E(+1), d, 2d] and biases [E(+1), 2d] of the aligners; the shared one last."""
+        if not self.shared_expert:
+            return self.expert_weight, self.expert_bias
+        return torch.cat([self.expert_weight, self.shared_weight]), torch.cat([self.expert_bias, self.shared_bias])
 
     def forward(self, target, cu_target, source, cu_source, pooled_target, valid, backend=None, hotspots=None):
         """``hotspots``: optional (target mask, source mask) to also return the attention mass
@@ -105,8 +123,10 @@ class PairAligner(nn.Module):
         # Everything in the query's dtype (under autocast nn.Linear picks it; the custom op
         # does not): the op wants source and weight in one dtype, attention q/k/v in one too.
         dt = q.dtype
-        kv = grouped_expert_linear(source.to(dt), cu_source, experts, gates,
-                                   self.expert_weight.to(dt), self.expert_bias.to(dt), backend=backend)
+        weight, bias = self.expert_params()
+        sel, mix = with_shared_expert(experts, gates, self.num_experts, self.shared_expert)
+        kv = grouped_expert_linear(source.to(dt), cu_source, sel, mix.to(dt), weight.to(dt), bias.to(dt),
+                                   backend=backend)
         k, v = kv.view(-1, 2, heads, d // heads).unbind(1)
         attn = varlen_cross_attention(q, k, v, cu_target, cu_source, backend=backend)
         mass = None
@@ -114,6 +134,15 @@ class PairAligner(nn.Module):
             mass = hotspot_attention_mass(q, k, cu_target, cu_source, hotspots[0], hotspots[1],
                                           (d // heads) ** -0.5)
         return self.out(attn.reshape(-1, d)), lb, RoutingInfo(experts, gates, usage), mass
+
+
+def with_shared_expert(experts: torch.Tensor, gates: torch.Tensor, num_experts: int, shared: bool):
+    """The routed (experts [S, k], gates [S, k]) with the shared aligner (id ``num_experts``,
+    gate 1) appended as a (k+1)-th column when ``shared``."""
+    if not shared:
+        return experts, gates
+    col = experts.new_full((experts.shape[0], 1), num_experts)
+    return torch.cat([experts, col], 1), torch.cat([gates, gates.new_ones(gates.shape[0], 1)], 1)
 
 
 def hotspot_frames(x: torch.Tensor, cu_seqlens: Segments | torch.Tensor, peaks: torch.Tensor, radius: int) -> tuple:
@@ -210,21 +239,22 @@ class MixtureOfAligners(_CrossModalBlock):
     """
 
     def __init__(self, dim: int, modalities=("t", "a", "v"), num_experts: int = 4, top_k: int = 2,
-                 num_heads: int = 4, dropout: float = 0.0, backend: str | None = None):
+                 num_heads: int = 4, dropout: float = 0.0, backend: str | None = None, shared_expert: bool = False):
         super().__init__(dim, modalities, num_heads, dropout, backend)
         if num_experts < 1:
             raise ValueError(f"num_experts must be >= 1, got {num_experts}")
         if not 1 <= top_k <= num_experts:
             raise ValueError(f"top_k must be in [1, num_experts={num_experts}], got {top_k}")
-        self.num_experts, self.top_k = num_experts, top_k
+        self.num_experts, self.top_k, self.shared_expert = num_experts, top_k, shared_expert
         # ModuleDict keys may not contain "."; "a_t" = source a, target t.
-        self.aligners = nn.ModuleDict({f"{s}_{t}": PairAligner(dim, num_experts, top_k, num_heads)
+        self.aligners = nn.ModuleDict({f"{s}_{t}": PairAligner(dim, num_experts, top_k, num_heads, shared_expert)
                                        for s, t in self.pairs})
 
     def forward(self, feats: dict[str, torch.Tensor], cu_seqlens: dict[str, torch.Tensor | Segments],
                 hotspot_mask: dict[str, torch.Tensor] | None = None,
                 sources: dict[str, tuple] | None = None, record_qk: bool = False,
-                source_hotspot_mask: dict[str, torch.Tensor] | None = None) -> MoAOutput:
+                source_hotspot_mask: dict[str, torch.Tensor] | None = None,
+                contrast: tuple[dict, dict] | None = None) -> MoAOutput:
         """``cu_seqlens[m]``: offsets [S+1], or the batch's :class:`~hotspot_erc.segments.Segments`
         (its lengths and presence are then used as they are).
         ``hotspot_mask`` (optional, bool [N_m] per modality): also measure where attention
@@ -233,6 +263,11 @@ class MixtureOfAligners(_CrossModalBlock):
         the frames its targets attend to instead of all of ``feats[m]`` (e.g. its hotspot
         windows, :func:`hotspot_frames`); an utterance with ``has`` False contributes nothing.
         ``record_qk``: also return each pair's queries and keys (``MoAOutput.attention_qk``).
+        ``contrast``: ``(rows, frames)``, per modality a padded ``(index [S, L], mask [S, L])``
+        (:func:`~hotspot_erc.nn.align_objective.padded_rows`) of its query rows (as target) and
+        of its source-stream frames (as source); MoA then also returns
+        ``MoAOutput.align_loss``, the mean over pairs of
+        :func:`~hotspot_erc.nn.align_objective.alignment_contrast` (see :meth:`_contrast`).
         ``source_hotspot_mask``: the masks of the ``sources`` rows, when those are not ``feats``'
         (with ``hotspot_mask`` for the target rows).
 
@@ -298,11 +333,16 @@ class MixtureOfAligners(_CrossModalBlock):
 
         # Keys/values: every pair's source stream end to end, one grouped call (experts p·E..).
         x_src = torch.cat([src[s][0] for s, _ in pairs]).to(dt)
-        offset = torch.arange(0, n_pairs * n_exp, n_exp, device=experts.device, dtype=experts.dtype)
-        w_kv = torch.stack([al.expert_weight for al in aligners]).view(n_pairs * n_exp, d, 2 * d).to(dt)
-        b_kv = torch.stack([al.expert_bias for al in aligners]).view(n_pairs * n_exp, 2 * d).to(dt)
-        kv = grouped_expert_linear(x_src, cu_k, (experts + offset.view(-1, 1, 1)).view(n_pairs * num_seg, -1),
-                                   gates.view(n_pairs * num_seg, -1), w_kv, b_kv, backend=self.backend)
+        n_all = n_exp + int(self.shared_expert)  # aligners per pair, the shared one last
+        sel, mix = with_shared_expert(experts.view(n_pairs * num_seg, -1), gates.view(n_pairs * num_seg, -1),
+                                      n_exp, self.shared_expert)
+        sel, mix = sel.view(n_pairs, num_seg, -1), mix.view(n_pairs, num_seg, -1)
+        offset = torch.arange(0, n_pairs * n_all, n_all, device=experts.device, dtype=experts.dtype)
+        params = [al.expert_params() for al in aligners]
+        w_kv = torch.stack([w for w, _ in params]).view(n_pairs * n_all, d, 2 * d).to(dt)
+        b_kv = torch.stack([b for _, b in params]).view(n_pairs * n_all, 2 * d).to(dt)
+        kv = grouped_expert_linear(x_src, cu_k, (sel + offset.view(-1, 1, 1)).view(n_pairs * num_seg, -1),
+                                   mix.view(n_pairs * num_seg, -1).to(dt), w_kv, b_kv, backend=self.backend)
         k, v = kv.view(-1, 2, h, d // h).unbind(1)
         q = q.view(-1, h, d // h)
         attn = varlen_cross_attention(q, k, v, cu_q, cu_k, backend=self.backend)
@@ -327,6 +367,11 @@ class MixtureOfAligners(_CrossModalBlock):
                 masses[pair_key(s, t)] = hotspot_attention_mass(q_p, k_p, cu_seqlens[t], src[s][1],
                                                                 hotspot_mask[t], hot_src, (d // h) ** -0.5)
 
+        align_loss = None
+        if contrast is not None:
+            align_loss = self._contrast(contrast, q, x_src, w_kv, b_kv, sel, mix,
+                                        n_q, [src[s][0].shape[0] for s, _ in pairs])
+
         # Output projections: Σ_pairs out_p(attn_p) = one matmul of the target's pairs' outputs
         # side by side with the stacked transposed weights, plus the summed biases.
         attn = attn.view(-1, d)
@@ -349,7 +394,36 @@ class MixtureOfAligners(_CrossModalBlock):
         routing = {pair_key(s, t): RoutingInfo(experts[p], gates[p], usage[p]) for p, (s, t) in enumerate(pairs)}
         return MoAOutput(outputs=self._residual(feats, mixed), lb_loss=lb.sum(), routing=routing,
                          residual_ratio=self._residual_ratio(feats, mixed), attention_mass=masses,
-                         attention_qk=qk)
+                         attention_qk=qk, align_loss=align_loss)
+
+    def _contrast(self, contrast, q, x_src, w_kv, b_kv, experts, gates, n_q, n_k) -> torch.Tensor:
+        """The cross-utterance alignment objective over every pair, scored exactly as the
+        attention would score query rows of utterance s against the frames of utterance u had s
+        attended to them: keys made with *s's* expert mix, not u's. Keys computed with u's own
+        routing would carry u's target content through the gates and expert biases, a shortcut
+        that identifies u without matching anything (measured: the objective then drops while
+        attention never finds the matched burst).
+
+        With q̃ = Σ_j g_sj W_kj q (the query moved into the source's input space through s's
+        experts) and c = Σ_j g_sj q·b_kj, ``q·k_f = q̃·x_f + c``: one score per (row, frame), no
+        per-expert keys."""
+        rows, frames = contrast
+        h, d, n_all = self.num_heads, self.dim, self.num_experts + int(self.shared_expert)
+        dh = d // h
+        w_k = w_kv[:, :, :d].reshape(len(self.pairs), n_all, d, h, dh)
+        b_k = b_kv[:, :d].reshape(len(self.pairs), n_all, h, dh)
+        losses = []
+        for p, ((s, t), q_p, x_p) in enumerate(zip(self.pairs, q.split(n_q), x_src.split(n_k))):
+            q_idx, q_mask = rows[t]
+            k_idx, k_mask = frames[s]
+            qs = gather_rows(q_p.reshape(q_p.shape[0], -1), q_idx.reshape(-1)).view(*q_idx.shape, h, dh)
+            g = gates[p].to(qs.dtype)                                   # [S, top_k]
+            w = w_k[p][experts[p]]                                      # [S, top_k, d, H, Dh]
+            q_in = torch.einsum("sj,sjehc,slhc->slhe", g, w, qs)        # [S, L_q, H, d]
+            bias = torch.einsum("sj,sjhc,slhc->slh", g, b_k[p][experts[p]], qs)
+            xs = gather_rows(x_p, k_idx.reshape(-1)).view(*k_idx.shape, d)
+            losses.append(alignment_contrast(q_in, q_mask, xs, k_mask, dh ** -0.5, row_bias=bias * dh ** -0.5))
+        return torch.stack(losses).mean()
 
 
 class PlainCrossModalAttention(_CrossModalBlock):

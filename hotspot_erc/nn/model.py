@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from hotspot_erc.hotspots import LearnedScorer, extract_hotspots, rule_scores
+from hotspot_erc.nn.align_objective import padded_rows
 from hotspot_erc.nn.config import HOTSPOT_SOURCES, MODALITIES, ModelConfig  # noqa: F401  (re-exported)
 from hotspot_erc.nn.encoder import AttentionPool, FrameEncoder
 from hotspot_erc.nn.fusion import HotspotGatedFusion
@@ -58,7 +59,9 @@ class ModelOutput:
     :func:`hotspot_erc.nn.attention_inspect.hotspot_attention_mass`; ``attention_qk`` (same
     condition) each pair's detached (q, k, cu_q, cu_k), for frame-level instruments such as
     :func:`hotspot_erc.train.probes.matched_burst_attention`; ``peaks[m]`` the hotspot window
-    centres [S, K] (packed frame index, -1 = none).
+    centres [S, K] (packed frame index, -1 = none); ``align_loss`` the unweighted cross-utterance
+    alignment objective (:mod:`hotspot_erc.nn.align_objective`), computed in training when
+    ``align_weight`` > 0, else None.
     """
 
     logits: torch.Tensor
@@ -76,6 +79,7 @@ class ModelOutput:
     attention_mass: dict = field(default_factory=dict)
     attention_qk: dict = field(default_factory=dict)
     peaks: dict = field(default_factory=dict)
+    align_loss: torch.Tensor | None = None
 
 
 def drop_modalities(features: dict, cu_seqlens: dict, intensity: dict | None, p: float,
@@ -213,6 +217,7 @@ class HotspotERC(nn.Module):
         self.moa_keys = cfg.moa_keys
         self.moa_queries, self.moa_input = cfg.moa_queries, cfg.moa_input
         self.hotspot_pool = cfg.hotspot_pool
+        self.align_weight = cfg.align_weight if moa else 0.0
         # The encoder's LayerNorms scale every frame to the same norm, so the small fused frames
         # outside hotspot windows come out as large as the hotspot frames; a learned marker added
         # to window frames keeps them distinguishable after normalisation.
@@ -228,7 +233,7 @@ class HotspotERC(nn.Module):
             width += len(mods) * d_model
         if moa:
             self.moa = MixtureOfAligners(d_model, modalities=mods, num_experts=cfg.num_experts, top_k=cfg.top_k,
-                                         num_heads=num_heads, dropout=dropout)
+                                         num_heads=num_heads, dropout=dropout, shared_expert=cfg.shared_expert)
             self.moa_pool = nn.ModuleDict({m: AttentionPool(d_model, num_heads) for m in mods})
         if cfg.graph:
             self.graph = CrossModalGraph(d_model, mods, cfg.graph_layers, cfg.graph_scheme, cfg.window_past,
@@ -265,6 +270,30 @@ class HotspotERC(nn.Module):
             return pool(x, segs.cu_seqlens)
         frames, cu_h, has = hotspot_frames(x, segs, peaks, self.radius)
         return pool(frames, cu_h) * has.to(x.dtype).unsqueeze(1)
+
+    def _contrast_rows(self, segs: dict[str, Segments], peaks: dict) -> tuple[dict, dict]:
+        """Padded rows for MoA's alignment objective (:meth:`MixtureOfAligners._contrast`): per
+        modality, its query rows as a target (the hotspot peaks: K per utterance in "peaks"
+        mode, MoA's query rows at the peaks in "frames" mode) and its frames as a source (all
+        of them, or the K·W window frames with ``moa_keys="hotspots"``)."""
+        rows, frames = {}, {}
+        for m in self.modalities:
+            valid = peaks[m] >= 0                                                # [S, K]
+            if self.moa_queries == "peaks":
+                rows[m] = (torch.arange(valid.numel(), device=valid.device).view(valid.shape), valid)
+            else:
+                rows[m] = (peaks[m].clamp(min=0), valid)
+            if self.moa_keys == "hotspots":
+                width = 2 * self.radius + 1
+                count = valid.numel() * width
+                frames[m] = (torch.arange(count, device=valid.device).view(valid.shape[0], -1),
+                             valid.repeat_interleave(width, 1))
+            else:
+                sg = segs[m]
+                # max_len is a host int from the collate; only a hand-built GPU batch lacks it
+                max_len = sg.max_len if sg.max_len is not None else int(sg.lengths.max())
+                frames[m] = padded_rows(sg.cu_seqlens, max_len)
+        return rows, frames
 
     def _scores(self, m, raw, x, segs: Segments, intensity):
         if self.hotspot_source == "data":
@@ -335,6 +364,7 @@ class HotspotERC(nn.Module):
         out.branches["encoder"] = encoder_pooled.detach()
         if self.use_moa:
             sources = None
+            contrast = self.training and self.align_weight > 0
             x_in = enc if self.moa_input == "encoder" else projected
             if self.moa_keys == "hotspots":  # targets attend to the sources' hotspot windows only
                 sources = {m: hotspot_frames(x_in[m], segs[m], peaks[m], self.radius) for m in mods
@@ -350,16 +380,18 @@ class HotspotERC(nn.Module):
                     m: torch.ones(tgt[m][0].shape[0], dtype=torch.bool, device=tgt[m][0].device) for m in mods}
                 src_hot = None if not self.inspect or self.moa_keys == "hotspots" else out.hotspot_mask
                 moa = self.moa({m: tgt[m][0] for m in mods}, {m: tgt[m][1] for m in mods}, sources=sources,
-                               record_qk=self.inspect, hotspot_mask=hot, source_hotspot_mask=src_hot)
+                               record_qk=self.inspect, hotspot_mask=hot, source_hotspot_mask=src_hot,
+                               contrast=self._contrast_rows(segs, peaks) if contrast else None)
                 moa_pooled = {m: self.moa_pool[m](moa.outputs[m], tgt[m][1])
                               * tgt[m][2].to(moa.outputs[m].dtype).unsqueeze(1) for m in mods}
             else:
                 moa = self.moa(x_in, segs, hotspot_mask=out.hotspot_mask if self.inspect else None, sources=sources,
-                               record_qk=self.inspect)
+                               record_qk=self.inspect, contrast=self._contrast_rows(segs, peaks) if contrast else None)
                 moa_pooled = {m: self._pool(self.moa_pool[m], moa.outputs[m], segs[m], peaks[m]) for m in mods}
             parts = [torch.cat([moa_pooled[m] for m in mods], -1)]
             out.lb_loss, out.routing = moa.lb_loss, dict(moa.routing)
             out.moa_residual, out.attention_mass = moa.residual_ratio, moa.attention_mass
+            out.align_loss = moa.align_loss
             out.attention_qk = moa.attention_qk
             out.branches["moa"] = parts[0].detach()
             if self.encoder_skip:

@@ -58,8 +58,8 @@ from hotspot_erc.train.schedule import lr_lambda
 LAST, BEST = "last.safetensors", "best.safetensors"
 # Train settings a resume must share with the run it continues (they fix the data order and steps),
 # and the value a checkpoint written before a setting existed was trained with.
-RESUME_KEYS = ("seed", "batch_size", "epochs", "lr", "schedule", "warmup", "bucket")
-LEGACY_TRAIN = {"bucket": False}
+RESUME_KEYS = ("seed", "batch_size", "epochs", "lr", "schedule", "warmup", "bucket", "align_warmup")
+LEGACY_TRAIN = {"bucket": False, "align_warmup": 0}
 
 
 class TrainingDiverged(RuntimeError):
@@ -170,7 +170,7 @@ class Trainer:
         self.start_epoch = st["epoch"] + 1
 
     # -------------------------------------------------------------- training
-    def _step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _step(self, batch, warmup: bool = False) -> tuple[torch.Tensor, ...]:
         with autocast(self.device, self.t.amp):
             out = self.fwd(batch)
         logits = out.logits.float()
@@ -185,7 +185,10 @@ class Trainer:
         denom = torch.where(denom > 0, denom, torch.ones_like(denom))
         lb = out.lb_loss.float()
         # DDP averages gradients over ranks: scale so the average is the global-batch mean.
-        loss = ce_sum / denom * self.dist.world_size + self.t.lb_weight * lb
+        loss = ce_sum / denom * self.dist.world_size * (0.0 if warmup else 1.0) + self.t.lb_weight * lb
+        align = out.align_loss.float().detach() if out.align_loss is not None else lb.new_zeros(())
+        if out.align_loss is not None:
+            loss = loss + self.model.align_weight * out.align_loss.float()
         # Checking every step is free on CPU; on a GPU it would sync, so there the epoch totals
         # (which a NaN step poisons) are checked before anything is evaluated or saved.
         if loss.device.type == "cpu" and not bool(torch.isfinite(loss.detach())):
@@ -197,7 +200,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return ce_sum.detach(), w.sum().detach(), lb.detach()
+        return ce_sum.detach(), w.sum().detach(), lb.detach(), align
 
     def _train_epoch(self, epoch: int) -> dict:
         # Dropout / modality-dropout stream of this epoch: a function of (seed, epoch, rank) only.
@@ -206,6 +209,7 @@ class Trainer:
         ce_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         denom = torch.zeros((), dtype=torch.float64, device=self.device)
         lb_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        align_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.loader.batch_sampler.set_epoch(epoch)
         steps = len(self.loader)
         self._branch_params = branch_parameters(self.model)
@@ -213,21 +217,24 @@ class Trainer:
         bar = tqdm(self.loader, total=steps, desc=f"epoch {epoch + 1}/{self.t.epochs}", leave=False,
                    disable=None if (self.t.progress and self.dist.is_main) else True)
         for batch in bar:
-            c, d, lb = self._step(batch.to(self.device, non_blocking=True))
+            c, d, lb, al = self._step(batch.to(self.device, non_blocking=True), warmup=epoch < self.t.align_warmup)
             ce_sum += c.double()
             denom += d.double()
             lb_sum += lb.double()
-        stats = torch.stack([ce_sum, denom, lb_sum])
+            align_sum += al.double()
+        stats = torch.stack([ce_sum, denom, lb_sum, align_sum])
         if self.dist.enabled:
             dist.all_reduce(stats)
-        ce_sum, denom, lb_sum = stats.tolist()
-        if not all(math.isfinite(v) for v in (ce_sum, lb_sum)):
+        ce_sum, denom, lb_sum, align_sum = stats.tolist()
+        if not all(math.isfinite(v) for v in (ce_sum, lb_sum, align_sum)):
             self._diverged(f"the training loss of epoch {epoch + 1} is not finite")
         lb = lb_sum / max(steps * self.dist.world_size, 1)
+        align = align_sum / max(steps * self.dist.world_size, 1)
         ce = ce_sum / max(denom, 1e-12)
         # root-mean-square over the epoch's steps of each branch's gradient norm (before clipping)
         rms = (self._grad_sq / max(steps, 1)).sqrt().tolist()
-        return {"train_ce": ce, "train_lb": lb, "train_loss": ce + self.t.lb_weight * lb,
+        return {"train_ce": ce, "train_lb": lb, "train_align": align,
+                "train_loss": ce + self.t.lb_weight * lb + self.model.align_weight * align,
                 "grad_norm": dict(zip(self._branch_params, rms))}
 
     def _diverged(self, what: str) -> None:
@@ -268,11 +275,12 @@ class Trainer:
                        dev_routing_entropy={p: routing_entropy(u) for p, u in dev["usage"].items()},
                        lr=self.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
             self.history.append(rec)
-            improved = rec["dev_weighted_f1"] > self.best_f1
+            # Warm-up epochs train no classifier: their dev F1 is neither a best nor a bad epoch.
+            improved = epoch >= self.t.align_warmup and rec["dev_weighted_f1"] > self.best_f1
             if improved:
                 self.best_f1, self.best_epoch, self.bad_epochs = rec["dev_weighted_f1"], epoch + 1, 0
                 self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            else:
+            elif epoch >= self.t.align_warmup:
                 self.bad_epochs += 1
             if self.t.patience > 0 and self.bad_epochs >= self.t.patience:
                 self.stopped = True

@@ -1,0 +1,185 @@
+"""The cross-utterance alignment objective (hotspot_erc.nn.align_objective) and its wiring."""
+import math
+
+import pytest
+import torch
+
+from hotspot_erc.nn.align_objective import alignment_contrast, padded_rows
+from hotspot_erc.nn.config import ModelConfig
+from hotspot_erc.nn.moa import MixtureOfAligners
+from hotspot_erc.nn.routing import topk_masked_softmax
+from hotspot_erc.segments import segment_mean
+
+
+def _brute(q, k, q_mask, k_mask, scale, bias=None):
+    """The docstring formula, one (head, s, u) at a time, on padded tensors."""
+    s_count, _, heads = q.shape[:3]
+    total, count = 0.0, 0
+    for h in range(heads):
+        for s in range(s_count):
+            rows = [r for r in range(q.shape[1]) if q_mask[s, r]]
+            if not rows or not k_mask[s].any():
+                continue
+            scores = []
+            for u in range(s_count):
+                terms = []
+                for r in rows:
+                    kh = k[u] if k.dim() == 3 else k[u, :, h]
+                    f_terms = [float(q[s, r, h] @ kh[f]) * scale for f in range(k.shape[1]) if k_mask[u, f]]
+                    if f_terms:
+                        b = 0.0 if bias is None else float(bias[s, r, h])
+                        terms.append(float(torch.logsumexp(torch.tensor(f_terms, dtype=torch.float64), 0)) + b)
+                scores.append(torch.logsumexp(torch.tensor(terms, dtype=torch.float64), 0) if terms
+                              else torch.tensor(float("-inf"), dtype=torch.float64))
+            scores = torch.stack(scores)
+            total += float(-(scores[s] - torch.logsumexp(scores, 0)))
+            count += 1
+    return total / max(count, 1)
+
+
+def _case(s_count=3, lq=3, lk=4, heads=2, dh=3, shared=False, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(s_count, lq, heads, dh, generator=gen, dtype=torch.float64)
+    k = torch.randn(*((s_count, lk, dh) if shared else (s_count, lk, heads, dh)), generator=gen, dtype=torch.float64)
+    q_mask = torch.rand(s_count, lq, generator=gen) < 0.7
+    k_mask = torch.rand(s_count, lk, generator=gen) < 0.7
+    return q, q_mask, k, k_mask
+
+
+@pytest.mark.parametrize("shared,bias", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_brute_force(shared, bias, seed):
+    q, q_mask, k, k_mask = _case(shared=shared, seed=seed)
+    q_mask[0] = False  # an utterance without query rows (no peak) is left out
+    k_mask[1] = False  # one without source frames (a missing modality) too
+    b = torch.randn(q.shape[:3], dtype=torch.float64) if bias else None
+    got = alignment_contrast(q, q_mask, k, k_mask, 0.5, row_bias=b)
+    assert torch.isfinite(got)
+    assert float(got) == pytest.approx(_brute(q, k, q_mask, k_mask, 0.5, b), rel=1e-10, abs=1e-12)
+
+
+def test_padded_rows():
+    idx, mask = padded_rows(torch.tensor([0, 2, 2, 5]), 3)
+    assert mask.tolist() == [[True, True, False], [False, False, False], [True, True, True]]
+    assert idx[mask].tolist() == [0, 1, 2, 3, 4]
+    assert int(idx.min()) >= 0 and int(idx.max()) <= 4
+
+
+def test_nothing_to_match_is_zero_with_finite_grad():
+    q, q_mask, k, k_mask = _case()
+    q.requires_grad_(True)
+    k.requires_grad_(True)
+    loss = alignment_contrast(q, q_mask, k, torch.zeros_like(k_mask), 1.0)
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and torch.isfinite(q.grad).all() and torch.isfinite(k.grad).all()
+
+
+def test_gradcheck_with_empty_utterances():
+    q, q_mask, k, k_mask = _case(shared=True, seed=3)
+    q_mask[2] = False
+    k_mask[0] = False
+    q.requires_grad_(True)
+    k.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: alignment_contrast(a, q_mask, b, k_mask, 0.7), (q, k))
+
+
+def test_shared_content_scores_lower_than_shuffled():
+    """Where each utterance's frames hold its own query (plus noise), the loss is far below
+    log S; with the frame streams shuffled between utterances it is far above."""
+    gen = torch.Generator().manual_seed(1)
+    s_count, heads, dh, frames = 16, 1, 8, 5
+    q = torch.randn(s_count, 1, heads, dh, generator=gen) * 2
+    k = torch.randn(s_count, frames, heads, dh, generator=gen)
+    k[:, 2] = q[:, 0]  # frame 2 of each utterance carries its content
+    ones_q, ones_k = torch.ones(s_count, 1, dtype=torch.bool), torch.ones(s_count, frames, dtype=torch.bool)
+    matched = alignment_contrast(q, ones_q, k, ones_k, 1.0)
+    shuffled = alignment_contrast(q, ones_q, k.roll(1, 0), ones_k, 1.0)
+    assert float(matched) < 0.5 * math.log(s_count) < float(shuffled)
+
+
+def test_bad_shapes_raise():
+    q, q_mask, k, k_mask = _case()
+    with pytest.raises(ValueError, match="same H and D"):
+        alignment_contrast(q, q_mask, k[..., :1], k_mask, 1.0)
+    with pytest.raises(ValueError, match="same S"):
+        alignment_contrast(q, q_mask, k[:1], k_mask[:1], 1.0)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_moa_scores_with_the_query_utterances_routing(shared):
+    """MoA's objective equals a brute force in which utterance s's rows meet utterance u's frames
+    through keys made with s's expert mix (PairAligner's own computation), never u's."""
+    torch.manual_seed(0)
+    d, heads, s_count = 8, 2, 4
+    moa = MixtureOfAligners(d, modalities=("t", "a"), num_experts=3, top_k=2, num_heads=heads,
+                            shared_expert=shared).double()
+    lens = {"t": [3, 2, 4, 1], "a": [5, 3, 0, 4]}
+    feats = {m: torch.randn(sum(v), d, dtype=torch.float64) for m, v in lens.items()}
+    cu = {m: torch.tensor([0] + torch.tensor(v).cumsum(0).tolist()) for m, v in lens.items()}
+    pads = {m: padded_rows(cu[m], max(lens[m])) for m in lens}
+    out = moa(feats, cu, contrast=(pads, pads))
+    want = []
+    for s, t in moa.pairs:
+        al = moa.aligners[f"{s}_{t}"]
+        experts, gates, _ = topk_masked_softmax(al.router(segment_mean(feats[t], cu[t])), 2)
+        q = al.query(feats[t]).view(-1, heads, d // heads)
+        qi, qm = pads[t]
+        ki, km = pads[s]
+        q_pad = q[qi]
+        # keys of every source frame under every target utterance's routing: [S (routing), S, L_k, H, Dh]
+        keys = []
+        for r in range(s_count):
+            w = sum(gates[r, j] * al.expert_weight[experts[r, j]] for j in range(2))
+            b = sum(gates[r, j] * al.expert_bias[experts[r, j]] for j in range(2))
+            if shared:
+                w, b = w + al.shared_weight[0], b + al.shared_bias[0]
+            keys.append((feats[s] @ w + b)[:, :d].view(-1, heads, d // heads)[ki])
+        total, count = 0.0, 0
+        for h in range(heads):
+            for r in range(s_count):
+                if not qm[r].any() or not km[r].any():
+                    continue
+                scores = []
+                for u in range(s_count):
+                    sc = torch.einsum("lc,fc->lf", q_pad[r, :, h], keys[r][u, :, h]) * (d // heads) ** -0.5
+                    sc = sc.masked_fill(~(qm[r][:, None] & km[u][None, :]), float("-inf"))
+                    scores.append(torch.logsumexp(sc.reshape(-1), 0))
+                scores = torch.stack(scores)
+                total += float(torch.logsumexp(scores, 0) - scores[r])
+                count += 1
+        want.append(total / count)
+    assert float(out.align_loss) == pytest.approx(sum(want) / len(want), rel=1e-9)
+    assert moa(feats, cu).align_loss is None
+
+
+def test_config_rejects_negative_weight():
+    with pytest.raises(ValueError, match="align_weight"):
+        ModelConfig(align_weight=-1.0).validate()
+    with pytest.raises(ValueError, match="align_weight"):
+        ModelConfig(align_weight=float("nan")).validate()
+
+
+@pytest.mark.parametrize("queries,keys", [("peaks", "all"), ("frames", "all"), ("peaks", "hotspots")])
+def test_model_returns_align_loss_in_training_only(tmp_path, queries, keys):
+    from hotspot_erc.data.dataset import DialogueDataset, collate_dialogues
+    from hotspot_erc.data.format import open_corpus
+    from hotspot_erc.data.synthetic import generate_synthetic_corpus
+    from hotspot_erc.nn.model import HotspotERC
+
+    corpus = open_corpus(generate_synthetic_corpus(tmp_path / "c", num_dialogues=6, seed=0, utterances=(3, 5),
+                                                   missing_prob=0.3, frames={"t": (2, 7), "a": (3, 8), "v": (1, 6)}))
+    ds = DialogueDataset(corpus, "train")
+    batch = collate_dialogues([ds[i] for i in range(min(3, len(ds)))])
+    torch.manual_seed(0)
+    small = dict(d_model=16, num_heads=2, classifier_hidden=16, dropout=0.0, moa_queries=queries, moa_keys=keys)
+    model = HotspotERC(corpus.dims, 6, align_weight=0.5, **small)
+    model.train()
+    out = model(batch)
+    assert out.align_loss is not None and out.align_loss.dim() == 0 and torch.isfinite(out.align_loss)
+    out.align_loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if n.startswith("moa.") and ".query." in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    assert not out.attention_qk  # the live q/k are not handed out
+    model.eval()
+    assert model(batch).align_loss is None
+    assert HotspotERC(corpus.dims, 6, **small).train()(batch).align_loss is None
