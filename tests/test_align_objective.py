@@ -97,6 +97,21 @@ def test_shared_content_scores_lower_than_shuffled():
     assert float(matched) < 0.5 * math.log(s_count) < float(shuffled)
 
 
+@pytest.mark.parametrize("group", [2, 3, 5])
+def test_groups_match_brute_force_per_group(group):
+    q, q_mask, k, k_mask = _case(s_count=5, shared=True, seed=4)
+    got = alignment_contrast(q, q_mask, k, k_mask, 0.5, group=group)
+    total, count = 0.0, 0
+    for start in range(0, 5, group):
+        sl = slice(start, start + group)
+        n = int((q_mask[sl].any(1) & k_mask[sl].any(1)).sum()) * q.shape[2]
+        total += _brute(q[sl], k[sl], q_mask[sl], k_mask[sl], 0.5) * n
+        count += n
+    assert float(got) == pytest.approx(total / count, rel=1e-10)
+    with pytest.raises(ValueError, match="group"):
+        alignment_contrast(q, q_mask, k, k_mask, 0.5, group=1)
+
+
 def test_bad_shapes_raise():
     q, q_mask, k, k_mask = _case()
     with pytest.raises(ValueError, match="same H and D"):
@@ -105,23 +120,28 @@ def test_bad_shapes_raise():
         alignment_contrast(q, q_mask, k[:1], k_mask[:1], 1.0)
 
 
-@pytest.mark.parametrize("shared", [False, True])
-def test_moa_scores_with_the_query_utterances_routing(shared):
+# (experts, top_k, shared, heads): aligners > heads takes the input-space path, else per-expert keys
+@pytest.mark.parametrize("n_exp,top_k,shared,heads", [(3, 2, False, 2), (3, 2, True, 2), (3, 2, True, 4),
+                                                      (1, 1, False, 2), (2, 1, False, 4)])
+def test_moa_scores_with_the_query_utterances_routing(n_exp, top_k, shared, heads):
     """MoA's objective equals a brute force in which utterance s's rows meet utterance u's frames
     through keys made with s's expert mix (PairAligner's own computation), never u's."""
     torch.manual_seed(0)
-    d, heads, s_count = 8, 2, 4
-    moa = MixtureOfAligners(d, modalities=("t", "a"), num_experts=3, top_k=2, num_heads=heads,
+    d, s_count = 8, 4
+    moa = MixtureOfAligners(d, modalities=("t", "a"), num_experts=n_exp, top_k=top_k, num_heads=heads,
                             shared_expert=shared).double()
     lens = {"t": [3, 2, 4, 1], "a": [5, 3, 0, 4]}
     feats = {m: torch.randn(sum(v), d, dtype=torch.float64) for m, v in lens.items()}
     cu = {m: torch.tensor([0] + torch.tensor(v).cumsum(0).tolist()) for m, v in lens.items()}
     pads = {m: padded_rows(cu[m], max(lens[m])) for m in lens}
-    out = moa(feats, cu, contrast=(pads, pads))
+    out = moa(feats, cu, contrast=(pads, pads, None))
+    want_g = []
+    # groups of 2: the same brute force restricted to utterances {0, 1} and {2, 3}
+    halves = moa(feats, cu, contrast=(pads, pads, 2))
     want = []
     for s, t in moa.pairs:
         al = moa.aligners[f"{s}_{t}"]
-        experts, gates, _ = topk_masked_softmax(al.router(segment_mean(feats[t], cu[t])), 2)
+        experts, gates, _ = topk_masked_softmax(al.router(segment_mean(feats[t], cu[t])), top_k)
         q = al.query(feats[t]).view(-1, heads, d // heads)
         qi, qm = pads[t]
         ki, km = pads[s]
@@ -129,12 +149,12 @@ def test_moa_scores_with_the_query_utterances_routing(shared):
         # keys of every source frame under every target utterance's routing: [S (routing), S, L_k, H, Dh]
         keys = []
         for r in range(s_count):
-            w = sum(gates[r, j] * al.expert_weight[experts[r, j]] for j in range(2))
-            b = sum(gates[r, j] * al.expert_bias[experts[r, j]] for j in range(2))
+            w = sum(gates[r, j] * al.expert_weight[experts[r, j]] for j in range(top_k))
+            b = sum(gates[r, j] * al.expert_bias[experts[r, j]] for j in range(top_k))
             if shared:
                 w, b = w + al.shared_weight[0], b + al.shared_bias[0]
             keys.append((feats[s] @ w + b)[:, :d].view(-1, heads, d // heads)[ki])
-        total, count = 0.0, 0
+        total, count, g_total, g_count = 0.0, 0, 0.0, 0
         for h in range(heads):
             for r in range(s_count):
                 if not qm[r].any() or not km[r].any():
@@ -144,11 +164,16 @@ def test_moa_scores_with_the_query_utterances_routing(shared):
                     sc = torch.einsum("lc,fc->lf", q_pad[r, :, h], keys[r][u, :, h]) * (d // heads) ** -0.5
                     sc = sc.masked_fill(~(qm[r][:, None] & km[u][None, :]), float("-inf"))
                     scores.append(torch.logsumexp(sc.reshape(-1), 0))
-                scores = torch.stack(scores)
+                scores = torch.stack(scores).detach()
                 total += float(torch.logsumexp(scores, 0) - scores[r])
                 count += 1
+                mine = scores[(r // 2) * 2:(r // 2) * 2 + 2]
+                g_total += float(torch.logsumexp(mine, 0) - mine[r % 2])
+                g_count += 1
         want.append(total / count)
+        want_g.append(g_total / g_count)
     assert float(out.align_loss) == pytest.approx(sum(want) / len(want), rel=1e-9)
+    assert float(halves.align_loss) == pytest.approx(sum(want_g) / len(want_g), rel=1e-9)
     assert moa(feats, cu).align_loss is None
 
 
@@ -182,4 +207,25 @@ def test_model_returns_align_loss_in_training_only(tmp_path, queries, keys):
     assert not out.attention_qk  # the live q/k are not handed out
     model.eval()
     assert model(batch).align_loss is None
-    assert HotspotERC(corpus.dims, 6, **small).train()(batch).align_loss is None
+    assert HotspotERC(corpus.dims, 6, align_weight=0.0, **small).train()(batch).align_loss is None
+
+
+@pytest.mark.parametrize("n_exp,top_k,heads", [(1, 1, 2), (3, 2, 2)])
+def test_objective_never_reads_a_device_value(n_exp, top_k, heads):
+    """Forward and backward of the objective dispatch no op that would wait for a GPU (the
+    padding lengths are host ints; the dense gates are a comparison, not one_hot)."""
+    from hotspot_erc.testing import count_fwd_bwd
+
+    torch.manual_seed(0)
+    moa = MixtureOfAligners(8, modalities=("t", "a"), num_experts=n_exp, top_k=top_k, num_heads=heads)
+    lens = {"t": [3, 2, 4, 1], "a": [5, 3, 0, 4]}
+    feats = {m: torch.randn(sum(v), 8) for m, v in lens.items()}
+    cu = {m: torch.tensor([0] + torch.tensor(v).cumsum(0).tolist()) for m, v in lens.items()}
+    pads = {m: padded_rows(cu[m], max(lens[m])) for m in lens}
+    loss = lambda o: o.align_loss + sum(v.sum() for v in o.outputs.values())  # noqa: E731
+    fwd, bwd = count_fwd_bwd(lambda: moa(feats, cu, contrast=(pads, pads, 2)), loss=loss, inputs=list(moa.parameters()))
+    # MoA's own forward may read CPU-only values (its CPU kernels); the objective adds none.
+    fwd0, bwd0 = count_fwd_bwd(lambda: moa(feats, cu), loss=lambda o: sum(v.sum() for v in o.outputs.values()),
+                               inputs=list(moa.parameters()))
+    assert fwd.syncs == fwd0.syncs and bwd.syncs == bwd0.syncs, (fwd.syncs, fwd0.syncs, bwd.syncs, bwd0.syncs)
+    assert fwd.total > fwd0.total

@@ -11,7 +11,7 @@ from hotspot_erc.data.synthetic import generate_synthetic_corpus
 from hotspot_erc.nn.encoder import AttentionPool, FrameEncoder
 from hotspot_erc.nn.model import HotspotERC, drop_modalities, segment_mean
 
-SMALL = dict(d_model=16, num_heads=2, classifier_hidden=16, dropout=0.0)
+SMALL = dict(d_model=16, num_heads=2, classifier_hidden=16, dropout=0.0, num_experts=4, top_k=2)  # routed: exercises routing
 
 
 def tiny_corpus(path, n=8, missing=0.0, seed=0):
@@ -35,9 +35,10 @@ def _model(corpus, **kw):
     return HotspotERC(corpus.dims, len(corpus.label_names), **{**SMALL, **kw})
 
 
-def test_full_model_forward_backward(corpus, batch):
+@pytest.mark.parametrize("graph_on_aligned", [True, False])
+def test_full_model_forward_backward(corpus, batch, graph_on_aligned):
     assert any((batch.lengths(m) == 0).any() for m in "tav"), "the fixture must hold missing modalities"
-    model = _model(corpus)
+    model = _model(corpus, graph_on_aligned=graph_on_aligned, num_experts=4, top_k=2)
     out = model(batch)
     S = batch.num_utterances
     assert out.logits.shape == (S, len(corpus.label_names))
@@ -50,9 +51,11 @@ def test_full_model_forward_backward(corpus, batch):
     assert out.graph_update is not None and 0 < float(out.graph_update) < float("inf")
     (torch.nn.functional.cross_entropy(out.logits, batch.labels.clamp(min=0)) + out.lb_loss).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    # The graph, MoA and HGF all receive gradient.
-    for name in ("graph.gnn.0", "moa.", "hgf.t", "pool.a", "encoder.v"):
+    assert all(torch.isfinite(g).all() for g in grads if g is not None)
+    # The graph and MoA receive gradient; HGF and the frame encoder only where their pooled
+    # vectors reach the classifier (the graph starts from them when not from MoA's).
+    reached = ("graph.gnn.0", "moa.") + (() if graph_on_aligned else ("hgf.t", "pool.a", "encoder.v"))
+    for name in reached:
         assert any(n.startswith(name) and p.grad.abs().sum() > 0 for n, p in model.named_parameters()), name
 
 
@@ -64,7 +67,11 @@ ABLATIONS = {
     "no_temporal_edges": dict(temporal_edges=False),
     "scalar_gate": dict(gate="scalar"),
     "hotspots_data": dict(hotspot_source="data"),
-    "hotspots_learned": dict(hotspot_source="learned"),
+    "hotspots_learned": dict(hotspot_source="learned", encoder_skip=True),
+    "gated_queries": dict(moa_input="gated"),
+    "gated_frame_queries": dict(moa_input="gated", moa_queries="frames"),
+    "shared_expert": dict(shared_expert=True),
+    "graph_on_encoder": dict(graph_on_aligned=False, graph_scheme="default", window_past=2),  # HGF's vectors reach the classifier
     "hotspots_norm": dict(rule_kind="norm"),
     "experts_1_top1": dict(num_experts=1, top_k=1),
     "experts_3_top1": dict(num_experts=3, top_k=1),
@@ -120,8 +127,10 @@ def test_ablation_switches(corpus, batch, name):
 
 
 def test_hotspot_switch_changes_the_prediction(corpus, batch):
-    """HGF off means global content only: the outputs differ from the gated model with the same weights."""
-    on, off = _model(corpus).eval(), _model(corpus, hgf=False).eval()
+    """HGF off means global content only: the outputs differ from the gated model with the same
+    weights, wherever HGF's output reaches the classifier (not with the default graph_on_aligned,
+    where the classifier sees MoA's vectors of the projected frames and the graph over them)."""
+    on, off = _model(corpus, graph_on_aligned=False).eval(), _model(corpus, hgf=False, graph_on_aligned=False).eval()
     off.load_state_dict({k: v for k, v in on.state_dict().items() if not k.startswith("hgf.")})
     assert not torch.allclose(on(batch).logits, off(batch).logits)
 

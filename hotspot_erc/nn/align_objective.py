@@ -44,15 +44,28 @@ def padded_rows(cu_seqlens: torch.Tensor, max_len: int) -> tuple[torch.Tensor, t
     return index, mask
 
 
+def grouped(x: torch.Tensor, group: int) -> torch.Tensor:
+    """``x`` [S, ...] as [ceil(S / group), group, ...], zero-padded (padded utterances must be
+    masked out by the caller's masks, which go through this too and pad with False)."""
+    s_count = x.shape[0]
+    blocks = max(1, -(-s_count // group))
+    pad = blocks * group - s_count
+    if pad:
+        x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
+    return x.view(blocks, group, *x.shape[1:])
+
+
 def alignment_contrast(q: torch.Tensor, q_mask: torch.Tensor, k: torch.Tensor, k_mask: torch.Tensor,
-                       scale: float, row_bias: torch.Tensor | None = None) -> torch.Tensor:
+                       scale: float, row_bias: torch.Tensor | None = None, group: int | None = None) -> torch.Tensor:
     """The objective of the module docstring for one pair, on padded per-utterance tensors.
 
     ``q`` [S, L_q, H, D] query rows and ``q_mask`` [S, L_q]; ``k`` [S, L_k, H, D] keys, or
     [S, L_k, D] keys shared by every head, and ``k_mask`` [S, L_k]; scores are ``scale · q·k``
-    plus ``row_bias`` [S, L_q, H] when given (a per-row term constant over frames, added as is). Returns the
-    mean cross-entropy over (head, utterance with rows and frames), a 0-dim tensor (0 when there
-    is none).
+    plus ``row_bias`` [S, L_q, H] when given (a per-row term constant over frames, added as is).
+    ``group``: the utterances are split into consecutive groups of this many and each one's
+    negatives are the others of its group (cost S·group instead of S²; None = one group).
+    Returns the mean cross-entropy over (head, utterance with rows and frames), a 0-dim tensor
+    (0 when there is none).
     """
     if q.dim() != 4 or k.dim() not in (3, 4) or q.shape[-1] != k.shape[-1] or (k.dim() == 4 and k.shape[2] != q.shape[2]):
         raise ValueError(f"q must be [S, L, H, D] and k [S, L, H, D] or [S, L, D] with the same H and D, got "
@@ -60,31 +73,41 @@ def alignment_contrast(q: torch.Tensor, q_mask: torch.Tensor, k: torch.Tensor, k
     if q_mask.shape != q.shape[:2] or k_mask.shape != k.shape[:2] or q.shape[0] != k.shape[0]:
         raise ValueError("q_mask and k_mask must be [S, L] matching q and k with the same S, got "
                          f"{tuple(q_mask.shape)} for q {tuple(q.shape)} and {tuple(k_mask.shape)} for k {tuple(k.shape)}")
-    s_count, l_q, heads = q.shape[:3]
-    l_k = k.shape[1]
-    if s_count == 0 or l_q == 0 or l_k == 0:
+    if group is not None and group < 2:
+        raise ValueError(f"group must be >= 2 (an utterance needs negatives), got {group}")
+    if q.shape[0] == 0 or q.shape[1] == 0 or k.shape[1] == 0:
         return (q.sum() + k.sum()) * 0.0
+    group = group or q.shape[0]
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32  # half inputs: scores in float32
-    qf, kf = q.to(acc), k.to(acc)
+    qf, kf = grouped(q.to(acc), group), grouped(k.to(acc), group)
     if k.dim() == 3:
-        scores = torch.einsum("slhd,tfd->hsltf", qf, kf)
+        scores = torch.einsum("gslhd,gtfd->ghsltf", qf, kf)
     else:
-        scores = torch.einsum("slhd,tfhd->hsltf", qf, kf)
-    scores = scores * scale                                                     # [H, S, L_q, S, L_k]
+        scores = torch.einsum("gslhd,gtfhd->ghsltf", qf, kf)
+    scores = scores * scale
+    if row_bias is not None:
+        scores = scores + grouped(row_bias.to(acc), group).permute(0, 3, 1, 2)[..., None, None]
+    return contrast_from_scores(scores, grouped(q_mask, group), grouped(k_mask, group))
+
+
+def contrast_from_scores(scores: torch.Tensor, q_mask: torch.Tensor, k_mask: torch.Tensor) -> torch.Tensor:
+    """The objective from grouped scores [G, H, S, L_q, S, L_k] (query row (s, l) against frame
+    (u, f) of the same group) and the masks [G, S, L_q], [G, S, L_k]; see :func:`alignment_contrast`."""
+    groups, heads, s_count, l_q, _, l_k = scores.shape
+    if s_count == 0 or l_q == 0 or l_k == 0:
+        return scores.sum() * 0.0
     # A finite fill, not -inf: a log-sum-exp over nothing but -inf has a NaN gradient, and an
     # utterance without frames (or rows) is such a case; exp(_MASKED - max) is exactly 0.
-    scores = scores.masked_fill(~k_mask.view(1, 1, 1, s_count, l_k), _MASKED)
-    per_row = torch.logsumexp(scores, -1)                                       # [H, S, L_q, S]
-    if row_bias is not None:
-        per_row = per_row + row_bias.to(acc).permute(2, 0, 1).unsqueeze(-1)
-    per_row = per_row.masked_fill(~q_mask.view(1, s_count, l_q, 1), _MASKED)
-    logits = torch.logsumexp(per_row, 2)                                        # [H, S, S]
-    k_any, q_any = k_mask.any(1), q_mask.any(1)
-    logits = logits.masked_fill(~k_any.view(1, 1, s_count), _MASKED)          # no frames: never the answer
-    rows = q_any & k_any                                                        # [S]
+    scores = scores.masked_fill(~k_mask.view(groups, 1, 1, 1, s_count, l_k), _MASKED)
+    per_row = torch.logsumexp(scores, -1)                                       # [G, H, S, L_q, S]
+    per_row = per_row.masked_fill(~q_mask.view(groups, 1, s_count, l_q, 1), _MASKED)
+    logits = torch.logsumexp(per_row, 3)                                        # [G, H, S, S]
+    k_any, q_any = k_mask.any(2), q_mask.any(2)                                 # [G, S]
+    logits = logits.masked_fill(~k_any.view(groups, 1, 1, s_count), _MASKED)   # no frames: never the answer
+    rows = q_any & k_any
     # Rows left out are replaced by zeros (finite) and weighted 0, so no NaN reaches the mean.
-    logits = torch.where(rows.view(1, s_count, 1), logits, torch.zeros_like(logits))
-    target = torch.arange(s_count, device=q.device).expand(heads, s_count)
-    ce = F.cross_entropy(logits.reshape(-1, s_count), target.reshape(-1), reduction="none").view(heads, s_count)
-    weight = rows.to(ce.dtype)
-    return (ce * weight).sum() / (weight.sum() * heads).clamp(min=1.0)
+    logits = torch.where(rows.view(groups, 1, s_count, 1), logits, torch.zeros_like(logits))
+    target = torch.arange(s_count, device=scores.device).expand(groups, heads, s_count)
+    ce = F.cross_entropy(logits.reshape(-1, s_count), target.reshape(-1), reduction="none")
+    weight = rows.view(groups, 1, s_count).expand(groups, heads, s_count).reshape(-1).to(ce.dtype)
+    return (ce * weight).sum() / weight.sum().clamp(min=1.0)

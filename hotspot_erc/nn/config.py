@@ -34,7 +34,7 @@ def _f(default, help: str, choices=None):
 # What a saved model config that lacks a field meant: the behaviour before the field existed
 # (checkpoints and run configs written earlier load and resume as they were trained).
 LEGACY_MODEL = {"moa_queries": "frames", "moa_input": "encoder", "soft_temperature": 1.0, "content_pool": "auto",
-                "align_weight": 0.0, "shared_expert": False}
+                "align_weight": 0.0, "shared_expert": False, "align_group": 32}
 
 
 def with_legacy_fields(saved: dict) -> dict:
@@ -44,7 +44,8 @@ def with_legacy_fields(saved: dict) -> dict:
 
 @dataclass
 class ModelConfig:
-    """Architecture of :class:`hotspot_erc.nn.model.HotspotERC` (DESIGN §1 defaults)."""
+    """Architecture of :class:`hotspot_erc.nn.model.HotspotERC` (DESIGN §1 defaults, except where a
+    field's comment says why not)."""
 
     d_model: int = _f(64, "width d of every modality after projection")
     modalities: str = _f("tav", "modalities to use, as letters (t=text, a=audio, v=video), e.g. 'ta'")
@@ -62,19 +63,25 @@ class ModelConfig:
     encoder_layers: int = _f(1, "pre-norm transformer blocks per modality (frame level)")
     num_heads: int = _f(4, "attention heads in encoders, pooling and MoA")
     moa: bool = _f(True, "mixture-of-aligners cross-modal alignment; off = no alignment")
-    num_experts: int = _f(4, "MoA expert aligners E per modality pair")
-    top_k: int = _f(2, "MoA experts used per utterance and pair")
+    # One aligner per pair, not DESIGN's E=4/k=2 (MixtureOfAligners' own defaults): with routed
+    # experts the alignment objective was learned far worse (README "Does each branch earn its place?").
+    num_experts: int = _f(1, "MoA expert aligners E per modality pair")
+    top_k: int = _f(1, "MoA experts used per utterance and pair")
     shared_expert: bool = _f(False, "MoA: one more aligner per pair that every utterance uses (gate 1) beside its "
                              "top_k routed ones")
     graph: bool = _f(True, "cross-modal conversation graph with relational GNN layers")
     graph_layers: int = _f(2, "relational GNN (RGCNConv) layers")
     temporal_edges: bool = _f(True, "graph edges to past/future utterances of the same modality")
     cross_modal_edges: bool = _f(True, "graph edges between modalities of the same utterance")
-    window_past: int = _f(2, "past utterances linked by temporal edges (-1 = the whole past; "
+    # 3, not 2: on the alignment story a cue-less utterance's label is the same speaker's previous
+    # one, which is 3 turns back in 13% of cases (README).
+    window_past: int = _f(3, "past utterances linked by temporal edges (-1 = the whole past; "
                           "corect/cogmen schemes only)")
     window_future: int = _f(2, "future utterances linked by temporal edges (-1 = the whole future; "
                             "corect/cogmen schemes only; corect's future bound is exclusive)")
-    graph_scheme: str = _f("default", "edge set and typing of the conversation graph: ours (default, "
+    # "speaker": typing temporal edges by same/other speaker let context reach cue-less utterances
+    # (README "Does each branch earn its place?").
+    graph_scheme: str = _f("speaker", "edge set and typing of the conversation graph: ours (default, "
                            "speaker, temporal_multi) or exactly CORECT's / COGMEN's graph (corect, cogmen)",
                            GRAPH_SCHEMES)
     num_speakers: int = _f(0, "size of the speaker embedding table, indexed by speaker id within a dialogue "
@@ -93,17 +100,21 @@ class ModelConfig:
     mark_hotspots: bool = _f(False, "add a learned marker vector to frames inside hotspot windows before the "
                              "encoder (its LayerNorms otherwise erase the size difference between window and "
                              "other frames)")
-    graph_on_aligned: bool = _f(False, "with MoA: graph nodes start from the MoA-pooled (aligned) utterance "
+    graph_on_aligned: bool = _f(True, "with MoA: graph nodes start from the MoA-pooled (aligned) utterance "
                                 "vectors instead of the encoder-pooled ones")
     moa_queries: str = _f("peaks", "MoA queries: only each target's hotspot peak frames (K rows per utterance), "
                           "or every target frame",
                           ("frames", "peaks"))
     moa_input: str = _f("projected", "frames MoA aligns: the projected, centred frames (before HGF and the "
-                        "encoder) or the encoder outputs",
-                        ("encoder", "projected"))
-    align_weight: float = _f(0.0, "training only, with MoA: weight of the cross-utterance alignment objective "
+                        "encoder), the encoder outputs, or 'gated': queries from the HGF outputs at the "
+                        "peaks, keys and values from the projected frames",
+                        ("encoder", "projected", "gated"))
+    align_weight: float = _f(1.0, "training only, with MoA: weight of the cross-utterance alignment objective "
                              "(each utterance's MoA queries must pick out its own source frames among the "
                              "batch's; hotspot_erc.nn.align_objective); 0 = off")
+    align_group: int = _f(32, "alignment objective: consecutive utterances of a batch are split into groups of "
+                          "this many, and each utterance must pick out its own source frames among its group's "
+                          "(cost grows with batch utterances x group)")
     soft_temperature: float = _f(1.0, "temperature of the learned scorer's soft top-k windows and of "
                                  "score-weighted (attention) content pooling")
     content_pool: str = _f("auto", "how hotspot extraction pools an utterance's global content C: mean of its "
@@ -171,7 +182,7 @@ class ModelConfig:
             raise ValueError(f"modalities must be distinct letters among 't', 'a', 'v', got {mods!r}")
         minimum = {"d_model": 1, "num_heads": 1, "num_experts": 1, "top_k": 1, "num_windows": 1,
                    "classifier_hidden": 1, "radius": 0, "encoder_layers": 0, "graph_layers": 0,
-                   "num_speakers": 0}
+                   "num_speakers": 0, "align_group": 2}
         for name, low in minimum.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")

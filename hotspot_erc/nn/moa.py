@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hotspot_erc.nn.align_objective import alignment_contrast
+from hotspot_erc.nn.align_objective import contrast_from_scores, grouped
 from hotspot_erc.nn.attention_inspect import hotspot_attention_mass
 from hotspot_erc.nn.routing import batched_routing, load_balancing_loss, topk_masked_softmax  # noqa: F401
 from hotspot_erc.ops import _backend
@@ -254,7 +254,7 @@ class MixtureOfAligners(_CrossModalBlock):
                 hotspot_mask: dict[str, torch.Tensor] | None = None,
                 sources: dict[str, tuple] | None = None, record_qk: bool = False,
                 source_hotspot_mask: dict[str, torch.Tensor] | None = None,
-                contrast: tuple[dict, dict] | None = None) -> MoAOutput:
+                contrast: tuple[dict, dict, int | None] | None = None) -> MoAOutput:
         """``cu_seqlens[m]``: offsets [S+1], or the batch's :class:`~hotspot_erc.segments.Segments`
         (its lengths and presence are then used as they are).
         ``hotspot_mask`` (optional, bool [N_m] per modality): also measure where attention
@@ -263,9 +263,10 @@ class MixtureOfAligners(_CrossModalBlock):
         the frames its targets attend to instead of all of ``feats[m]`` (e.g. its hotspot
         windows, :func:`hotspot_frames`); an utterance with ``has`` False contributes nothing.
         ``record_qk``: also return each pair's queries and keys (``MoAOutput.attention_qk``).
-        ``contrast``: ``(rows, frames)``, per modality a padded ``(index [S, L], mask [S, L])``
+        ``contrast``: ``(rows, frames, group)``, per modality a padded ``(index [S, L], mask [S, L])``
         (:func:`~hotspot_erc.nn.align_objective.padded_rows`) of its query rows (as target) and
-        of its source-stream frames (as source); MoA then also returns
+        of its source-stream frames (as source), and the utterances per contrast group (None =
+        the whole batch); MoA then also returns
         ``MoAOutput.align_loss``, the mean over pairs of
         :func:`~hotspot_erc.nn.align_objective.alignment_contrast` (see :meth:`_contrast`).
         ``source_hotspot_mask``: the masks of the ``sources`` rows, when those are not ``feats``'
@@ -404,10 +405,11 @@ class MixtureOfAligners(_CrossModalBlock):
         that identifies u without matching anything (measured: the objective then drops while
         attention never finds the matched burst).
 
-        With q̃ = Σ_j g_sj W_kj q (the query moved into the source's input space through s's
-        experts) and c = Σ_j g_sj q·b_kj, ``q·k_f = q̃·x_f + c``: one score per (row, frame), no
-        per-expert keys."""
-        rows, frames = contrast
+        ``q·k^(s)_f = Σ_e G_se (q·k_e(f))`` with G the dense gates [S, E(+1)]: every aligner's keys
+        once, scored per head and mixed per query utterance. When the aligners outnumber the
+        heads it is cheaper to move the query into the source's input space instead,
+        ``q̃ = Σ_e G_se W_e q`` and ``q·k^(s)_f = q̃·x_f + Σ_e G_se q·b_e`` (same numbers)."""
+        rows, frames, group = contrast
         h, d, n_all = self.num_heads, self.dim, self.num_experts + int(self.shared_expert)
         dh = d // h
         w_k = w_kv[:, :, :d].reshape(len(self.pairs), n_all, d, h, dh)
@@ -416,13 +418,26 @@ class MixtureOfAligners(_CrossModalBlock):
         for p, ((s, t), q_p, x_p) in enumerate(zip(self.pairs, q.split(n_q), x_src.split(n_k))):
             q_idx, q_mask = rows[t]
             k_idx, k_mask = frames[s]
+            size = group or max(q_idx.shape[0], 1)
             qs = gather_rows(q_p.reshape(q_p.shape[0], -1), q_idx.reshape(-1)).view(*q_idx.shape, h, dh)
-            g = gates[p].to(qs.dtype)                                   # [S, top_k]
-            w = w_k[p][experts[p]]                                      # [S, top_k, d, H, Dh]
-            q_in = torch.einsum("sj,sjehc,slhc->slhe", g, w, qs)        # [S, L_q, H, d]
-            bias = torch.einsum("sj,sjhc,slhc->slh", g, b_k[p][experts[p]], qs)
             xs = gather_rows(x_p, k_idx.reshape(-1)).view(*k_idx.shape, d)
-            losses.append(alignment_contrast(q_in, q_mask, xs, k_mask, dh ** -0.5, row_bias=bias * dh ** -0.5))
+            acc = torch.float64 if qs.dtype == torch.float64 else torch.float32
+            qs, xs = grouped(qs.to(acc), size), grouped(xs.to(acc), size)           # [G, S, L, ...]
+            # dense gates [S, E(+1)]; a comparison, not F.one_hot, which reads the ids on a GPU
+            hot = experts[p].unsqueeze(-1) == torch.arange(n_all, device=experts.device)
+            mix = (hot.to(acc) * gates[p].to(acc).unsqueeze(-1)).sum(1)
+            mix = grouped(mix, size)                                                # [G, S, E]
+            w, b = w_k[p].to(acc), b_k[p].to(acc)
+            qs = qs * dh ** -0.5  # the attention's scale, on the small tensor
+            if n_all <= h:  # every aligner's keys; the gates scale the query, one contraction over (e, c)
+                keys = torch.einsum("gsfd,edhc->egsfhc", xs, w) + b[:, None, None, None]
+                q_mix = mix.permute(2, 0, 1)[..., None, None, None] * qs                # [E, G, S, L_q, H, Dh]
+                scores = torch.einsum("egslhc,egtfhc->ghsltf", q_mix, keys)
+            else:  # the query moved into the source's input space
+                q_in = torch.einsum("gse,edhc,gslhc->gslhd", mix, w, qs)
+                bias = torch.einsum("gse,ehc,gslhc->gslh", mix, b, qs)
+                scores = torch.einsum("gslhd,gtfd->ghsltf", q_in, xs) + bias.permute(0, 3, 1, 2)[..., None, None]
+            losses.append(contrast_from_scores(scores, grouped(q_mask, size), grouped(k_mask, size)))
         return torch.stack(losses).mean()
 
 

@@ -185,6 +185,12 @@ class HotspotERC(nn.Module):
                 "MoA aligns pairs of modalities; with modalities=%r it is switched off", "".join(mods))
             moa = False
         self.config = cfg
+        if cfg.hotspot_source == "learned" and moa and cfg.moa_input != "encoder" and cfg.graph_on_aligned \
+                and not cfg.encoder_skip:
+            # The scorer learns only through HGF's soft windows; here nothing of HGF reaches the loss.
+            logging.getLogger(__name__).warning(
+                "hotspot_source='learned' gets no gradient with MoA on %s frames and graph_on_aligned: HGF's "
+                "vectors do not reach the classifier; add encoder_skip (or graph_on_aligned=False)", cfg.moa_input)
         d_model, num_heads, dropout = cfg.d_model, cfg.num_heads, cfg.dropout
         self.modalities = mods
         self.dims = {m: int(dims[m]) for m in mods}
@@ -271,7 +277,7 @@ class HotspotERC(nn.Module):
         frames, cu_h, has = hotspot_frames(x, segs, peaks, self.radius)
         return pool(frames, cu_h) * has.to(x.dtype).unsqueeze(1)
 
-    def _contrast_rows(self, segs: dict[str, Segments], peaks: dict) -> tuple[dict, dict]:
+    def _contrast_rows(self, segs: dict[str, Segments], peaks: dict) -> tuple[dict, dict, int]:
         """Padded rows for MoA's alignment objective (:meth:`MixtureOfAligners._contrast`): per
         modality, its query rows as a target (the hotspot peaks: K per utterance in "peaks"
         mode, MoA's query rows at the peaks in "frames" mode) and its frames as a source (all
@@ -293,7 +299,7 @@ class HotspotERC(nn.Module):
                 # max_len is a host int from the collate; only a hand-built GPU batch lacks it
                 max_len = sg.max_len if sg.max_len is not None else int(sg.lengths.max())
                 frames[m] = padded_rows(sg.cu_seqlens, max_len)
-        return rows, frames
+        return rows, frames, self.config.align_group
 
     def _scores(self, m, raw, x, segs: Segments, intensity):
         if self.hotspot_source == "data":
@@ -337,7 +343,7 @@ class HotspotERC(nn.Module):
 
         out = ModelOutput(logits=None, lb_loss=None, cu_seqlens={m: segs[m].cu_seqlens for m in mods},
                           segments=segs)
-        enc, pooled, peaks, projected = {}, {}, {}, {}
+        enc, pooled, peaks, projected, gated = {}, {}, {}, {}, {}
         for m in mods:
             raw, sg = feats[m], segs[m]
             x = self.proj[m](raw)
@@ -355,6 +361,7 @@ class HotspotERC(nn.Module):
                 out.gates[m] = alpha
             else:
                 fused = hs.content
+            gated[m] = fused
             if self.mark_hotspots:  # window membership as a direction, since norms cannot carry it
                 fused = fused + hs.mask.to(fused.dtype).unsqueeze(1) * self.hotspot_marker[m]
             enc[m] = self.encoder[m](fused, sg.cu_seqlens)
@@ -366,13 +373,16 @@ class HotspotERC(nn.Module):
             sources = None
             contrast = self.training and self.align_weight > 0
             x_in = enc if self.moa_input == "encoder" else projected
+            # "gated": the targets ask from their HGF outputs (hotspot-gated), sources answer with
+            # their projected frames; the other inputs use one stream for both.
+            x_q = gated if self.moa_input == "gated" else x_in
             if self.moa_keys == "hotspots":  # targets attend to the sources' hotspot windows only
                 sources = {m: hotspot_frames(x_in[m], segs[m], peaks[m], self.radius) for m in mods
                            if x_in[m].shape[0] > 0}
             if self.moa_queries == "peaks":
                 # Only each target's hotspot peaks ask: K query rows per utterance, attending to
                 # every source frame (or its windows); the utterance vector pools those K rows.
-                tgt = {m: hotspot_frames(x_in[m], segs[m], peaks[m], 0) for m in mods}
+                tgt = {m: hotspot_frames(x_q[m], segs[m], peaks[m], 0) for m in mods}
                 if sources is None:
                     sources = {m: (x_in[m], segs[m].cu_seqlens, segs[m].present) for m in mods}
                 # Inspecting: every query row is a peak (a hotspot frame); the keys keep their masks.
@@ -385,7 +395,9 @@ class HotspotERC(nn.Module):
                 moa_pooled = {m: self.moa_pool[m](moa.outputs[m], tgt[m][1])
                               * tgt[m][2].to(moa.outputs[m].dtype).unsqueeze(1) for m in mods}
             else:
-                moa = self.moa(x_in, segs, hotspot_mask=out.hotspot_mask if self.inspect else None, sources=sources,
+                if sources is None and x_q is not x_in:
+                    sources = {m: (x_in[m], segs[m].cu_seqlens, segs[m].present) for m in mods}
+                moa = self.moa(x_q, segs, hotspot_mask=out.hotspot_mask if self.inspect else None, sources=sources,
                                record_qk=self.inspect, contrast=self._contrast_rows(segs, peaks) if contrast else None)
                 moa_pooled = {m: self._pool(self.moa_pool[m], moa.outputs[m], segs[m], peaks[m]) for m in mods}
             parts = [torch.cat([moa_pooled[m] for m in mods], -1)]

@@ -164,7 +164,8 @@ def collapse_warnings(diag: dict) -> list[str]:
             out.append(f"HGF gate of modality {m!r} hardly varies (mean {g['mean']:.3f}, std {g['std']:.4f}): "
                        "it has collapsed and does not single out hotspot frames")
     for pair, r in diag.get("routing", {}).items():
-        if r["entropy"] < ROUTING_ENTROPY_MIN:
+        # One expert (nothing to route) has zero entropy by construction, not by collapse.
+        if len(r.get("usage_share", ())) > 1 and r["entropy"] < ROUTING_ENTROPY_MIN:
             out.append(f"MoA routing of pair {pair} has collapsed (normalised entropy {r['entropy']:.2f}; "
                        f"usage {[round(s, 2) for s in r['usage_share']]})")
     g = diag.get("graph_update_ratio")

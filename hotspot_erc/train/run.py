@@ -429,9 +429,13 @@ VARIANTS: dict[str, dict] = {
     "no_temporal_edges": {"temporal_edges": False},
     "scalar_gate": {"gate": "scalar"},
     "hotspots_data": {"hotspot_source": "data"},
-    "hotspots_learned": {"hotspot_source": "learned"},
-    "one_expert": {"num_experts": 1, "top_k": 1},
-    "top1": {"top_k": 1},
+    # the scorer learns through HGF's soft windows, so HGF's vectors must reach the classifier
+    "hotspots_learned": {"hotspot_source": "learned", "encoder_skip": True},
+    # MoA before the alignment objective made one aligner per pair the winner (README)
+    "routed_experts": {"num_experts": 4, "top_k": 2},
+    "shared_expert": {"num_experts": 4, "top_k": 2, "shared_expert": True},
+    "no_align": {"align_weight": 0.0},
+    "graph_on_encoder": {"graph_on_aligned": False},
     "text_audio": {"modalities": "ta"},
     "modality_dropout": {"modality_dropout": 0.2},
     "no_center": {"center": False},

@@ -30,6 +30,7 @@ norms), :mod:`~hotspot_erc.train.model_io` (build, size, load, check a model) an
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -99,6 +100,14 @@ class Trainer:
 
         torch.manual_seed(self.t.seed)
         self.model = build_model(cfg, dims, len(label_names)).to(self.device)
+        # Warm-up trains the alignment objective alone: without one (MoA off, e.g. the no_moa
+        # ablation or text-only data, or align_weight 0) there is nothing to warm up.
+        self.align_warmup = self.t.align_warmup if self.model.align_weight > 0 else 0
+        if self.t.align_warmup and not self.align_warmup and self.dist.is_main:
+            logging.getLogger(__name__).warning(
+                "align_warmup (%d epochs) is ignored: the model has no alignment objective (MoA off or "
+                "align_weight 0)", self.t.align_warmup)
+        self.total_epochs = self.align_warmup + self.t.epochs
         self.class_weight = None
         if self.t.class_weights:
             self.class_weight = inverse_frequency_weights(split_labels(train_set), len(label_names)).to(self.device)
@@ -107,7 +116,7 @@ class Trainer:
         self._eval_loaders: dict[int, object] = {}
         self.steps_per_epoch = len(self.loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(self.t.epochs * self.steps_per_epoch, self.t.warmup, self.t.schedule))
+            self.optimizer, lr_lambda(self.total_epochs * self.steps_per_epoch, self.t.warmup, self.t.schedule))
         self.fwd = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -214,10 +223,10 @@ class Trainer:
         steps = len(self.loader)
         self._branch_params = branch_parameters(self.model)
         self._grad_sq = torch.zeros(len(self._branch_params), dtype=torch.float64, device=self.device)
-        bar = tqdm(self.loader, total=steps, desc=f"epoch {epoch + 1}/{self.t.epochs}", leave=False,
+        bar = tqdm(self.loader, total=steps, desc=f"epoch {epoch + 1}/{self.total_epochs}", leave=False,
                    disable=None if (self.t.progress and self.dist.is_main) else True)
         for batch in bar:
-            c, d, lb, al = self._step(batch.to(self.device, non_blocking=True), warmup=epoch < self.t.align_warmup)
+            c, d, lb, al = self._step(batch.to(self.device, non_blocking=True), warmup=epoch < self.align_warmup)
             ce_sum += c.double()
             denom += d.double()
             lb_sum += lb.double()
@@ -263,11 +272,11 @@ class Trainer:
 
     def fit(self) -> list[dict]:
         """Train until ``epochs`` or early stopping; leaves the best-dev weights in ``self.model``."""
-        for epoch in range(self.start_epoch, self.t.epochs):
+        for epoch in range(self.start_epoch, self.total_epochs):
             if self.stopped:
                 break
             t0 = time.perf_counter()
-            rec = {"epoch": epoch + 1, **self._train_epoch(epoch)}
+            rec = {"epoch": epoch + 1, "align_warmup": epoch < self.align_warmup, **self._train_epoch(epoch)}
             self._check_weights_finite()
             dev = self.evaluate(self.dev_set, desc="dev")
             rec.update(dev_loss=dev["loss"], dev_accuracy=dev["metrics"]["accuracy"],
@@ -276,11 +285,11 @@ class Trainer:
                        lr=self.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
             self.history.append(rec)
             # Warm-up epochs train no classifier: their dev F1 is neither a best nor a bad epoch.
-            improved = epoch >= self.t.align_warmup and rec["dev_weighted_f1"] > self.best_f1
+            improved = epoch >= self.align_warmup and rec["dev_weighted_f1"] > self.best_f1
             if improved:
                 self.best_f1, self.best_epoch, self.bad_epochs = rec["dev_weighted_f1"], epoch + 1, 0
                 self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            elif epoch >= self.t.align_warmup:
+            elif epoch >= self.align_warmup:
                 self.bad_epochs += 1
             if self.t.patience > 0 and self.bad_epochs >= self.t.patience:
                 self.stopped = True
