@@ -22,7 +22,7 @@ from hotspot_erc.cli import main
 from hotspot_erc.data.format import open_corpus
 from hotspot_erc.data.synthetic import generate_synthetic_corpus
 
-TINY = ["--d-model", "16", "--num-heads", "2", "--classifier-hidden", "16", "--epochs", "1", "--batch-size", "4",
+TINY = ["--d-model", "16", "--num-heads", "2", "--classifier-hidden", "16", "--epochs", "1", "--align-warmup", "0", "--batch-size", "4",
         "--no-progress", "--no-plots", "--device", "cpu"]
 
 
@@ -39,6 +39,7 @@ def shared(tmp_path_factory):
     cfg = C.RunConfig()
     cfg.model.d_model, cfg.model.num_heads, cfg.model.classifier_hidden = 16, 2, 16
     cfg.train.epochs, cfg.train.batch_size, cfg.train.progress, cfg.train.plots = 1, 4, False, False
+    cfg.train.align_warmup = 0
     cfg.train.device = "cpu"
     cfg.data.corpus = corpus
     res = train(cfg, run_dir=str(root / "run"))

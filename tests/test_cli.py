@@ -12,7 +12,7 @@ import pytest
 from hotspot_erc.cli import build_parser, main
 from hotspot_erc.data.synthetic import generate_synthetic_corpus
 
-TINY = ["--d-model", "16", "--num-heads", "2", "--classifier-hidden", "16", "--epochs", "1", "--batch-size", "4",
+TINY = ["--d-model", "16", "--num-heads", "2", "--classifier-hidden", "16", "--epochs", "1", "--align-warmup", "0", "--batch-size", "4",
         "--no-progress", "--no-plots"]
 
 

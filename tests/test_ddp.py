@@ -12,9 +12,11 @@ from hotspot_erc.data.synthetic import generate_synthetic_corpus
 from hotspot_erc.train.checkpoint import load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Dropout and the load-balancing term are per-process quantities: off, so the comparison is exact.
+# Dropout, the load-balancing term and the alignment objective (its negatives are the utterances
+# of the process's own shard) are per-process quantities: off, so the comparison is exact.
 FLAGS = ["--d-model", "16", "--num-heads", "2", "--classifier-hidden", "16", "--epochs", "2", "--batch-size", "4",
-         "--lr", "1e-3", "--dropout", "0", "--lb-weight", "0", "--device", "cpu", "--no-progress", "--no-plots"]
+         "--lr", "1e-3", "--dropout", "0", "--lb-weight", "0", "--align-weight", "0", "--align-warmup", "0",
+         "--device", "cpu", "--no-progress", "--no-plots"]
 
 
 def _comparable(name, t):
@@ -30,14 +32,14 @@ def _comparable(name, t):
     return t
 
 
-def _train(run_dir, corpus, nproc):
+def _train(run_dir, corpus, nproc, flags=FLAGS):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
     if nproc == 1:
         cmd = [sys.executable, "-m", "hotspot_erc.cli"]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "hotspot_erc.cli"]
-    out = subprocess.run(cmd + ["train", "--corpus", corpus, "--run-dir", str(run_dir), *FLAGS],
+    out = subprocess.run(cmd + ["train", "--corpus", corpus, "--run-dir", str(run_dir), *flags],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return json.loads((run_dir / "metrics.json").read_text())
@@ -69,3 +71,18 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     # Rank 0 wrote the checkpoints: one of each, no temporary or per-rank files.
     assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == [
         "best.json", "best.safetensors", "last.json", "last.safetensors"]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="torch.distributed with gloo is not available")
+def test_ddp_trains_with_the_alignment_warmup(tmp_path):
+    """The default model leaves HGF and the frame encoder without gradient (their vectors do not
+    reach the loss) and warm-up epochs train MoA's objective alone: DDP must accept both."""
+    corpus = generate_synthetic_corpus(tmp_path / "c", num_dialogues=8, seed=3, utterances=(3, 5),
+                                       frames={"t": (2, 6), "a": (3, 7), "v": (2, 5)})
+    flags = ["--d-model", "16", "--num-heads", "2", "--classifier-hidden", "16", "--epochs", "1", "--align-warmup", "1",
+             "--batch-size", "4", "--device", "cpu", "--no-progress", "--no-plots"]
+    m = _train(tmp_path / "two", corpus, 2, flags)
+    assert m["world_size"] == 2 and m["epochs_run"] == 2 and m["best_epoch"] == 2
+    history = json.loads((tmp_path / "two" / "history.json").read_text())
+    assert history[0]["align_warmup"] and not history[1]["align_warmup"] and history[0]["train_align"] > 0

@@ -161,7 +161,7 @@ def test_trainer_weights_repeat_and_do_not_depend_on_loader_workers(tmp_path, tw
         cfg = RunConfig()
         cfg.model.d_model, cfg.model.num_heads, cfg.model.classifier_hidden = 32, 2, 16
         cfg.model.modality_dropout = 0.2
-        cfg.train.epochs, cfg.train.batch_size, cfg.train.patience = 2, 3, 0
+        cfg.train.epochs, cfg.train.batch_size, cfg.train.patience, cfg.train.align_warmup = 1, 3, 0, 1
         cfg.train.progress, cfg.train.device, cfg.train.num_workers = False, "cpu", workers
         tr = Trainer(cfg, DialogueDataset(corpus, "train"), DialogueDataset(corpus, "dev"), corpus.label_names,
                      corpus.dims)

@@ -94,7 +94,8 @@ def test_run_report_carries_instruments(corpus, tmp_path):
 
     run = tmp_path / "run"
     assert main(["train", "--corpus", corpus.path, "--run-dir", str(run), "--d-model", "16", "--num-heads", "2",
-                 "--classifier-hidden", "16", "--epochs", "2", "--batch-size", "2", "--no-progress"]) == 0
+                 "--classifier-hidden", "16", "--epochs", "2", "--align-warmup", "0", "--batch-size", "2",
+                 "--no-progress"]) == 0
     diag = json.loads((run / "metrics.json").read_text())["diagnostics"]
     assert set(diag["probes"]) == {"encoder", "moa", "graph", "classifier_input"}
     assert all(0 <= p["dev_accuracy"] <= 1 for p in diag["probes"].values())
@@ -153,3 +154,26 @@ def test_matched_burst_attention_on_the_alignment_story(tmp_path, queries):
     windows_only = HotspotERC(c.dims, len(c.label_names), d_model=16, num_heads=2, num_speakers=4,
                               moa_keys="hotspots")
     assert matched_burst_attention(windows_only, ds, "cpu") is None
+
+
+def test_cued_and_cueless_accuracy(tmp_path):
+    import numpy as np
+
+    from hotspot_erc.data.synthetic_align import alignment_truth, generate_alignment_corpus
+    from hotspot_erc.train.probes import context_split_accuracy
+
+    c = open_corpus(generate_alignment_corpus(tmp_path / "align", num_dialogues=8, seed=1))
+    truth = alignment_truth(c)
+    ids = list(c.utterance_ids)
+    labels = np.asarray(c.label).astype(np.int64)
+    preds = labels.copy()
+    cueless = truth["cueless"].astype(bool)
+    preds[cueless] = (labels[cueless] + 1) % 6  # every cue-less one wrong, every cued one right
+    labels_masked = labels.copy()
+    labels_masked[0] = -1  # unlabelled utterances are not counted
+    got = context_split_accuracy(c, {"utterance_ids": ids, "labels": labels_masked, "preds": preds})
+    assert got["cued"]["accuracy"] == 1.0 and got["cueless"]["accuracy"] == 0.0
+    assert got["cued"]["utterances"] + got["cueless"]["utterances"] == len(ids) - 1
+    assert got["cueless"]["utterances"] == int(cueless.sum()) - int(cueless[0])
+    other = open_corpus(generate_synthetic_corpus(tmp_path / "default", num_dialogues=4, seed=0))
+    assert context_split_accuracy(other, {"utterance_ids": [], "labels": [], "preds": []}) is None

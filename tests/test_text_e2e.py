@@ -87,7 +87,7 @@ def test_csv_to_trained_and_evaluated_text_model(tmp_path, meld_csvs, capsys):
     run_dir = tmp_path / "run"
     common = ["--device", "cpu", "--no-progress"]
     rc = cli.main(["train", "--corpus", str(corpus_dir), "--modalities", "t", "--no-moa", "--hotspot-source", "data",
-                   "--graph-scheme", "speaker", "--epochs", "1", "--d-model", "16", "--num-heads", "2",
+                   "--graph-scheme", "speaker", "--epochs", "1", "--align-warmup", "0", "--d-model", "16", "--num-heads", "2",
                    "--classifier-hidden", "16", "--run-dir", str(run_dir), *common])
     assert rc == 0, capsys.readouterr().err
     with open(run_dir / "metrics.json") as fh:

@@ -29,6 +29,7 @@ def tiny_config(corpus_path, **train):
     cfg.model.d_model, cfg.model.num_heads, cfg.model.classifier_hidden = 16, 2, 16
     cfg.model.modality_dropout = 0.2  # exercises the per-epoch RNG stream across a resume
     cfg.train.epochs, cfg.train.batch_size, cfg.train.progress, cfg.train.patience = 2, 3, False, 0
+    cfg.train.align_warmup = 0
     for k, v in train.items():
         setattr(cfg.train, k, v)
     return cfg
@@ -46,7 +47,7 @@ def _stop_after(epoch_index):
 
 
 def test_resume_matches_uninterrupted_run(corpus_path, tmp_path):
-    cfg = tiny_config(corpus_path)
+    cfg = tiny_config(corpus_path, epochs=1, align_warmup=1)  # interrupted inside the warm-up
     full = run.train(cfg, run_dir=str(tmp_path / "full"))
     with pytest.raises(Interrupt):
         run.train(cfg, run_dir=str(tmp_path / "cut"), callbacks=[_stop_after(0)])

@@ -46,7 +46,7 @@ class ModelOutput:
     """What :meth:`HotspotERC.forward` returns.
 
     ``gates[m]`` is the HGF gate α [N_m, g] (empty dict when HGF is off); ``scores[m]`` the frame
-    intensity scores used for hotspot extraction; ``hotspot_mask[m]`` the window membership [N_m];
+    intensity scores used for hotspot extraction (both detached: inspection only); ``hotspot_mask[m]`` the window membership [N_m];
     ``routing`` the MoA routing keyed "k->j" (empty when MoA is off); ``features`` the utterance
     vectors fed to the classifier [S, F]; ``cu_seqlens`` the segment boundaries actually used
     (modality dropout can empty segments in training) and ``segments`` their
@@ -354,11 +354,13 @@ class HotspotERC(nn.Module):
             soft = self.hotspot_source == "learned"
             hs = extract_hotspots(x, sg, score, num_windows=self.num_windows, radius=self.radius, soft=soft,
                                   temperature=self.soft_temperature, pool=self.content_pool)
-            out.scores[m], out.hotspot_mask[m] = score, hs.mask
+            # detached, like every diagnostic output: DDP (find_unused_parameters) treats a returned
+            # tensor that still needs grad as one whose parameters must receive gradient
+            out.scores[m], out.hotspot_mask[m] = score.detach(), hs.mask
             peaks[m] = out.peaks[m] = hs.peaks
             if self.use_hgf:
                 fused, alpha = self.hgf[m](hs.content, hs.hotspot, return_gate=True)
-                out.gates[m] = alpha
+                out.gates[m] = alpha.detach()
             else:
                 fused = hs.content
             gated[m] = fused

@@ -156,3 +156,20 @@ def matched_burst_attention(model, dataset, device, batch_size: int = 16, half_w
     finally:
         model.inspect = inspect
     return got.summary() or None
+
+
+def context_split_accuracy(corpus, result: dict) -> dict | None:
+    """On an alignment-story corpus: accuracy of ``result`` (a prediction result with
+    ``utterance_ids``, ``labels``, ``preds``) on the cue-carrying and on the cue-less utterances
+    (whose only evidence is the same speaker's previous utterance, reachable through the graph).
+    None for other corpora. Cue-less accuracy near chance (1/6) means context is not read."""
+    truth = alignment_truth(corpus)
+    if truth is None:
+        return None
+    row = {u: i for i, u in enumerate(corpus.utterance_ids)}
+    out = {}
+    for name, want in (("cued", False), ("cueless", True)):
+        hits = [int(p) == int(y) for u, y, p in zip(result["utterance_ids"], result["labels"], result["preds"])
+                if int(y) >= 0 and u in row and bool(truth["cueless"][row[u]]) == want]
+        out[name] = {"accuracy": float(np.mean(hits)) if hits else None, "utterances": len(hits)}
+    return out

@@ -20,7 +20,7 @@ from hotspot_erc.data.synthetic import generate_synthetic_corpus
 from hotspot_erc.train import checkpoint as ckpt
 from hotspot_erc.train.config import RunConfig, validate
 from hotspot_erc.train.metrics import evaluate_predictions
-from hotspot_erc.train.probes import linear_probes, matched_burst_attention
+from hotspot_erc.train.probes import context_split_accuracy, linear_probes, matched_burst_attention
 from hotspot_erc.train.reports import Diagnostics, collapse_warnings, write_json, write_report
 from hotspot_erc.train.trainer import (BEST, DistInfo, Trainer, TrainingDiverged, check_corpus_fits,
                                        checkpoint_config, init_distributed, load_model, predict, resolve_device)
@@ -260,6 +260,9 @@ def train(cfg: RunConfig, run_dir: str | None = None, resume: bool = False, call
     aligned = matched_burst_attention(trainer.model, dev_set, trainer.device, batch_size=cfg.train.batch_size)
     if aligned is not None:  # alignment-story corpora only: does MoA find the key-matched burst?
         metrics["diagnostics"]["matched_burst_attention"] = aligned
+    split = context_split_accuracy(dev_set.corpus, test if test_set is not None else dev)
+    if split is not None:  # ... and does the graph read the cue-less utterances from context?
+        metrics["diagnostics"]["cued_cueless_accuracy"] = {"split": "test" if test_set is not None else "dev", **split}
     metrics["warnings"] = collapse_warnings(metrics["diagnostics"])
     try:
         files = write_report(run_dir, metrics, history, diag, labels,

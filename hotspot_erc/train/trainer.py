@@ -120,7 +120,11 @@ class Trainer:
         self.fwd = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.fwd = DDP(self.model, device_ids=ids)
+            # Some parameters get no gradient in some steps by design: HGF and the frame encoder
+            # whenever their vectors do not reach the loss (the default: MoA reads projected frames
+            # and the graph MoA's vectors; they still feed the instruments), and everything but
+            # MoA's queries/keys in warm-up epochs.
+            self.fwd = DDP(self.model, device_ids=ids, find_unused_parameters=True)
         if self.t.compile:
             self.fwd = torch.compile(self.fwd, dynamic=True)
 
