@@ -56,6 +56,35 @@ def run_offline_compile(script: str, timeout: float = 600):
                           timeout=timeout)
 
 
+# The head of an offline-compile script for kernels whose pointer arguments are named in ``ptrs``:
+# ``build(fn, ptrs, consts, warps, stages)`` compiles one kernel for sm_90; every other parameter
+# that is not a constexpr is an i32 scalar.
+OFFLINE_SM90_BUILD = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+def build(fn, ptrs, consts, warps, stages):
+    sig = {p.name: ("constexpr" if p.is_constexpr else ptrs.get(p.name, "i32")) for p in fn.params}
+    triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 64),
+                   options={"num_warps": warps, "num_stages": stages})
+"""
+
+
+def assert_compiles_offline(script: str, timeout: float = 300):
+    """Run an offline-compile ``script`` (:func:`run_offline_compile`) and require it to succeed
+    and print "compiled". Skipped where a GPU is present (the GPU tests compile and run the
+    kernels for the real device) or Triton is missing."""
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("the GPU tests compile and run the kernels for the real device")
+    pytest.importorskip("triton")
+    out = run_offline_compile(script, timeout=timeout)
+    assert out.returncode == 0 and "compiled" in out.stdout, out.stderr[-3000:]
+
+
 def previous_same_speaker_label(corpus):
     """Per utterance of ``corpus``, the label of the same speaker's previous utterance in its
     dialogue (-1 for a speaker's first utterance)."""

@@ -7,7 +7,7 @@ import torch
 from hotspot_erc.nn.rgcn import RGCNConv
 from hotspot_erc.ops.relational import RelationalGraph
 from hotspot_erc.reference import relational as ref
-from conftest import rel_err
+from conftest import OFFLINE_SM90_BUILD, assert_compiles_offline, rel_err
 from test_relational import random_graph
 
 pyg = pytest.importorskip("torch_geometric.nn")
@@ -338,39 +338,24 @@ def test_rgcn_layer_cpu_is_one_launch_each_way():
     assert fwd.total == 1 and fwd.launches == {"hotspot_erc.relational_conv": 1}, fwd
 
 
-_SM90_SEGMENT = """
-import os
-os.environ.pop("TRITON_INTERPRET", None)
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+_SM90_SEGMENT = OFFLINE_SM90_BUILD + """
 import hotspot_erc.kernels.segment_matmul as K
-
-def build(fn, ptrs, consts, warps):
-    sig = {p.name: ("constexpr" if p.is_constexpr else ptrs.get(p.name, "i32")) for p in fn.params}
-    triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 64),
-                   options={"num_warps": warps, "num_stages": 3})
 
 for dt, prec in (("bf16", "tf32"), ("fp32", "ieee")):
     ptrs = dict(a_ptr="*" + dt, w_ptr="*" + dt, root_ptr="*" + dt, bias_ptr="*" + dt, out_ptr="*" + dt,
                 tiles_ptr="*i64", ptr_ptr="*i64")
     for root in (0, 1):
         build(K._segment_mm_kernel, ptrs, dict(ROOT=root, HAS_BIAS=bool(root), UPCAST=False, PRECISION=prec,
-              BLOCK_M=64, BLOCK_N=128, BLOCK_K=64 if dt == "bf16" else 32), 8)
+              BLOCK_M=64, BLOCK_N=128, BLOCK_K=64 if dt == "bf16" else 32), 8, 3)
     ptrs = dict(a_ptr="*" + dt, g_ptr="*" + dt, ptr_ptr="*i64", dw_ptr="*" + dt, droot_ptr="*" + dt, db_ptr="*" + dt)
     build(K._segment_wgrad_kernel, ptrs, dict(ROOT=1, HAS_BIAS=True, UPCAST=False, PRECISION=prec,
-          BLOCK_M=64, BLOCK_K=64, BLOCK_N=64), 4)
+          BLOCK_M=64, BLOCK_K=64, BLOCK_N=64), 4, 3)
 print("compiled")
 """
 
 
 def test_segment_matmul_kernels_compile_for_sm90():
-    from conftest import run_offline_compile
-
-    if torch.cuda.is_available():
-        pytest.skip("the GPU tests compile and run the kernels for the real device")
-    out = run_offline_compile(_SM90_SEGMENT, timeout=300)
-    assert out.returncode == 0 and "compiled" in out.stdout, out.stderr[-3000:]
+    assert_compiles_offline(_SM90_SEGMENT)
 
 
 @pytest.mark.gpu
