@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hotspot_erc.nn.align_objective import contrast_from_scores, grouped
+from hotspot_erc.nn.align_objective import alignment_contrast
 from hotspot_erc.nn.attention_inspect import hotspot_attention_mass
 from hotspot_erc.nn.routing import batched_routing, load_balancing_loss, topk_masked_softmax  # noqa: F401
 from hotspot_erc.ops import _backend
@@ -406,8 +406,9 @@ class MixtureOfAligners(_CrossModalBlock):
         attention never finds the matched burst).
 
         ``q·k^(s)_f = Σ_e G_se (q·k_e(f))`` with G the dense gates [S, E(+1)]: every aligner's keys
-        once, scored per head and mixed per query utterance. When the aligners outnumber the
-        heads it is cheaper to move the query into the source's input space instead,
+        once, side by side, against copies of the query scaled by s's gates, so one dot product
+        over (aligner, channel) gives the mixed score. When the aligners outnumber the heads it is
+        cheaper to move the query into the source's input space instead,
         ``q̃ = Σ_e G_se W_e q`` and ``q·k^(s)_f = q̃·x_f + Σ_e G_se q·b_e`` (same numbers)."""
         rows, frames, group = contrast
         h, d, n_all = self.num_heads, self.dim, self.num_experts + int(self.shared_expert)
@@ -418,26 +419,23 @@ class MixtureOfAligners(_CrossModalBlock):
         for p, ((s, t), q_p, x_p) in enumerate(zip(self.pairs, q.split(n_q), x_src.split(n_k))):
             q_idx, q_mask = rows[t]
             k_idx, k_mask = frames[s]
-            size = group or max(q_idx.shape[0], 1)
             qs = gather_rows(q_p.reshape(q_p.shape[0], -1), q_idx.reshape(-1)).view(*q_idx.shape, h, dh)
             xs = gather_rows(x_p, k_idx.reshape(-1)).view(*k_idx.shape, d)
             acc = torch.float64 if qs.dtype == torch.float64 else torch.float32
-            qs, xs = grouped(qs.to(acc), size), grouped(xs.to(acc), size)           # [G, S, L, ...]
+            qs, xs = qs.to(acc) * dh ** -0.5, xs.to(acc)  # the attention's scale, on the small tensor
             # dense gates [S, E(+1)]; a comparison, not F.one_hot, which reads the ids on a GPU
             hot = experts[p].unsqueeze(-1) == torch.arange(n_all, device=experts.device)
             mix = (hot.to(acc) * gates[p].to(acc).unsqueeze(-1)).sum(1)
-            mix = grouped(mix, size)                                                # [G, S, E]
             w, b = w_k[p].to(acc), b_k[p].to(acc)
-            qs = qs * dh ** -0.5  # the attention's scale, on the small tensor
-            if n_all <= h:  # every aligner's keys; the gates scale the query, one contraction over (e, c)
-                keys = torch.einsum("gsfd,edhc->egsfhc", xs, w) + b[:, None, None, None]
-                q_mix = mix.permute(2, 0, 1)[..., None, None, None] * qs                # [E, G, S, L_q, H, Dh]
-                scores = torch.einsum("egslhc,egtfhc->ghsltf", q_mix, keys)
+            if n_all <= h:  # every aligner's keys side by side; the gates scale the query's copies
+                keys = torch.einsum("sfd,edhc->sfhec", xs, w) + b.transpose(0, 1)        # [S, L_k, H, E, Dh]
+                q_mix = qs.unsqueeze(3) * mix[:, None, None, :, None]                   # [S, L_q, H, E, Dh]
+                losses.append(alignment_contrast(q_mix.flatten(3), q_mask, keys.flatten(3), k_mask, 1.0,
+                                                 group=group))
             else:  # the query moved into the source's input space
-                q_in = torch.einsum("gse,edhc,gslhc->gslhd", mix, w, qs)
-                bias = torch.einsum("gse,ehc,gslhc->gslh", mix, b, qs)
-                scores = torch.einsum("gslhd,gtfd->ghsltf", q_in, xs) + bias.permute(0, 3, 1, 2)[..., None, None]
-            losses.append(contrast_from_scores(scores, grouped(q_mask, size), grouped(k_mask, size)))
+                q_in = torch.einsum("se,edhc,slhc->slhd", mix, w, qs)
+                bias = torch.einsum("se,ehc,slhc->slh", mix, b, qs)
+                losses.append(alignment_contrast(q_in, q_mask, xs, k_mask, 1.0, row_bias=bias, group=group))
         return torch.stack(losses).mean()
 
 

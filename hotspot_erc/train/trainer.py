@@ -199,9 +199,10 @@ class Trainer:
         lb = out.lb_loss.float()
         # DDP averages gradients over ranks: scale so the average is the global-batch mean.
         loss = ce_sum / denom * self.dist.world_size * (0.0 if warmup else 1.0) + self.t.lb_weight * lb
-        align = out.align_loss.float().detach() if out.align_loss is not None else lb.new_zeros(())
+        align = lb.new_zeros(())
         if out.align_loss is not None:
-            loss = loss + self.model.align_weight * out.align_loss.float()
+            align = out.align_loss.float()
+            loss = loss + self.model.align_weight * align
         # Checking every step is free on CPU; on a GPU it would sync, so there the epoch totals
         # (which a NaN step poisons) are checked before anything is evaluated or saved.
         if loss.device.type == "cpu" and not bool(torch.isfinite(loss.detach())):
@@ -213,7 +214,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return ce_sum.detach(), w.sum().detach(), lb.detach(), align
+        return ce_sum.detach(), w.sum().detach(), lb.detach(), align.detach()
 
     def _train_epoch(self, epoch: int) -> dict:
         # Dropout / modality-dropout stream of this epoch: a function of (seed, epoch, rank) only.
