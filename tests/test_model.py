@@ -68,6 +68,7 @@ ABLATIONS = {
     "scalar_gate": dict(gate="scalar"),
     "hotspots_data": dict(hotspot_source="data"),
     "hotspots_learned": dict(hotspot_source="learned", encoder_skip=True),
+    "hotspots_learned_gated_queries": dict(hotspot_source="learned", moa_input="gated", hgf_join="add"),
     "gated_queries": dict(moa_input="gated"),
     "gated_frame_queries": dict(moa_input="gated", moa_queries="frames"),
     "shared_expert": dict(shared_expert=True),
@@ -88,6 +89,10 @@ ABLATIONS = {
     "peak_queries_projected": dict(moa_queries="peaks", moa_input="projected"),
     "projected_hotspot_keys": dict(moa_input="projected", moa_keys="hotspots"),
     "two_encoder_layers": dict(encoder_layers=2, graph_layers=1),
+    "hgf_join_add": dict(hgf_join="add"),
+    "gated_queries_gate_bias": dict(moa_input="gated", hgf_gate_bias=3.0),
+    "hgf_join_scaled_frames": dict(hgf_join="scaled", moa_queries="frames"),
+    "hgf_join_no_hgf": dict(hgf_join="add", hgf=False),
     "no_center": dict(center=False),
 }
 
@@ -133,6 +138,49 @@ def test_hotspot_switch_changes_the_prediction(corpus, batch):
     on, off = _model(corpus, graph_on_aligned=False).eval(), _model(corpus, hgf=False, graph_on_aligned=False).eval()
     off.load_state_dict({k: v for k, v in on.state_dict().items() if not k.startswith("hgf.")})
     assert not torch.allclose(on(batch).logits, off(batch).logits)
+
+
+@pytest.mark.parametrize("queries", ["peaks", "frames"])
+def test_hgf_join_scale(corpus, batch, queries):
+    """hgf_join="scaled" starts as "none" (factor 0) and equals "add" at factor 1; HGF receives
+    gradient through the join even with the default graph on MoA's vectors."""
+    kw = dict(moa_queries=queries)
+    none, add = _model(corpus, **kw).eval(), _model(corpus, hgf_join="add", **kw).eval()
+    scaled = _model(corpus, hgf_join="scaled", **kw).eval()
+    state = none.state_dict()
+    add.load_state_dict(state)
+    missing, unexpected = scaled.load_state_dict(state, strict=False)
+    assert sorted(missing) == [f"hgf_join_scale.{m}" for m in "atv"] and not unexpected
+    out = scaled(batch)
+    assert torch.equal(out.logits, none(batch).logits)
+    assert all(float(out.hgf_join_ratio[m]) == 0.0 for m in "tav") and none(batch).hgf_join_ratio == {}
+    assert not torch.allclose(add(batch).logits, none(batch).logits)
+    with torch.no_grad():
+        for p in scaled.hgf_join_scale.values():
+            p.fill_(1.0)
+    torch.testing.assert_close(scaled(batch).logits, add(batch).logits)
+    assert all(float(r) > 0 for r in add(batch).hgf_join_ratio.values())
+    add.train()
+    add(batch).logits.sum().backward()
+    assert all(add.hgf[m].weight.grad.abs().sum() > 0 for m in "tav")
+    none.train()
+    none(batch).logits.sum().backward()
+    assert all(none.hgf[m].weight.grad is None for m in "tav")
+
+
+def test_hgf_gate_bias_shifts_only_the_initial_bias(corpus, batch):
+    base, shifted = _model(corpus), _model(corpus, hgf_gate_bias=3.0)
+    for name, p in base.state_dict().items():
+        q = shifted.state_dict()[name]
+        torch.testing.assert_close(q, p + 3.0 if name.startswith("hgf.") and name.endswith(".bias") else p)
+    shifted.eval()
+    out = shifted(batch)
+    assert all(float(out.gates[m].mean()) > 0.9 for m in "tav")
+
+
+def test_hgf_join_off_without_moa(corpus, batch):
+    model = _model(corpus, hgf_join="scaled", moa=False)
+    assert model.hgf_join == "none" and not hasattr(model, "hgf_join_scale")
 
 
 def test_utterances_do_not_see_other_dialogues(corpus):
@@ -284,7 +332,9 @@ def test_config_is_the_one_source_of_options(corpus):
     for bad, msg in ((dict(rule_kind="peak"), "rule_kind must be one of"), (dict(d_model=30), "divisible"),
                      (dict(soft_temperature=0.0), "soft_temperature"), (dict(dropout=1.0), "dropout"),
                      (dict(window_past=-1), "window_past"), (dict(hgf=1), "hgf must be bool"),
-                     (dict(num_windows=True), "num_windows must be int"), (dict(content_pool="max"), "content_pool")):
+                     (dict(num_windows=True), "num_windows must be int"), (dict(content_pool="max"), "content_pool"),
+                     (dict(hgf_gate_bias=float("nan")), "hgf_gate_bias must be a finite number"),
+                     (dict(hgf_join="mean"), "hgf_join must be one of")):
         with pytest.raises(ValueError, match=msg):
             ModelConfig(**bad).validate()
         with pytest.raises(ValueError, match=msg):

@@ -34,7 +34,7 @@ def _f(default, help: str, choices=None):
 # What a saved model config that lacks a field meant: the behaviour before the field existed
 # (checkpoints and run configs written earlier load and resume as they were trained).
 LEGACY_MODEL = {"moa_queries": "frames", "moa_input": "encoder", "soft_temperature": 1.0, "content_pool": "auto",
-                "align_weight": 0.0, "shared_expert": False, "align_group": 32}
+                "align_weight": 0.0, "shared_expert": False, "align_group": 32, "hgf_join": "none", "hgf_gate_bias": 0.0}
 
 
 def with_legacy_fields(saved: dict) -> dict:
@@ -59,6 +59,8 @@ class ModelConfig:
     num_windows: int = _f(2, "hotspot windows K per utterance and modality")
     radius: int = _f(2, "half-width w of each hotspot window, in frames")
     hgf: bool = _f(True, "hotspot-gated fusion; off = global utterance content only")
+    hgf_gate_bias: float = _f(0.0, "added to HGF's gate bias at initialisation: positive values start the gate "
+                              "near 1, so fused rows start as the hotspot frames themselves")
     gate: str = _f("vector", "HGF gate per token: one per channel or a single scalar", GATES)
     encoder_layers: int = _f(1, "pre-norm transformer blocks per modality (frame level)")
     num_heads: int = _f(4, "attention heads in encoders, pooling and MoA")
@@ -109,6 +111,9 @@ class ModelConfig:
                         "encoder), the encoder outputs, or 'gated': queries from the HGF outputs at the "
                         "peaks, keys and values from the projected frames",
                         ("encoder", "projected", "gated"))
+    hgf_join: str = _f("none", "with MoA: HGF's fused rows at MoA's query rows join MoA's output rows before "
+                       "pooling: not at all, added as they are, or scaled by a learned per-channel factor "
+                       "that starts at 0", ("none", "add", "scaled"))
     align_weight: float = _f(1.0, "training only, with MoA: weight of the cross-utterance alignment objective "
                              "(each utterance's MoA queries must pick out its own source frames among the "
                              "batch's; hotspot_erc.nn.align_objective); 0 = off")
@@ -201,6 +206,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not (math.isfinite(self.align_weight) and self.align_weight >= 0):
             raise ValueError(f"align_weight must be a finite number >= 0, got {self.align_weight}")
+        if not math.isfinite(self.hgf_gate_bias):
+            raise ValueError(f"hgf_gate_bias must be a finite number, got {self.hgf_gate_bias}")
         if not (math.isfinite(self.soft_temperature) and self.soft_temperature > 0):
             raise ValueError(f"soft_temperature must be a finite number > 0, got {self.soft_temperature}")
         if self.graph and not scheme_has_edges(node_modalities(mods, self.graph_scheme), self.graph_scheme,

@@ -61,7 +61,8 @@ class ModelOutput:
     :func:`hotspot_erc.train.probes.matched_burst_attention`; ``peaks[m]`` the hotspot window
     centres [S, K] (packed frame index, -1 = none); ``align_loss`` the unweighted cross-utterance
     alignment objective (:mod:`hotspot_erc.nn.align_objective`), computed in training when
-    ``align_weight`` > 0, else None.
+    ``align_weight`` > 0, else None; ``hgf_join_ratio[m]`` (with ``hgf_join``) ‖HGF rows joined‖ /
+    ‖MoA output rows‖ of target m (detached): how much of HGF's fused rows the MoA-pooled vector gets.
     """
 
     logits: torch.Tensor
@@ -80,6 +81,7 @@ class ModelOutput:
     attention_qk: dict = field(default_factory=dict)
     peaks: dict = field(default_factory=dict)
     align_loss: torch.Tensor | None = None
+    hgf_join_ratio: dict = field(default_factory=dict)
 
 
 def drop_modalities(features: dict, cu_seqlens: dict, intensity: dict | None, p: float,
@@ -185,12 +187,12 @@ class HotspotERC(nn.Module):
                 "MoA aligns pairs of modalities; with modalities=%r it is switched off", "".join(mods))
             moa = False
         self.config = cfg
-        if cfg.hotspot_source == "learned" and moa and cfg.moa_input != "encoder" and cfg.graph_on_aligned \
-                and not cfg.encoder_skip:
+        if cfg.hotspot_source == "learned" and moa and cfg.moa_input == "projected" and cfg.hgf_join == "none" \
+                and cfg.graph_on_aligned and not cfg.encoder_skip:
             # The scorer learns only through HGF's soft windows; here nothing of HGF reaches the loss.
             logging.getLogger(__name__).warning(
                 "hotspot_source='learned' gets no gradient with MoA on %s frames and graph_on_aligned: HGF's "
-                "vectors do not reach the classifier; add encoder_skip (or graph_on_aligned=False)", cfg.moa_input)
+                "vectors do not reach the classifier; add hgf_join, moa_input='gated' or encoder_skip", cfg.moa_input)
         d_model, num_heads, dropout = cfg.d_model, cfg.num_heads, cfg.dropout
         self.modalities = mods
         self.dims = {m: int(dims[m]) for m in mods}
@@ -216,6 +218,10 @@ class HotspotERC(nn.Module):
             self.scorer = nn.ModuleDict({m: LearnedScorer(d_model) for m in mods})
         if cfg.hgf:
             self.hgf = nn.ModuleDict({m: HotspotGatedFusion(d_model, gate=cfg.gate) for m in mods})
+            if cfg.hgf_gate_bias:
+                with torch.no_grad():
+                    for fusion in self.hgf.values():
+                        fusion.bias.add_(cfg.hgf_gate_bias)
         self.encoder = nn.ModuleDict({m: FrameEncoder(d_model, cfg.encoder_layers, num_heads, dropout=dropout)
                                       for m in mods})
         self.pool = nn.ModuleDict({m: AttentionPool(d_model, num_heads) for m in mods})
@@ -241,6 +247,11 @@ class HotspotERC(nn.Module):
             self.moa = MixtureOfAligners(d_model, modalities=mods, num_experts=cfg.num_experts, top_k=cfg.top_k,
                                          num_heads=num_heads, dropout=dropout, shared_expert=cfg.shared_expert)
             self.moa_pool = nn.ModuleDict({m: AttentionPool(d_model, num_heads) for m in mods})
+        # MoA reads the projected frames, so without this HGF's rows reach the loss only through
+        # encoder_skip or a graph on encoder vectors (README "Does each branch earn its place?").
+        self.hgf_join = cfg.hgf_join if moa else "none"
+        if self.hgf_join == "scaled":
+            self.hgf_join_scale = nn.ParameterDict({m: nn.Parameter(torch.zeros(d_model)) for m in mods})
         if cfg.graph:
             self.graph = CrossModalGraph(d_model, mods, cfg.graph_layers, cfg.graph_scheme, cfg.window_past,
                                          cfg.window_future, cfg.temporal_edges, cfg.cross_modal_edges,
@@ -276,6 +287,17 @@ class HotspotERC(nn.Module):
             return pool(x, segs.cu_seqlens)
         frames, cu_h, has = hotspot_frames(x, segs, peaks, self.radius)
         return pool(frames, cu_h) * has.to(x.dtype).unsqueeze(1)
+
+    def _join_hgf(self, out: ModelOutput, m: str, rows: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+        """MoA's output rows of target ``m`` with HGF's fused rows at the same frames joined
+        (``hgf_join``); ``fused`` is HGF's output (the global content C with HGF off). Records
+        ‖joined‖ / ‖MoA rows‖ in ``out.hgf_join_ratio[m]``."""
+        if self.hgf_join == "none":
+            return rows
+        if self.hgf_join == "scaled":
+            fused = fused * self.hgf_join_scale[m].to(fused.dtype)
+        out.hgf_join_ratio[m] = fused.detach().norm() / rows.detach().norm().clamp(min=1e-12)
+        return rows + fused
 
     def _contrast_rows(self, segs: dict[str, Segments], peaks: dict) -> tuple[dict, dict, int]:
         """Padded rows for MoA's alignment objective (:meth:`MixtureOfAligners._contrast`): per
@@ -394,14 +416,17 @@ class HotspotERC(nn.Module):
                 moa = self.moa({m: tgt[m][0] for m in mods}, {m: tgt[m][1] for m in mods}, sources=sources,
                                record_qk=self.inspect, hotspot_mask=hot, source_hotspot_mask=src_hot,
                                contrast=self._contrast_rows(segs, peaks) if contrast else None)
-                moa_pooled = {m: self.moa_pool[m](moa.outputs[m], tgt[m][1])
-                              * tgt[m][2].to(moa.outputs[m].dtype).unsqueeze(1) for m in mods}
+                rows = {m: self._join_hgf(out, m, moa.outputs[m], hotspot_frames(gated[m], segs[m], peaks[m], 0)[0])
+                        for m in mods}
+                moa_pooled = {m: self.moa_pool[m](rows[m], tgt[m][1])
+                              * tgt[m][2].to(rows[m].dtype).unsqueeze(1) for m in mods}
             else:
                 if sources is None and x_q is not x_in:
                     sources = {m: (x_in[m], segs[m].cu_seqlens, segs[m].present) for m in mods}
                 moa = self.moa(x_q, segs, hotspot_mask=out.hotspot_mask if self.inspect else None, sources=sources,
                                record_qk=self.inspect, contrast=self._contrast_rows(segs, peaks) if contrast else None)
-                moa_pooled = {m: self._pool(self.moa_pool[m], moa.outputs[m], segs[m], peaks[m]) for m in mods}
+                moa_pooled = {m: self._pool(self.moa_pool[m], self._join_hgf(out, m, moa.outputs[m], gated[m]), segs[m],
+                                            peaks[m]) for m in mods}
             parts = [torch.cat([moa_pooled[m] for m in mods], -1)]
             out.lb_loss, out.routing = moa.lb_loss, dict(moa.routing)
             out.moa_residual, out.attention_mass = moa.residual_ratio, moa.attention_mass

@@ -15,7 +15,8 @@ The plots are the failure signatures a user must be able to check at a glance:
 * ``confusion_matrix.png`` / ``.csv``.
 
 ``metrics.json`` also carries the same diagnostics as numbers (``diagnostics.probes``,
-``diagnostics.moa_attention``, ``diagnostics.moa_residual_ratio``; ``history.json`` the per-epoch
+``diagnostics.moa_attention``, ``diagnostics.moa_residual_ratio``, ``diagnostics.hgf_join_ratio``
+with ``hgf_join``; ``history.json`` the per-epoch
 ``grad_norm`` per branch) plus ``warnings`` naming any collapse that was detected.
 """
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Diagnostics:
         self.graph_updates: list[float] = []
         self.attention: dict[str, torch.Tensor] = {}          # pair -> float64 [3] sums
         self.residual: dict[str, list] = {}                   # target -> per-batch ratios
+        self.join: dict[str, list] = {}                       # target -> per-batch HGF join ratios
 
     @torch.no_grad()
     def update(self, out, batch) -> None:
@@ -82,6 +84,8 @@ class Diagnostics:
             self.attention[pair] = self.attention.get(pair, 0) + mass.detach().double().cpu()
         for m, ratio in getattr(out, "moa_residual", {}).items():
             self.residual.setdefault(m, []).append(float(ratio))
+        for m, ratio in getattr(out, "hgf_join_ratio", {}).items():
+            self.join.setdefault(m, []).append(float(ratio))
         labels = batch.labels.cpu()
         for pair, info in out.routing.items():
             experts, gates = info.experts.cpu(), info.gates.float().cpu()
@@ -120,6 +124,8 @@ class Diagnostics:
             }
         if self.residual:
             res["moa_residual_ratio"] = {m: float(np.mean(v)) for m, v in self.residual.items()}
+        if self.join:
+            res["hgf_join_ratio"] = {m: float(np.mean(v)) for m, v in self.join.items()}
         if self.attention:
             res["moa_attention"] = {}
             for pair, (mass, uniform, frames) in self.attention.items():
