@@ -208,7 +208,8 @@ def test_checkpoint_without_newer_model_fields_loads_as_trained(tmp_path):
     dims = {"t": 6, "a": 5, "v": 4}
     cfg = RunConfig()
     cfg.model.d_model, cfg.model.num_heads, cfg.model.num_speakers = 8, 2, 4
-    cfg.model.moa_queries, cfg.model.moa_input = "frames", "encoder"
+    for key, value in LEGACY_MODEL.items():  # what such a model was: every later field at its old meaning
+        setattr(cfg.model, key, value)
     torch.manual_seed(0)
     model = HotspotERC(dims, 3, config=cfg.model)
     run = cfg.to_dict()
@@ -219,4 +220,5 @@ def test_checkpoint_without_newer_model_fields_loads_as_trained(tmp_path):
     loaded, loaded_cfg, _ = load_model(path)
     assert (loaded.moa_queries, loaded.moa_input) == ("frames", "encoder")
     assert loaded_cfg.model.moa_queries == "frames"
+    assert (loaded.hgf_join, loaded_cfg.model.hgf_gate_bias) == ("none", 0.0)
     assert RunConfig().model.moa_queries == "peaks"  # today's default differs: the fill is what matters

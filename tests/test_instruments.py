@@ -101,7 +101,8 @@ def test_run_report_carries_instruments(corpus, tmp_path):
     assert all(0 <= p["dev_accuracy"] <= 1 for p in diag["probes"].values())
     assert set(diag["moa_attention"]) == {"a->t", "v->t", "t->a", "v->a", "t->v", "a->v"}
     assert set(diag["moa_residual_ratio"]) == {"t", "a", "v"}
-    assert "hgf_join_ratio" not in diag  # hgf_join is off by default
+    assert set(diag["hgf_join_ratio"]) == {"t", "a", "v"}  # hgf_join="scaled" by default
+    assert all(r >= 0 for r in diag["hgf_join_ratio"].values())
     history = json.loads((run / "history.json").read_text())
     assert set(history[-1]["grad_norm"]) == {"hotspot_fusion", "encoder", "moa", "graph", "classifier"}
     assert (run / "branches.png").exists()

@@ -52,9 +52,9 @@ def test_full_model_forward_backward(corpus, batch, graph_on_aligned):
     (torch.nn.functional.cross_entropy(out.logits, batch.labels.clamp(min=0)) + out.lb_loss).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(torch.isfinite(g).all() for g in grads if g is not None)
-    # The graph and MoA receive gradient; HGF and the frame encoder only where their pooled
-    # vectors reach the classifier (the graph starts from them when not from MoA's).
-    reached = ("graph.gnn.0", "moa.") + (() if graph_on_aligned else ("hgf.t", "pool.a", "encoder.v"))
+    # The graph, MoA and HGF (MoA's queries) receive gradient; the frame encoder only where its
+    # pooled vectors reach the classifier (the graph starts from them when not from MoA's).
+    reached = ("graph.gnn.0", "moa.", "hgf.t") + (() if graph_on_aligned else ("pool.a", "encoder.v"))
     for name in reached:
         assert any(n.startswith(name) and p.grad.abs().sum() > 0 for n, p in model.named_parameters()), name
 
@@ -133,19 +133,20 @@ def test_ablation_switches(corpus, batch, name):
 
 def test_hotspot_switch_changes_the_prediction(corpus, batch):
     """HGF off means global content only: the outputs differ from the gated model with the same
-    weights, wherever HGF's output reaches the classifier (not with the default graph_on_aligned,
-    where the classifier sees MoA's vectors of the projected frames and the graph over them)."""
-    on, off = _model(corpus, graph_on_aligned=False).eval(), _model(corpus, hgf=False, graph_on_aligned=False).eval()
-    off.load_state_dict({k: v for k, v in on.state_dict().items() if not k.startswith("hgf.")})
-    assert not torch.allclose(on(batch).logits, off(batch).logits)
+    weights wherever HGF's output reaches the classifier: by default MoA's queries are HGF's rows
+    at the peaks; with graph_on_aligned=False the graph starts from the encoder over them."""
+    for kw in (dict(), dict(graph_on_aligned=False, moa_input="projected")):
+        on, off = _model(corpus, **kw).eval(), _model(corpus, hgf=False, **kw).eval()
+        off.load_state_dict({k: v for k, v in on.state_dict().items() if not k.startswith("hgf.")})
+        assert not torch.allclose(on(batch).logits, off(batch).logits)
 
 
 @pytest.mark.parametrize("queries", ["peaks", "frames"])
 def test_hgf_join_scale(corpus, batch, queries):
     """hgf_join="scaled" starts as "none" (factor 0) and equals "add" at factor 1; HGF receives
     gradient through the join even with the default graph on MoA's vectors."""
-    kw = dict(moa_queries=queries)
-    none, add = _model(corpus, **kw).eval(), _model(corpus, hgf_join="add", **kw).eval()
+    kw = dict(moa_queries=queries, moa_input="projected")  # MoA itself does not read HGF here
+    none, add = _model(corpus, hgf_join="none", **kw).eval(), _model(corpus, hgf_join="add", **kw).eval()
     scaled = _model(corpus, hgf_join="scaled", **kw).eval()
     state = none.state_dict()
     add.load_state_dict(state)
@@ -169,13 +170,17 @@ def test_hgf_join_scale(corpus, batch, queries):
 
 
 def test_hgf_gate_bias_shifts_only_the_initial_bias(corpus, batch):
-    base, shifted = _model(corpus), _model(corpus, hgf_gate_bias=3.0)
+    base, shifted = _model(corpus, hgf_gate_bias=0.0), _model(corpus, hgf_gate_bias=3.0)
     for name, p in base.state_dict().items():
         q = shifted.state_dict()[name]
         torch.testing.assert_close(q, p + 3.0 if name.startswith("hgf.") and name.endswith(".bias") else p)
     shifted.eval()
     out = shifted(batch)
     assert all(float(out.gates[m].mean()) > 0.9 for m in "tav")
+    # without MoA reading HGF's rows the bias is not applied (no_moa and text-only runs keep α ≈ 0.5)
+    for kw in (dict(moa=False), dict(moa_input="projected")):
+        a, b = _model(corpus, hgf_gate_bias=0.0, **kw), _model(corpus, hgf_gate_bias=3.0, **kw)
+        assert all(torch.equal(a.hgf[m].bias, b.hgf[m].bias) for m in "tav")
 
 
 def test_hgf_join_off_without_moa(corpus, batch):

@@ -59,8 +59,11 @@ class ModelConfig:
     num_windows: int = _f(2, "hotspot windows K per utterance and modality")
     radius: int = _f(2, "half-width w of each hotspot window, in frames")
     hgf: bool = _f(True, "hotspot-gated fusion; off = global utterance content only")
-    hgf_gate_bias: float = _f(0.0, "added to HGF's gate bias at initialisation: positive values start the gate "
-                              "near 1, so fused rows start as the hotspot frames themselves")
+    # 5 (α ≈ 0.99): MoA's queries are HGF's outputs at the peaks and must start as the peak frames,
+    # which alignment needs; 3 cost the alignment story 3 points (README "Does each branch earn its place?").
+    hgf_gate_bias: float = _f(5.0, "with MoA and moa_input 'gated': added to HGF's gate bias at "
+                              "initialisation; positive values start the gate near 1, so MoA's queries start as the "
+                              "hotspot peak frames themselves")
     gate: str = _f("vector", "HGF gate per token: one per channel or a single scalar", GATES)
     encoder_layers: int = _f(1, "pre-norm transformer blocks per modality (frame level)")
     num_heads: int = _f(4, "attention heads in encoders, pooling and MoA")
@@ -107,11 +110,14 @@ class ModelConfig:
     moa_queries: str = _f("peaks", "MoA queries: only each target's hotspot peak frames (K rows per utterance), "
                           "or every target frame",
                           ("frames", "peaks"))
-    moa_input: str = _f("projected", "frames MoA aligns: the projected, centred frames (before HGF and the "
+    # "gated": hotspots reach MoA only through HGF, as in DESIGN's flow, so no_hgf (global content only)
+    # means what it says; with "projected" MoA bypassed HGF and no_hgf tied with full (README).
+    moa_input: str = _f("gated", "frames MoA aligns: the projected, centred frames (before HGF and the "
                         "encoder), the encoder outputs, or 'gated': queries from the HGF outputs at the "
                         "peaks, keys and values from the projected frames",
                         ("encoder", "projected", "gated"))
-    hgf_join: str = _f("none", "with MoA: HGF's fused rows at MoA's query rows join MoA's output rows before "
+    # "scaled": the classifier sees HGF's rows beside MoA's, weighted by what training finds (README).
+    hgf_join: str = _f("scaled", "with MoA: HGF's fused rows at MoA's query rows join MoA's output rows before "
                        "pooling: not at all, added as they are, or scaled by a learned per-channel factor "
                        "that starts at 0", ("none", "add", "scaled"))
     align_weight: float = _f(1.0, "training only, with MoA: weight of the cross-utterance alignment objective "

@@ -9,6 +9,11 @@ Per conversation batch and modality m::
     └─► attention pooling ─► + speaker embedding ─► relational GNN over (modality, utterance) nodes
     ─► concat [MoA ; graph] per utterance ─► 2-layer MLP ─► logits [S, C]
 
+With the defaults MoA's queries are HGF's rows at the hotspot peaks (``moa_input="gated"``), its
+keys the projected frames, HGF's peak rows join MoA's output rows with a learned scale
+(``hgf_join="scaled"``), and the graph starts from the MoA-pooled vectors (``graph_on_aligned``):
+the encoder branch then feeds only the instruments.
+
 Projected frames are first centred per utterance with a learned share β of the utterance mean
 (``center=True``): offsets that are constant over an utterance (speaker, channel, session) would
 otherwise dominate every frame, and hotspots are departures from the utterance, not offsets.
@@ -218,7 +223,9 @@ class HotspotERC(nn.Module):
             self.scorer = nn.ModuleDict({m: LearnedScorer(d_model) for m in mods})
         if cfg.hgf:
             self.hgf = nn.ModuleDict({m: HotspotGatedFusion(d_model, gate=cfg.gate) for m in mods})
-            if cfg.hgf_gate_bias:
+            # Only for MoA's queries, which must start as the peak frames; elsewhere (no MoA,
+            # text only) HGF keeps nn.Linear's start near α = 0.5.
+            if cfg.hgf_gate_bias and moa and cfg.moa_input == "gated":
                 with torch.no_grad():
                     for fusion in self.hgf.values():
                         fusion.bias.add_(cfg.hgf_gate_bias)

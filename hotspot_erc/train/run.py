@@ -432,8 +432,8 @@ VARIANTS: dict[str, dict] = {
     "no_temporal_edges": {"temporal_edges": False},
     "scalar_gate": {"gate": "scalar"},
     "hotspots_data": {"hotspot_source": "data"},
-    # the scorer learns through HGF's soft windows, so HGF's vectors must reach the classifier
-    "hotspots_learned": {"hotspot_source": "learned", "encoder_skip": True},
+    # the scorer learns through HGF's soft windows, which MoA's queries read by default
+    "hotspots_learned": {"hotspot_source": "learned"},
     # MoA before the alignment objective made one aligner per pair the winner (README)
     "routed_experts": {"num_experts": 4, "top_k": 2},
     "shared_expert": {"num_experts": 4, "top_k": 2, "shared_expert": True},
@@ -444,6 +444,9 @@ VARIANTS: dict[str, dict] = {
     "no_center": {"center": False},
     # the MoA default before peak queries (README "Does each branch earn its place?")
     "frame_queries": {"moa_queries": "frames", "moa_input": "encoder"},
+    # MoA on the projected frames, bypassing HGF: the default before hgf_join (README)
+    "projected_queries": {"moa_input": "projected", "hgf_join": "none", "hgf_gate_bias": 0.0},
+    "no_hgf_join": {"hgf_join": "none"},
 }
 DEFAULT_VARIANTS = ("full", "no_hgf", "no_moa", "no_graph")
 

@@ -120,10 +120,10 @@ class Trainer:
         self.fwd = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # Some parameters get no gradient in some steps by design: HGF and the frame encoder
-            # whenever their vectors do not reach the loss (the default: MoA reads projected frames
-            # and the graph MoA's vectors; they still feed the instruments), and everything but
-            # MoA's queries/keys in warm-up epochs.
+            # Some parameters get no gradient in some steps by design: the frame encoder whenever
+            # its vectors do not reach the loss (the default: the graph reads MoA's vectors; the
+            # encoder still feeds the instruments), HGF with moa_input="projected" and no hgf_join,
+            # and everything but MoA's queries/keys (and HGF's rows behind them) in warm-up epochs.
             self.fwd = DDP(self.model, device_ids=ids, find_unused_parameters=True)
         if self.t.compile:
             self.fwd = torch.compile(self.fwd, dynamic=True)
