@@ -221,4 +221,12 @@ def test_checkpoint_without_newer_model_fields_loads_as_trained(tmp_path):
     assert (loaded.moa_queries, loaded.moa_input) == ("frames", "encoder")
     assert loaded_cfg.model.moa_queries == "frames"
     assert (loaded.hgf_join, loaded_cfg.model.hgf_gate_bias) == ("none", 0.0)
+    # a config of the previous session: moa_input saved as "projected", no hgf_join / hgf_gate_bias
+    run["model"].update(moa_queries="peaks", moa_input="projected")
+    cfg.model.moa_queries, cfg.model.moa_input = "peaks", "projected"
+    torch.manual_seed(0)
+    model = HotspotERC(dims, 3, config=cfg.model)
+    save_checkpoint(path, model, {"run": run, "dims": dims, "label_names": ["a", "b", "c"]})
+    loaded, loaded_cfg, _ = load_model(path)
+    assert (loaded.moa_input, loaded.hgf_join, loaded_cfg.model.hgf_gate_bias) == ("projected", "none", 0.0)
     assert RunConfig().model.moa_queries == "peaks"  # today's default differs: the fill is what matters

@@ -76,8 +76,8 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch.distributed with gloo is not available")
 def test_ddp_trains_with_the_alignment_warmup(tmp_path):
-    """The default model leaves HGF and the frame encoder without gradient (their vectors do not
-    reach the loss) and warm-up epochs train MoA's objective alone: DDP must accept both."""
+    """The default model leaves the frame encoder without gradient (its vectors do not reach the
+    loss) and warm-up epochs train MoA's objective alone: DDP must accept both."""
     corpus = generate_synthetic_corpus(tmp_path / "c", num_dialogues=8, seed=3, utterances=(3, 5),
                                        frames={"t": (2, 6), "a": (3, 7), "v": (2, 5)})
     flags = ["--d-model", "16", "--num-heads", "2", "--classifier-hidden", "16", "--epochs", "1", "--align-warmup", "1",

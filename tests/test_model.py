@@ -67,8 +67,8 @@ ABLATIONS = {
     "no_temporal_edges": dict(temporal_edges=False),
     "scalar_gate": dict(gate="scalar"),
     "hotspots_data": dict(hotspot_source="data"),
-    "hotspots_learned": dict(hotspot_source="learned", encoder_skip=True),
-    "hotspots_learned_gated_queries": dict(hotspot_source="learned", moa_input="gated", hgf_join="add"),
+    "hotspots_learned": dict(hotspot_source="learned"),  # the ablate variant: gradient through MoA's queries
+    "hotspots_learned_encoder_skip": dict(hotspot_source="learned", encoder_skip=True, moa_input="projected"),
     "gated_queries": dict(moa_input="gated"),
     "gated_frame_queries": dict(moa_input="gated", moa_queries="frames"),
     "shared_expert": dict(shared_expert=True),
@@ -183,9 +183,28 @@ def test_hgf_gate_bias_shifts_only_the_initial_bias(corpus, batch):
         assert all(torch.equal(a.hgf[m].bias, b.hgf[m].bias) for m in "tav")
 
 
-def test_hgf_join_off_without_moa(corpus, batch):
-    model = _model(corpus, hgf_join="scaled", moa=False)
+@pytest.mark.parametrize("kw", [dict(moa=False), dict(modalities="t")], ids=["no_moa", "text_only"])
+def test_hgf_join_and_gate_bias_off_without_moa(corpus, batch, kw):
+    """Without MoA (switched off, or one modality) neither the join nor the gate bias exists: the
+    model and its random stream are those of hgf_join="none", hgf_gate_bias=0."""
+    model = _model(corpus, hgf_join="scaled", hgf_gate_bias=5.0, **kw)
+    plain = _model(corpus, hgf_join="none", hgf_gate_bias=0.0, **kw)
     assert model.hgf_join == "none" and not hasattr(model, "hgf_join_scale")
+    assert model.state_dict().keys() == plain.state_dict().keys()
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_hgf_join_zero_scale_with_gated_queries(corpus, batch):
+    """With the default gated queries a zero join factor is exactly no join, and the joined rows are
+    the query rows: a factor of 1 adds HGF's peak rows, which changes the prediction."""
+    none = _model(corpus, hgf_join="none").eval()
+    scaled = _model(corpus, hgf_join="scaled").eval()
+    scaled.load_state_dict(none.state_dict(), strict=False)
+    assert torch.equal(scaled(batch).logits, none(batch).logits)
+    with torch.no_grad():
+        for p in scaled.hgf_join_scale.values():
+            p.fill_(1.0)
+    assert not torch.allclose(scaled(batch).logits, none(batch).logits)
 
 
 def test_utterances_do_not_see_other_dialogues(corpus):

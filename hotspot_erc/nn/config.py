@@ -62,8 +62,8 @@ class ModelConfig:
     # 5 (α ≈ 0.99): MoA's queries are HGF's outputs at the peaks and must start as the peak frames,
     # which alignment needs; 3 cost the alignment story 3 points (README "Does each branch earn its place?").
     hgf_gate_bias: float = _f(5.0, "with MoA and moa_input 'gated': added to HGF's gate bias at "
-                              "initialisation; positive values start the gate near 1, so MoA's queries start as the "
-                              "hotspot peak frames themselves")
+                              "initialisation; positive values start the gate near 1 at every frame, so MoA's queries "
+                              "start as the hotspot peak frames themselves (and frames outside the windows near 0)")
     gate: str = _f("vector", "HGF gate per token: one per channel or a single scalar", GATES)
     encoder_layers: int = _f(1, "pre-norm transformer blocks per modality (frame level)")
     num_heads: int = _f(4, "attention heads in encoders, pooling and MoA")
@@ -113,8 +113,8 @@ class ModelConfig:
     # "gated": hotspots reach MoA only through HGF, as in DESIGN's flow, so no_hgf (global content only)
     # means what it says; with "projected" MoA bypassed HGF and no_hgf tied with full (README).
     moa_input: str = _f("gated", "frames MoA aligns: the projected, centred frames (before HGF and the "
-                        "encoder), the encoder outputs, or 'gated': queries from the HGF outputs at the "
-                        "peaks, keys and values from the projected frames",
+                        "encoder), the encoder outputs, or 'gated': queries from the HGF outputs (at the "
+                        "peaks, or every frame with moa_queries 'frames'), keys and values from the projected frames",
                         ("encoder", "projected", "gated"))
     # "scaled": the classifier sees HGF's rows beside MoA's, weighted by what training finds (README).
     hgf_join: str = _f("scaled", "with MoA: HGF's fused rows at MoA's query rows join MoA's output rows before "

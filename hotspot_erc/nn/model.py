@@ -223,8 +223,9 @@ class HotspotERC(nn.Module):
             self.scorer = nn.ModuleDict({m: LearnedScorer(d_model) for m in mods})
         if cfg.hgf:
             self.hgf = nn.ModuleDict({m: HotspotGatedFusion(d_model, gate=cfg.gate) for m in mods})
-            # Only for MoA's queries, which must start as the peak frames; elsewhere (no MoA,
-            # text only) HGF keeps nn.Linear's start near α = 0.5.
+            # For MoA's queries, which must start as the peak frames. The shift moves HGF's gate at
+            # every frame, so the encoder's input outside the windows starts near 0 too; without
+            # MoA reading HGF (no MoA, text only) HGF keeps nn.Linear's start near α = 0.5.
             if cfg.hgf_gate_bias and moa and cfg.moa_input == "gated":
                 with torch.no_grad():
                     for fusion in self.hgf.values():
@@ -254,8 +255,8 @@ class HotspotERC(nn.Module):
             self.moa = MixtureOfAligners(d_model, modalities=mods, num_experts=cfg.num_experts, top_k=cfg.top_k,
                                          num_heads=num_heads, dropout=dropout, shared_expert=cfg.shared_expert)
             self.moa_pool = nn.ModuleDict({m: AttentionPool(d_model, num_heads) for m in mods})
-        # MoA reads the projected frames, so without this HGF's rows reach the loss only through
-        # encoder_skip or a graph on encoder vectors (README "Does each branch earn its place?").
+        # The classifier sees HGF's own rows beside MoA's; with moa_input="projected" this is HGF's
+        # only path to the loss besides encoder_skip or a graph on encoder vectors (README).
         self.hgf_join = cfg.hgf_join if moa else "none"
         if self.hgf_join == "scaled":
             self.hgf_join_scale = nn.ParameterDict({m: nn.Parameter(torch.zeros(d_model)) for m in mods})
@@ -423,6 +424,8 @@ class HotspotERC(nn.Module):
                 moa = self.moa({m: tgt[m][0] for m in mods}, {m: tgt[m][1] for m in mods}, sources=sources,
                                record_qk=self.inspect, hotspot_mask=hot, source_hotspot_mask=src_hot,
                                contrast=self._contrast_rows(segs, peaks) if contrast else None)
+                # HGF's rows at the peaks, gathered again even when they are the query rows: reusing
+                # those would change the backward's summation order and so the measured runs (README)
                 rows = {m: self._join_hgf(out, m, moa.outputs[m], hotspot_frames(gated[m], segs[m], peaks[m], 0)[0])
                         for m in mods}
                 moa_pooled = {m: self.moa_pool[m](rows[m], tgt[m][1])
