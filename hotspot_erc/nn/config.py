@@ -34,7 +34,8 @@ def _f(default, help: str, choices=None):
 # What a saved model config that lacks a field meant: the behaviour before the field existed
 # (checkpoints and run configs written earlier load and resume as they were trained).
 LEGACY_MODEL = {"moa_queries": "frames", "moa_input": "encoder", "soft_temperature": 1.0, "content_pool": "auto",
-                "align_weight": 0.0, "shared_expert": False, "align_group": 32, "hgf_join": "none", "hgf_gate_bias": 0.0}
+                "align_weight": 0.0, "shared_expert": False, "align_group": 32, "hgf_join": "none",
+                "hgf_gate_bias": 0.0}
 
 
 def with_legacy_fields(saved: dict) -> dict:

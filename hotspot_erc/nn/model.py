@@ -51,7 +51,8 @@ class ModelOutput:
     """What :meth:`HotspotERC.forward` returns.
 
     ``gates[m]`` is the HGF gate α [N_m, g] (empty dict when HGF is off); ``scores[m]`` the frame
-    intensity scores used for hotspot extraction (both detached: inspection only); ``hotspot_mask[m]`` the window membership [N_m];
+    intensity scores used for hotspot extraction (both detached: inspection only);
+    ``hotspot_mask[m]`` the window membership [N_m];
     ``routing`` the MoA routing keyed "k->j" (empty when MoA is off); ``features`` the utterance
     vectors fed to the classifier [S, F]; ``cu_seqlens`` the segment boundaries actually used
     (modality dropout can empty segments in training) and ``segments`` their

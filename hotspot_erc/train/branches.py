@@ -6,7 +6,8 @@ import torch
 
 # Which branch a top-level submodule of HotspotERC belongs to, for the per-branch gradient norms.
 BRANCH_OF = {"proj": "hotspot_fusion", "center_beta": "hotspot_fusion", "scorer": "hotspot_fusion",
-             "hotspot_marker": "hotspot_fusion", "hgf": "hotspot_fusion", "hgf_join_scale": "hotspot_fusion", "encoder": "encoder", "pool": "encoder",
+             "hotspot_marker": "hotspot_fusion", "hgf": "hotspot_fusion", "hgf_join_scale": "hotspot_fusion",
+             "encoder": "encoder", "pool": "encoder",
              "moa": "moa", "moa_pool": "moa",
              "speaker": "graph", "gnn": "graph", "gnn_norm": "graph", "classifier": "classifier"}
 

@@ -29,6 +29,9 @@ import os
 import numpy as np
 import torch
 
+# Per-target ratios a ModelOutput carries (its field -> the summary key of their mean over batches).
+RATIO_OUTPUTS = {"moa_residual": "moa_residual_ratio", "hgf_join_ratio": "hgf_join_ratio"}
+
 # Below these, a gate or a router is reported as collapsed, and the graph as inert.
 GATE_STD_MIN = 0.02
 ROUTING_ENTROPY_MIN = 0.3
@@ -55,8 +58,7 @@ class Diagnostics:
         self.by_emotion: dict[str, torch.Tensor] = {}
         self.graph_updates: list[float] = []
         self.attention: dict[str, torch.Tensor] = {}          # pair -> float64 [3] sums
-        self.residual: dict[str, list] = {}                   # target -> per-batch ratios
-        self.join: dict[str, list] = {}                       # target -> per-batch HGF join ratios
+        self.ratios: dict[str, dict[str, list]] = {}          # summary key -> target -> per-batch ratios
 
     @torch.no_grad()
     def update(self, out, batch) -> None:
@@ -82,10 +84,9 @@ class Diagnostics:
             self.graph_updates.append(float(out.graph_update))
         for pair, mass in getattr(out, "attention_mass", {}).items():
             self.attention[pair] = self.attention.get(pair, 0) + mass.detach().double().cpu()
-        for m, ratio in getattr(out, "moa_residual", {}).items():
-            self.residual.setdefault(m, []).append(float(ratio))
-        for m, ratio in getattr(out, "hgf_join_ratio", {}).items():
-            self.join.setdefault(m, []).append(float(ratio))
+        for name, key in RATIO_OUTPUTS.items():
+            for m, ratio in getattr(out, name, {}).items():
+                self.ratios.setdefault(key, {}).setdefault(m, []).append(float(ratio))
         labels = batch.labels.cpu()
         for pair, info in out.routing.items():
             experts, gates = info.experts.cpu(), info.gates.float().cpu()
@@ -122,10 +123,8 @@ class Diagnostics:
                 "frames": int(n),
                 "channels": int(s1.numel()),
             }
-        if self.residual:
-            res["moa_residual_ratio"] = {m: float(np.mean(v)) for m, v in self.residual.items()}
-        if self.join:
-            res["hgf_join_ratio"] = {m: float(np.mean(v)) for m, v in self.join.items()}
+        for key, per_target in self.ratios.items():
+            res[key] = {m: float(np.mean(v)) for m, v in per_target.items()}
         if self.attention:
             res["moa_attention"] = {}
             for pair, (mass, uniform, frames) in self.attention.items():
