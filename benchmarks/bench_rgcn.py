@@ -1,7 +1,7 @@
 """RGCNConv forward+backward: hotspot_erc vs torch_geometric's RGCNConv (and FastRGCNConv where
 its [E, in, out] weight gather fits in memory).
 
-Cases (issue 3): a large sparse graph (N=10k, E=100k, R=8, 256->256) and a conversation batch
+Cases: a large sparse graph (N=10k, E=100k, R=8, 256->256) and a conversation batch
 (32 dialogues x 50 utterances x 3 modalities, default relations, 128->128). Ours is timed with the
 graph prepared once (as a model reuses it across layers) and with the graph rebuilt from
 edge_index every call (the drop-in cost). Ours runs the fused path of its device: on the CPU the

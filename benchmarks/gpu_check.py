@@ -1,4 +1,4 @@
-"""One-command GPU check: build for this GPU, run the GPU tests, run the benchmarks (issue 14).
+"""One-command GPU check: build for this GPU, run the GPU tests, run the benchmarks.
 
     make gpu-check                         # = python -m benchmarks.gpu_check
     python -m benchmarks.gpu_check --dry-run

@@ -1,4 +1,4 @@
-"""The work each op must do: FLOPs and bytes from shapes (DESIGN §6, issue 14 item 4).
+"""The work each op must do: FLOPs and bytes from shapes (DESIGN §6).
 
 Every function returns a :class:`Work` (FLOPs, bytes) for one call: the *floor*, what any
 implementation has to compute and move (each input read once, each output written once, no
@@ -57,8 +57,8 @@ def hotspot_gate(n: int, d: int, g: int, b: int, passes: str = "fwd") -> Work:
     Backward with α recomputed (the kernel saves only its inputs): recompute z (4·N·d·g),
     d[c; h] += dz @ Wᵀ (4·N·d·g), dW = [c; h]ᵀ @ dz (4·N·d·g): **12·N·d·g FLOPs**; **bytes
     b·(5·N·d + 4·d·g + 2·g)**: read c, h and dout, write dc and dh (5·N·d), read W and bias,
-    write dW and dbias. (DESIGN §6 rounds the backward to ≈ 6·N·d·b; issue 14 holds the kernel's
-    own traffic to ≤ 9·N·d·b.)
+    write dW and dbias. (DESIGN §6 rounds the backward to ≈ 6·N·d·b; the kernel's own
+    traffic is held to ≤ 9·N·d·b.)
     """
     fwd = Work(4.0 * n * d * g, b * (3.0 * n * d + 2.0 * d * g + g))
     bwd = Work(12.0 * n * d * g, b * (5.0 * n * d + 4.0 * d * g + 2.0 * g))
@@ -128,7 +128,7 @@ def rgcn_conv(num_nodes: int, num_edges: int, num_relations: int, d_in: int, d_o
               index_bytes: int = 8) -> Work:
     """One ``RGCNConv`` layer (DESIGN §3.6) on a prepared graph, mean aggregation.
 
-    The floor multiplies only the K non-empty (node, relation) buckets (issue 14 item 3; a dense
+    The floor multiplies only the K non-empty (node, relation) buckets (a dense
     [N, R·d_in] @ [R·d_in, d_out] does 2·N·R·d_in·d_out, DESIGN §6, ~3× more on a conversation
     graph where ~1/3 of the buckets have edges); ``nonempty_buckets=None`` gives the dense count.
     Forward: **FLOPs 2·K·d_in·d_out** (+ **2·N·d_in·d_out** root GEMM) + E·d_in aggregation adds;

@@ -1,4 +1,4 @@
-"""Testing helpers: count the kernel launches one call makes (issue 14).
+"""Testing helpers: count the kernel launches one call makes.
 
 At conversation scale (a few thousand tokens or nodes) every op here is launch-bound: its run time
 is its number of kernel launches times a few microseconds. :func:`count_launches` counts them on

@@ -1,4 +1,4 @@
-"""Triton kernels of ``RGCNConv``'s fused CUDA path (issue 14 item 3): :mod:`segment_matmul` with
+"""Triton kernels of ``RGCNConv``'s fused CUDA path: :mod:`segment_matmul` with
 the relational gather fused into its A-tile load, so the gathered matrix Z never exists.
 
 The rows are those of the graph's compact structure (``RelationalGraph.compact()``): group 0 is

@@ -1,4 +1,4 @@
-"""Checked-in launch configs of the Triton kernels that used to autotune (issue 14 item 5).
+"""Checked-in launch configs of the Triton kernels that used to autotune.
 
 Autotuning at the first call of every shape class cost a host sync and a compile storm on the
 first training step, and the chosen tile (hence the summation order) depended on timing, so two

@@ -1,4 +1,4 @@
-// Schema of the fused relational convolution RGCNConv runs on the CPU (issue 14, item 3):
+// Schema of the fused relational convolution RGCNConv runs on the CPU:
 //
 // relational_conv(x [N, in], weight [R, in, out], root [in, out]?, bias [out]?, rel_ptr [R+1],
 //                 ptr [K+1], col [E'], dst [K], mean) -> [N, out]:

@@ -1,4 +1,4 @@
-// Schema of the segment (grouped) matrix product used by RGCNConv (issue 14): rows of `a` come in
+// Schema of the segment (grouped) matrix product used by RGCNConv: rows of `a` come in
 // groups given by `ptr`, each group multiplied by its own weight; with k = 1 and unit gates it is
 // grouped_expert_linear, and pyg-lib's segment_matmul.
 //

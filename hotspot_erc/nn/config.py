@@ -61,7 +61,7 @@ class ModelConfig:
     radius: int = _f(2, "half-width w of each hotspot window, in frames")
     hgf: bool = _f(True, "hotspot-gated fusion; off = global utterance content only")
     # 5 (α ≈ 0.99): MoA's queries are HGF's outputs at the peaks and must start as the peak frames,
-    # which alignment needs; 3 cost the alignment story 3 points (README "Does each branch earn its place?").
+    # which alignment needs; 3 cost the alignment story 3 points (docs/EXPERIMENTS.md).
     hgf_gate_bias: float = _f(5.0, "with MoA and moa_input 'gated': added to HGF's gate bias at "
                               "initialisation; positive values start the gate near 1 at every frame, so MoA's queries "
                               "start as the hotspot peak frames themselves (and frames outside the windows near 0)")
@@ -70,7 +70,7 @@ class ModelConfig:
     num_heads: int = _f(4, "attention heads in encoders, pooling and MoA")
     moa: bool = _f(True, "mixture-of-aligners cross-modal alignment; off = no alignment")
     # One aligner per pair, not DESIGN's E=4/k=2 (MixtureOfAligners' own defaults): with routed
-    # experts the alignment objective was learned far worse (README "Does each branch earn its place?").
+    # experts the alignment objective was learned far worse (docs/EXPERIMENTS.md).
     num_experts: int = _f(1, "MoA expert aligners E per modality pair")
     top_k: int = _f(1, "MoA experts used per utterance and pair")
     shared_expert: bool = _f(False, "MoA: one more aligner per pair that every utterance uses (gate 1) beside its "
@@ -86,7 +86,7 @@ class ModelConfig:
     window_future: int = _f(2, "future utterances linked by temporal edges (-1 = the whole future; "
                             "corect/cogmen schemes only; corect's future bound is exclusive)")
     # "speaker": typing temporal edges by same/other speaker let context reach cue-less utterances
-    # (README "Does each branch earn its place?").
+    # (docs/EXPERIMENTS.md).
     graph_scheme: str = _f("speaker", "edge set and typing of the conversation graph: ours (default, "
                            "speaker, temporal_multi) or exactly CORECT's / COGMEN's graph (corect, cogmen)",
                            GRAPH_SCHEMES)

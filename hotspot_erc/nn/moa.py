@@ -15,7 +15,7 @@ For every ordered modality pair k→j (source k, target j) and every utterance s
 
 Target j's output is ``LayerNorm(x_j + dropout(Σ_{k≠j} attn_{k→j}))`` (post-norm residual).
 :class:`PairAligner` holds one pair's parameters and computes it alone (the per-pair spec);
-:class:`MixtureOfAligners` runs all pairs at once on their stacked parameters (issue 14: a fixed
+:class:`MixtureOfAligners` runs all pairs at once on their stacked parameters (a fixed
 number of launches, not one set per pair), with the same results.
 Utterances whose target or source stream is empty (a missing modality) still get a routing row
 but count for neither the attention (zeros) nor the load-balancing loss.

@@ -192,7 +192,7 @@ class RelationalGraph:
         return self._relation_major
 
     def compact(self, exact_rows: bool | None = None) -> dict:
-        """The structures of ``RGCNConv``'s grouped path (issue 14), built once on the graph's
+        """The structures of ``RGCNConv``'s grouped path, built once on the graph's
         device and cached. Rows of the gathered matrix Z: [0, N) one *root* row per node (node i
         itself), then the K non-empty (node, relation) buckets grouped by relation (relation-
         major), then, on CUDA, padding up to the bound N + min(E, N*R) (sizes from shapes: no

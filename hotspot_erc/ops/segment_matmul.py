@@ -1,7 +1,7 @@
 """``segment_matmul``: rows in groups, each group times its own weight (pyg-lib's segment_matmul;
 ``grouped_expert_linear`` with k = 1 and unit gates), with an optional *root* group that has its
 own weight and a bias, for rows already in memory. ``RGCNConv`` multiplies its non-empty (node,
-relation) buckets grouped by relation plus one root row per node the same way (issue 14 item 3),
+relation) buckets grouped by relation plus one root row per node the same way,
 with the gather fused into the A operand so the gathered rows never exist: on CUDA
 ``kernels/gather_segment_matmul.py`` (this op's kernel with a gathering A-tile load, sharing its
 tile map), on the CPU the C++ ``relational_conv``; this op is what a CPU build without

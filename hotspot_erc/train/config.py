@@ -47,8 +47,8 @@ class TrainConfig:
                       "batch order stays random); off = a uniform shuffle")
     num_workers: int = _f(0, "DataLoader worker processes preparing batches while the model computes (0 = in the "
                           "training process)")
-    # 5e-3, not 2e-3: the alignment objective learns a sharper match at it (README "Does each
-    # branch earn its place?").
+    # 5e-3, not 2e-3: the alignment objective learns a sharper match at it (docs/EXPERIMENTS.md,
+    # 2026-11-30).
     lr: float = _f(5e-3, "Adam learning rate")
     weight_decay: float = _f(0.0, "Adam L2 weight decay")
     lb_weight: float = _f(0.01, "lambda of the MoA load-balancing loss")

@@ -442,9 +442,9 @@ VARIANTS: dict[str, dict] = {
     "text_audio": {"modalities": "ta"},
     "modality_dropout": {"modality_dropout": 0.2},
     "no_center": {"center": False},
-    # the MoA default before peak queries (README "Does each branch earn its place?")
+    # the MoA default before peak queries (docs/EXPERIMENTS.md)
     "frame_queries": {"moa_queries": "frames", "moa_input": "encoder"},
-    # MoA on the projected frames, bypassing HGF: the default before hgf_join (README)
+    # MoA on the projected frames, bypassing HGF: the default before hgf_join (docs/EXPERIMENTS.md)
     "projected_queries": {"moa_input": "projected", "hgf_join": "none", "hgf_gate_bias": 0.0},
     "no_hgf_join": {"hgf_join": "none"},
 }
