@@ -218,11 +218,15 @@ class _GatherRows(torch.autograd.Function):
     def forward(ctx, src, index):
         ctx.save_for_backward(index)
         ctx.num_src = src.shape[0]
+        if ctx.num_src == 0:  # no row to point at: every index is the caller's padding
+            return src.new_zeros((index.shape[0], *src.shape[1:]))
         return src.index_select(0, index)
 
     @staticmethod
     def backward(ctx, grad):
         (index,) = ctx.saved_tensors
+        if ctx.num_src == 0:
+            return grad.new_zeros((0, *grad.shape[1:])), None
         order = torch.sort(index, stable=True).indices
         # Integer counts: exact whatever the order the scatter adds them in.
         counts = torch.zeros(ctx.num_src, dtype=torch.int64, device=index.device)
@@ -232,5 +236,6 @@ class _GatherRows(torch.autograd.Function):
 
 def gather_rows(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``src[index]`` for a 1-D int64 ``index`` (rows in [0, src.shape[0])), with a backward that
-    sums repeated rows in a fixed order."""
+    sums repeated rows in a fixed order. An empty ``src`` (a modality absent from a whole batch)
+    gives zero rows: callers pad with index 0, which such a stream lacks, and mask what it gives."""
     return _GatherRows.apply(src, index.long().reshape(-1))

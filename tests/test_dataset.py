@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import seed_for
 
 from hotspot_erc.data.dataset import (Batch, DialogueDataset, LengthBucketSampler, collate_dialogues,
                                       make_loader)
@@ -17,7 +18,7 @@ DIMS = {"t": 4, "a": 3, "v": 2}
 @pytest.fixture(scope="module")
 def ragged(tmp_path_factory):
     """Hand-made dialogues: one-utterance dialogues and modalities missing for some utterances."""
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed_for(1))
     lens = [  # per dialogue: per utterance (t, a, v) frame counts; 0 = missing
         [(3, 0, 2)],
         [(1, 4, 0), (2, 2, 2), (0, 5, 1)],
@@ -180,7 +181,7 @@ def test_dataset_pickles_without_frames(synthetic):
     blob = pickle.dumps(ds)
     assert len(blob) < 10_000  # spawn-started workers get the path, not a copy of the corpus
     again = pickle.loads(blob)
-    torch.testing.assert_close(again[0].features["t"], ds[0].features["t"])
+    torch.testing.assert_close(again[0].features["t"], ds[0].features["t"], rtol=0, atol=0)  # the same stored bytes
 
 
 @pytest.mark.gpu

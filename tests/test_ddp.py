@@ -7,16 +7,21 @@ import sys
 
 import pytest
 import torch
+from tolerance import rel_bound
 
 from hotspot_erc.data.synthetic import generate_synthetic_corpus
 from hotspot_erc.train.checkpoint import load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LR = 1e-3
 # Dropout, the load-balancing term and the alignment objective (its negatives are the utterances
 # of the process's own shard) are per-process quantities: off, so the comparison is exact.
 FLAGS = ["--d-model", "16", "--num-heads", "2", "--classifier-hidden", "16", "--epochs", "2", "--batch-size", "4",
-         "--lr", "1e-3", "--dropout", "0", "--lb-weight", "0", "--align-weight", "0", "--align-warmup", "0",
+         "--lr", str(LR), "--dropout", "0", "--lb-weight", "0", "--align-weight", "0", "--align-warmup", "0",
          "--device", "cpu", "--no-progress", "--no-plots"]
+# The longest reduction behind the loss: the classifier's first layer reads 3 modalities x 16
+# (MoA's vectors) + 3 graph nodes x 16 = 96 features (a batch's CE mean adds <= 4 x 6 terms).
+K_LOSS = 96
 
 
 def _comparable(name, t):
@@ -55,19 +60,25 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert two["world_size"] == 2 and one["world_size"] == 1
     for split in ("dev", "test"):
         assert two[split]["confusion_matrix"] == one[split]["confusion_matrix"], split
-        assert two[split]["weighted_f1"] == pytest.approx(one[split]["weighted_f1"], abs=1e-9)
+        # float64 from the same counts: one term per class (6), each <= 1
+        assert two[split]["weighted_f1"] == pytest.approx(one[split]["weighted_f1"], rel=0,
+                                                          abs=rel_bound(torch.float64, 6))
     h1 = json.loads((tmp_path / "one" / "history.json").read_text())
     h2 = json.loads((tmp_path / "two" / "history.json").read_text())
     for a, b in zip(h1, h2):
-        assert b["train_ce"] == pytest.approx(a["train_ce"], rel=1e-5)
-        assert b["dev_loss"] == pytest.approx(a["dev_loss"], rel=1e-5)
+        # float32 losses (CE >= 0, near log 6 here: no cancellation), mean over batches in float64
+        assert b["train_ce"] == pytest.approx(a["train_ce"], rel=rel_bound(torch.float32, K_LOSS), abs=0)
+        assert b["dev_loss"] == pytest.approx(a["dev_loss"], rel=rel_bound(torch.float32, K_LOSS), abs=0)
     w1 = load_checkpoint(str(tmp_path / "one" / "checkpoints" / "last.safetensors"))
     w2 = load_checkpoint(str(tmp_path / "two" / "checkpoints" / "last.safetensors"))
     assert w2.state["world_size"] == 2
     worst = max((_comparable(k, w1.model[k]) - _comparable(k, w2.model[k])).abs().max().item()
                 for k in w1.model if _comparable(k, w1.model[k]).numel())
-    # Normalising the loss per rank instead of by the global batch moves weights by ~5e-3 here.
-    assert worst < 1e-4, worst
+    # Not a rounding bound: Adam divides each gradient entry by its own running size, so rounding-level
+    # differences of small entries become a fraction of a step (lr) of either sign. The runs must stay
+    # within a tenth of one step; normalising the loss per rank instead of by the global batch moves
+    # weights by ~5 steps (~5e-3) here.
+    assert worst < LR / 10, worst
     # Rank 0 wrote the checkpoints: one of each, no temporary or per-rank files.
     assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == [
         "best.json", "best.safetensors", "last.json", "last.safetensors"]

@@ -13,6 +13,7 @@ import time
 
 import pytest
 import torch
+from conftest import seed_for
 
 from hotspot_erc.train.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
 
@@ -41,7 +42,7 @@ WRITER = textwrap.dedent("""
 def test_kill_during_save_leaves_loadable_checkpoints(tmp_path):
     folder = tmp_path / "checkpoints"
     folder.mkdir()
-    rng = random.Random(0)
+    rng = random.Random(seed_for(0))
     start = 0
     orphans = set()  # temporary files the kills left (a kill inside a write leaves one)
     for _ in range(4):

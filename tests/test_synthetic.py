@@ -66,7 +66,7 @@ def test_reuse_and_refuse(tmp_path):
     with pytest.raises(FileExistsError, match="does not hold a synthetic corpus"):
         generate_synthetic_corpus(other, num_dialogues=5)
     assert (other / "notes.txt").exists()
-    # overwrite replaces a corpus, never files it did not write (issue 13).
+    # overwrite replaces a corpus, never files it did not write.
     with pytest.raises(FileExistsError, match="does not hold a hotspot-erc corpus"):
         generate_synthetic_corpus(other, num_dialogues=5, overwrite=True)
     assert (other / "notes.txt").read_text() == "not a corpus"

@@ -36,6 +36,15 @@ UNIT_ROUNDOFF = {
 C = 8.0
 
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def accumulation(dtype):
+    """Where a kernel of ``dtype`` sums: float32 for the 16-bit formats (every kernel here and
+    PyTorch's own accumulate them in float32), else ``dtype`` itself (None)."""
+    return torch.float32 if dtype in LOW_PRECISION else None
+
+
 def unit_roundoff(dtype) -> float:
     try:
         return UNIT_ROUNDOFF[dtype]
@@ -43,9 +52,16 @@ def unit_roundoff(dtype) -> float:
         raise ValueError(f"dtype: expected one of {list(UNIT_ROUNDOFF)}, got {dtype!r}") from None
 
 
-def rel_bound(dtype, k: int = 1, *, c: float = C) -> float:
-    """The bound on ‖out − ref‖ / ‖scale‖ for results of ``k``-long reductions in ``dtype``."""
-    return c * math.sqrt(max(int(k), 1)) * unit_roundoff(dtype)
+def rel_bound(dtype, k: int = 1, *, c: float = C, accumulate=None) -> float:
+    """The bound on ‖out − ref‖ / ‖scale‖ for results of ``k``-long reductions in ``dtype``.
+
+    ``accumulate``: the format the reductions really run in when it is wider than ``dtype`` (a
+    bfloat16 kernel that sums in float32 and rounds each result to bfloat16 once); the bound is
+    then one rounding in ``dtype`` plus the sums' rounding in ``accumulate``."""
+    growth = math.sqrt(max(int(k), 1))
+    if accumulate is None:
+        return c * growth * unit_roundoff(dtype)
+    return c * (unit_roundoff(dtype) + growth * unit_roundoff(accumulate))
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor, scale: torch.Tensor | None = None) -> float:
@@ -58,10 +74,10 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor, scale: torch.Tensor | None = N
 
 
 def assert_close(out: torch.Tensor, ref: torch.Tensor, dtype, k: int = 1, *, scale=None,
-                 c: float = C, what: str = "") -> None:
+                 c: float = C, accumulate=None, what: str = "") -> None:
     """Fail when ``out`` is further from ``ref`` than the rounding bound of ``dtype`` allows."""
     assert out.shape == ref.shape, f"{what}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
-    err, bound = rel_err(out, ref, scale), rel_bound(dtype, k, c=c)
+    err, bound = rel_err(out, ref, scale), rel_bound(dtype, k, c=c, accumulate=accumulate)
     assert err <= bound, (f"{what}: relative error {err:.3g} > bound {bound:.3g} "
                           f"(c={c}, k={k}, u={unit_roundoff(dtype):.3g}, {dtype})")
 
