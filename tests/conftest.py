@@ -17,8 +17,6 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from tolerance import rel_err  # noqa: F401  (tests import it from here)
-
 BASE_SEED = int(os.environ.get("HOTSPOT_ERC_TEST_SEED", "0") or 0)
 
 
