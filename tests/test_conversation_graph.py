@@ -2,12 +2,11 @@
 import pickle
 from types import SimpleNamespace
 
-import copy
 
 import pytest
 import torch
 from conftest import seed_for
-from tolerance import assert_close, magnitude
+from tolerance import abs_copy, assert_close, magnitude
 
 from hotspot_erc.data.graph import (OUR_SCHEMES, SCHEMES, ConversationGraph, baseline_relation_keys,
                                     build_conversation_graph, conversation_graph_fn, node_modalities,
@@ -126,10 +125,7 @@ def test_graph_fn_on_a_batch_and_rgcn():
     # per node: the root term and one mean message per incoming edge's relation, each 8 inputs long;
     # k = 8 x (most incoming edges + 1). The terms have both signs: scale = the layer on magnitudes.
     k = 8 * (int(torch.bincount(g.edge_index[1], minlength=g.num_nodes).max()) + 1)
-    mag = copy.deepcopy(layer)
-    with torch.no_grad():
-        for p in mag.parameters():
-            p.abs_()
+    mag = abs_copy(layer)
     assert_close(layer(x, prepare_graph(g)), layer(x, g.edge_index, g.edge_type), torch.float32, k,
                  scale=magnitude(lambda a: mag(a, g.edge_index, g.edge_type), x), what="prepared vs edge list")
     with pytest.raises(AttributeError, match="prepare_graph"):  # the data layer no longer prepares graphs

@@ -31,7 +31,7 @@ from hotspot_erc.reference.hotspot_gate import hotspot_gate_reference
 from hotspot_erc.reference.varlen_attention import default_scale, varlen_cross_attention_reference
 
 from conftest import seed_for
-from tolerance import assert_close
+from tolerance import assert_close, magnitude_grads
 
 F64 = torch.float64
 # (backend, dtype of its computation, cases)
@@ -68,20 +68,6 @@ def _randn(gen, *shape, dtype=F64):
     return torch.randn(*shape, generator=gen, dtype=F64).to(dtype)
 
 
-def _abs_magnitudes(fn):
-    """Σ|terms| of the output and of each gradient of a multilinear ``fn`` with non-negative
-    coefficients: ``fn`` and its gradients at the magnitudes of the inputs and of dy."""
-    def scales(inputs, dy):
-        leaves = [t.detach().abs().requires_grad_() for t in inputs]
-        out = fn(*leaves)
-        if not out.requires_grad:
-            return out.detach(), [torch.zeros_like(t) for t in leaves]
-        grads = torch.autograd.grad(out, leaves, dy.abs(), allow_unused=True)
-        return out.detach(), [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
-
-    return scales
-
-
 def _compare(got, want, dtype, k, scale, what):
     assert torch.isfinite(got).all(), what
     assert_close(got, want, dtype, k, scale=scale, what=what)
@@ -95,7 +81,8 @@ def _run(fn_op, fn_ref, inputs, gen, dtype, k_out, k_grad, what, scales=None):
     refs = [t.detach().double().clone().requires_grad_() for t in inputs]
     out, want = fn_op(*ours), fn_ref(*refs)
     dy = _randn(gen, *out.shape)
-    out_scale, grad_scales = (scales or _abs_magnitudes(fn_ref))([t.detach() for t in refs], dy)
+    refs_in = [t.detach() for t in refs]
+    out_scale, grad_scales = scales(refs_in, dy) if scales else magnitude_grads(fn_ref, refs_in, dy)
     _compare(out, want, dtype, k_out, out_scale, what + " output")
     for y, g in ((out, dy.to(out.dtype)), (want, dy)):
         if y.requires_grad:
@@ -305,7 +292,7 @@ def test_fuzz_rgcn_conv():
         # out: W_r composed from b bases, a bucket's mean, the GEMM over r·i, the root's over i, the
         # bias; x's gradient: W_r composed, over o for every relation and the root, the out-edges
         _run(lambda x: conv(x, ei, et), ref, [x], gen, F64, b + bucket + (r + 1) * i + 1, b + (r + 1) * o + out_of,
-             f"case {case}", scales=_abs_magnitudes(lambda x: ref(x, *mags)))
+             f"case {case}", scales=lambda inputs, dy: magnitude_grads(lambda x: ref(x, *mags), inputs, dy))
 
 
 # ----------------------------------------------------------------------------- segment helpers

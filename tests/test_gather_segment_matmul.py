@@ -3,7 +3,6 @@ relational gather fused into segment_matmul's A-tile load. On CPU tensors throug
 ``TRITON_INTERPRET=1`` against the reference (float64 and float32 kernels against float64
 references, within the rounding bound of their dtype), the former three-launch path, PyG's
 layer; the GPU-marked tests run the same on CUDA and check bitwise repeats."""
-import copy
 import functools
 
 import pytest
@@ -15,7 +14,7 @@ from hotspot_erc.ops import _backend
 from hotspot_erc.ops.relational import RelationalGraph, _triton_relational_conv, relational_conv
 from hotspot_erc.reference import relational as ref
 from test_relational import random_graph
-from tolerance import C, assert_close, magnitude, rel_bound, rel_err
+from tolerance import C, abs_copy, assert_close, magnitude, rel_bound, rel_err
 
 needs_ops = pytest.mark.skipif(not _ext.has_kernel("relational_aggregate", "CPU"),
                                reason="compiled ops unavailable (python -m hotspot_erc.info says why)")
@@ -222,10 +221,7 @@ def test_rgcn_layer_on_the_triton_path_matches_pyg(monkeypatch, aggr, kw):
     # (a bucket's mean, the GEMM, a node's relation sum, a gradient's row sum, the transposed
     # gather, the basis composition W_r = Σ_b comp[r, b] V_b and its gradient over W's
     # entries), at most four stages chained.
-    mag_layer = copy.deepcopy(theirs)
-    with torch.no_grad():
-        for p_ in mag_layer.parameters():
-            p_.abs_()
+    mag_layer = abs_copy(theirs)
     x_mag = x.detach().abs().requires_grad_()
     mag = mag_layer(x_mag, ei, et)
     mags = (mag, *torch.autograd.grad(mag, [x_mag, *mag_layer.parameters()], gout.abs()))
@@ -339,10 +335,7 @@ def test_cuda_rgcn_layer_equals_cpu_layer_and_repeats(dtype):
     # One (k, c) for every value: the longest stage of any (N rows in the root and bias
     # gradients), at most three chained. The layer's inputs are rounded to the dtype, so the
     # reference differs by that rounding too.
-    mag_layer = copy.deepcopy(layer)
-    with torch.no_grad():
-        for p_ in mag_layer.parameters():
-            p_.abs_()
+    mag_layer = abs_copy(layer)
     x_mag = x.detach().abs().requires_grad_()
     mag = mag_layer(x_mag, RelationalGraph(ei, et, n, r))
     mags = (mag, *torch.autograd.grad(mag, [x_mag, *mag_layer.parameters()], 2 * want.detach().abs()))

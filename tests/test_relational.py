@@ -7,7 +7,7 @@ from hotspot_erc.ops import _backend
 from hotspot_erc.ops.relational import (RelationalGraph, relational_aggregate, relational_matmul,
                                         relational_message_sum)
 from hotspot_erc.reference import relational as ref
-from tolerance import accumulation, assert_close, magnitude, rel_bound, rel_err
+from tolerance import accumulation, assert_close, magnitude, magnitude_grads, rel_bound, rel_err
 
 
 def random_graph(n, r, e, device, self_loops=True, duplicates=True, isolated=2, unused=1):
@@ -39,14 +39,6 @@ def out_degree(ei, n, et=None, r=1):
     one (node, type) pair, the rows of h [N*R, d] a message_sum reads)."""
     key = ei[0].long() if et is None else ei[0].long() * r + et.long()
     return max(int(torch.bincount(key.cpu(), minlength=n * r).max()), 1) if key.numel() else 1
-
-
-def abs_grads(fn, inputs, grad_out):
-    """The gradients of ``fn`` at the magnitudes of ``inputs`` for ``|grad_out|``: for a
-    (multi)linear ``fn`` with non-negative coefficients, Σ|terms| of every gradient element."""
-    leaves = [t.detach().abs().double().requires_grad_() for t in inputs]
-    grads = torch.autograd.grad(fn(*leaves), leaves, grad_out.detach().abs().double(), allow_unused=True)
-    return [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
 
 
 # k of chained reductions (a bucket's sum, then a GEMM's sum) is the sum of their lengths: the
@@ -94,7 +86,7 @@ def test_dtypes_accumulate_in_float32(device, dtype):
     xr = x.double().requires_grad_()
     (want_grad,) = torch.autograd.grad(ref.relational_aggregate(xr, ei, et, n, r, "mean"), xr, gz.double())
     assert grad.dtype == dtype
-    (scale,) = abs_grads(lambda t: ref.relational_aggregate(t, ei, et, n, r, "mean"), [x], gz)
+    (scale,) = magnitude_grads(lambda t: ref.relational_aggregate(t, ei, et, n, r, "mean"), [x], gz)[1]
     assert_close(grad, want_grad, dtype, out_degree(ei, n), scale=scale, what="grad")
 
 
@@ -121,7 +113,7 @@ def test_backward_matches_reference_and_is_deterministic(device):
     assert torch.equal(grads[0], grads[1])  # bitwise: fixed summation order, no atomics
     xr = x.detach().double().requires_grad_()
     (want,) = torch.autograd.grad(ref.relational_aggregate(xr, ei, et, n, r, "mean"), xr, gz.double())
-    (scale,) = abs_grads(lambda t: ref.relational_aggregate(t, ei, et, n, r, "mean"), [x], gz)
+    (scale,) = magnitude_grads(lambda t: ref.relational_aggregate(t, ei, et, n, r, "mean"), [x], gz)[1]
     assert_close(grads[0], want, torch.float32, out_degree(ei, n), scale=scale, what="grad x")
     h = torch.randn(n, r, d, device=device, requires_grad=True)
     go = torch.randn(n, d, device=device)
@@ -129,7 +121,7 @@ def test_backward_matches_reference_and_is_deterministic(device):
     assert torch.equal(gh[0], gh[1])
     hr = h.detach().double().requires_grad_()
     (want_h,) = torch.autograd.grad(ref.relational_message_sum(hr, ei, et, n, "sum"), hr, go.double())
-    (scale,) = abs_grads(lambda t: ref.relational_message_sum(t, ei, et, n, "sum"), [h], go)
+    (scale,) = magnitude_grads(lambda t: ref.relational_message_sum(t, ei, et, n, "sum"), [h], go)[1]
     assert_close(gh[0], want_h, torch.float32, out_degree(ei, n, et, r), scale=scale, what="grad h")
 
 
@@ -325,7 +317,7 @@ def test_relational_matmul_grouped(reduce, e):
     assert rm["num_buckets"] == int((g.in_degree() > 0).sum())
     # only x needs a gradient / only the weight does; x's gradient: the sum over out (3) of the
     # GEMM, then one term per out-edge; the weight's: a bucket's sum, then one term per node
-    sx, sw = abs_grads(spec, [x, w], go)
+    sx, sw = magnitude_grads(spec, [x, w], go)[1]
     (gx,) = torch.autograd.grad(relational_matmul(x, w.detach(), g, reduce), x, go)
     assert_close(gx, first[0], torch.float64, 3 + out_degree(ei, n), scale=sx, what="grad x")
     (gw,) = torch.autograd.grad(relational_matmul(x.detach(), w, g, reduce), w, go)

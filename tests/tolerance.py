@@ -88,6 +88,30 @@ def magnitude(fn, *tensors):
     return fn(*(t.abs() if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors))
 
 
+def magnitude_grads(fn, inputs, grad_out):
+    """``fn`` and its gradients at the magnitudes of ``inputs`` (float64) for ``|grad_out|``: for a
+    (multi)linear ``fn`` with non-negative coefficients, Σ|terms| of the output and of every
+    gradient element. Returns (output, [gradient per input]); inputs ``fn`` ignores get zeros."""
+    leaves = [t.detach().abs().double().requires_grad_() for t in inputs]
+    out = fn(*leaves)
+    if not out.requires_grad:
+        return out.detach(), [torch.zeros_like(t) for t in leaves]
+    grads = torch.autograd.grad(out, leaves, grad_out.detach().abs().double(), allow_unused=True)
+    return out.detach(), [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
+
+
+def abs_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` with the magnitudes of its parameters: run on magnitudes, a layer that
+    is multilinear in its input and parameters gives Σ|terms| (see :func:`magnitude`)."""
+    import copy
+
+    twin = copy.deepcopy(module)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.abs_()
+    return twin
+
+
 def printed_tol(decimals: int, dtype=torch.float32, k: int = 1, size: float = 1.0) -> float:
     """Absolute tolerance for a value written down with ``decimals`` decimals (half a unit of the
     last digit) and recomputed in ``dtype`` from ``k``-long reductions of values of ``size``."""

@@ -3,9 +3,9 @@ modalities without labels.
 
 Why: the classification loss alone reaches the key match only through the classifier, and on the
 alignment story it never does — the model memorises the training set first and its attention puts
-no more mass on the matched burst than on a distractor (measured 2026-11-30, docs/EXPERIMENTS.md). What one utterance's modalities
-share, and other utterances' do not, is exactly what alignment must find, so it can be learned
-contrastively: a target utterance's query rows must pick out *its own* source stream among the
+no more mass on the matched burst than on a distractor (measured 2026-11-30, docs/EXPERIMENTS.md).
+What one utterance's modalities share, and other utterances' do not, is exactly what alignment must
+find, so it can be learned contrastively: a target utterance's query rows must pick out *its own* source stream among the
 other utterances of the batch.
 
 For one ordered pair (source k -> target j) and head h, with q the target's query rows and k^(s)
