@@ -6,5 +6,6 @@ from hotspot_erc.nn.graph import CrossModalGraph
 from hotspot_erc.nn.moa import MixtureOfAligners, MoAOutput, PlainCrossModalAttention, RoutingInfo
 from hotspot_erc.nn.model import HotspotERC, ModelOutput
 from hotspot_erc.nn.rgcn import RGCNConv
+from hotspot_erc.nn.transformer_conv import TransformerConv
 
-__all__ = ["AttentionPool", "CrossModalGraph", "FrameEncoder", "HotspotERC", "HotspotGatedFusion", "ModelOutput", "MixtureOfAligners", "MoAOutput", "ModelConfig", "PlainCrossModalAttention", "RGCNConv", "RoutingInfo"]
+__all__ = ["AttentionPool", "CrossModalGraph", "FrameEncoder", "HotspotERC", "HotspotGatedFusion", "ModelOutput", "MixtureOfAligners", "MoAOutput", "ModelConfig", "PlainCrossModalAttention", "RGCNConv", "RoutingInfo", "TransformerConv"]

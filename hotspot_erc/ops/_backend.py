@@ -106,6 +106,8 @@ CAPABILITIES: dict[str, dict[str, Capability]] = {
                                "cpu": Capability(FLOAT_DTYPES, ("cpu",))},
     "relational_aggregate": {"cuda": Capability(FLOAT_DTYPES, ("cuda",)),
                              "cpu": Capability(FLOAT_DTYPES, ("cpu",))},
+    "graph_attention": {"triton": Capability(HALF_AND_SINGLE, ("cuda", "cpu")),
+                        "cpu": Capability(FLOAT_DTYPES, ("cpu",))},
     "segment_matmul": {"triton": Capability(FLOAT_DTYPES, ("cuda", "cpu")),
                        "cpu": Capability(FLOAT_DTYPES, ("cpu",))},
 }
