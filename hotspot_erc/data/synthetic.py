@@ -55,7 +55,10 @@ same options give byte-identical files):
    bursts noisily and cannot tell true from decoy bursts.
 
 Splits are 70/15/15 by dialogue (shuffled). Per-utterance generation flags (``silent``, ``decoy``,
-``evidence_<m>``) are saved in ``synthetic_truth.npz`` for analysis; models never read it.
+``evidence_<m>``) and the frame spans of the planted bursts (``burst_spans_<m>`` [U, B, 2] with
+``burst_roles_<m>`` [U, B]: B = 2 for text, the evidence burst then the decoy, 1 otherwise; see
+:func:`~hotspot_erc.data.synthetic_common.span_truth_dtypes`) are saved in ``synthetic_truth.npz``
+for analysis; models never read it.
 
 What simple probes see (logistic regression, 3-fold CV, 160 dialogues, seeds 1 and 2; asserted
 with margins in ``tests/test_synthetic.py``): mean-pooled frames of all modalities reach 0.20-0.21
@@ -74,9 +77,9 @@ import numpy as np
 
 from hotspot_erc.data.format import DialogueRecord
 from hotspot_erc.data.synthetic_align import generate_alignment_corpus
-from hotspot_erc.data.synthetic_common import (LABEL_NAMES, MODALITIES, SYNTHETIC_KINDS,  # noqa: F401
-                                               SYNTHETIC_NAMES, _bump, _previous_recipe, _reusable, _write,
-                                               draw_lengths, merge_options)
+from hotspot_erc.data.synthetic_common import (LABEL_NAMES, MODALITIES, ROLE_DECOY, ROLE_EVIDENCE,  # noqa: F401
+                                               ROLE_NONE, SYNTHETIC_KINDS, SYNTHETIC_NAMES, _bump, _previous_recipe,
+                                               _reusable, _write, draw_lengths, merge_options, span_truth_dtypes)
 
 VALENCE = {"hap": "pos", "exc": "pos", "ang": "neg", "fru": "neg", "sad": "sad", "neu": "calm"}
 AROUSAL = {"hap": "low", "exc": "high", "ang": "high", "fru": "low", "sad": "low", "neu": None}
@@ -133,12 +136,13 @@ def generate_synthetic_corpus(out_dir: str | os.PathLike, num_dialogues: int = 1
     opts = merge_options(DEFAULTS, options, num_dialogues)
     recipe = json.loads(json.dumps({"num_dialogues": num_dialogues, "seed": seed, **opts}))
     out_dir = os.fspath(out_dir)
-    if _reusable(out_dir, recipe, overwrite):
+    truth_dtypes = {"silent": bool, "decoy": bool, **{f"evidence_{m}": bool for m in MODALITIES},
+                    **span_truth_dtypes()}
+    if _reusable(out_dir, recipe, overwrite, truth_dtypes):
         return out_dir
 
     rng = np.random.default_rng(seed)
     world = _World(rng, opts)
-    truth_dtypes = {"silent": bool, "decoy": bool, **{f"evidence_{m}": bool for m in MODALITIES}}
     _write(out_dir, rng, num_dialogues=num_dialogues, dims=opts["dims"], label_names=LABEL_NAMES,
            name="synthetic", recipe=recipe, dialogue=lambda d: _dialogue(rng, world, opts, f"syn{d:05d}"),
            truth_dtypes=truth_dtypes, split_fractions=opts["split_fractions"])
@@ -187,7 +191,8 @@ def _dialogue(rng: np.random.Generator, world: _World, o: Mapping, did: str):
 
     feats = {m: [] for m in MODALITIES}
     inten = {m: [] for m in MODALITIES}
-    flags = {"silent": [], "decoy": [], **{f"evidence_{m}": [] for m in MODALITIES}}
+    flags = {"silent": [], "decoy": [], **{f"evidence_{m}": [] for m in MODALITIES},
+             **{k: [] for k in span_truth_dtypes()}}
     for u in range(n):
         emo = LABEL_NAMES[labels[u]]
         lengths = draw_lengths(rng, o)
@@ -209,9 +214,11 @@ def _dialogue(rng: np.random.Generator, world: _World, o: Mapping, did: str):
                 keep *= o["video_evidence"]
             has_ev = L > 0 and not silent and codes[m] is not None and rng.random() < keep
             flags[f"evidence_{m}"].append(bool(has_ev))
+            spans, roles = [[-1, -1]] * (2 if m == "t" else 1), [ROLE_NONE] * (2 if m == "t" else 1)
             if has_ev:
                 centre = np.clip(anchor + rng.uniform(-o["async_jitter"], o["async_jitter"]), 0.0, 1.0)
-                c = _plant(rng, x, prof, centre, world.proto[m][codes[m]], world.key_basis[m] @ key, o)
+                c, spans[0] = _plant(rng, x, prof, centre, world.proto[m][codes[m]], world.key_basis[m] @ key, o)
+                roles[0] = ROLE_EVIDENCE
                 if m == "t" and decoy:
                     others = [v for v in ("pos", "neg", "sad") if v != codes["t"]]
                     wrong = others[int(rng.integers(len(others)))]
@@ -219,7 +226,10 @@ def _dialogue(rng: np.random.Generator, world: _World, o: Mapping, did: str):
                     fake_key /= np.linalg.norm(fake_key)
                     # Far from the true burst: on the other half of the utterance.
                     far = 0.85 if c < L / 2 else 0.15
-                    _plant(rng, x, prof, far, world.proto[m][wrong], world.key_basis[m] @ fake_key, o)
+                    _, spans[1] = _plant(rng, x, prof, far, world.proto[m][wrong], world.key_basis[m] @ fake_key, o)
+                    roles[1] = ROLE_DECOY
+            flags[f"burst_spans_{m}"].append(spans)
+            flags[f"burst_roles_{m}"].append(roles)
             noise = rng.standard_normal(L) * o["intensity_noise"]
             spurious = np.zeros(L)
             if L > 0 and rng.random() < o["spurious_prob"]:
@@ -231,8 +241,9 @@ def _dialogue(rng: np.random.Generator, world: _World, o: Mapping, did: str):
     return rec, flags
 
 
-def _plant(rng, x, prof, centre, proto, key_vec, o) -> int:
-    """Add one burst centred at relative position ``centre``; returns its centre frame."""
+def _plant(rng, x, prof, centre, proto, key_vec, o) -> tuple[int, list[int]]:
+    """Add one burst centred at relative position ``centre``; returns its centre frame and its
+    half-open frame span."""
     L = x.shape[0]
     width = int(rng.integers(2, 6))
     c = int(round(centre * (L - 1)))
@@ -240,4 +251,4 @@ def _plant(rng, x, prof, centre, proto, key_vec, o) -> int:
     shape = _bump(min(width, L))
     x[lo:lo + len(shape)] += shape[:, None] * (o["burst_amplitude"] * proto + o["key_amplitude"] * key_vec)[None, :]
     prof[lo:lo + len(shape)] = np.maximum(prof[lo:lo + len(shape)], shape)
-    return c
+    return c, [lo, lo + len(shape)]

@@ -62,7 +62,10 @@ Splits are 70/15/15 by dialogue (shuffled, as in the default story). ``synthetic
 per utterance, for analysis (models never read it): ``cueless`` (bool), ``coarse`` (0 pos, 1 neg,
 2 calm), ``fine`` (0 low, 1 high), ``true_burst`` (slot of the key-matched audio/video burst, -1
 when cue-less), ``burst_signs`` [U, bursts] (+1/-1, 0 when cue-less), and the centre frames
-``text_centre`` [U], ``audio_centres`` / ``video_centres`` [U, bursts] (-1 when absent or missing).
+``text_centre`` [U], ``audio_centres`` / ``video_centres`` [U, bursts] (-1 when absent or missing),
+and the bursts' frame spans ``burst_spans_<m>`` with ``burst_roles_<m>`` (text: its one burst;
+audio / video: the slots in order, the key-matched one the evidence, the others distractors; see
+:func:`~hotspot_erc.data.synthetic_common.span_truth_dtypes`).
 
 Corpus cache: the generator recipe in ``meta.json`` carries ``"kind": "align"`` (the default story's
 carries no kind), so a folder holding one story is never reused for the other: switching kinds in
@@ -87,8 +90,9 @@ from typing import Mapping
 import numpy as np
 
 from hotspot_erc.data.format import Corpus, DialogueRecord, open_corpus
-from hotspot_erc.data.synthetic_common import (LABEL_NAMES, MODALITIES, TRUTH_FILE, _bump, _reusable, _write,
-                                               draw_lengths, merge_options)
+from hotspot_erc.data.synthetic_common import (LABEL_NAMES, MODALITIES, ROLE_DECOY, ROLE_EVIDENCE, ROLE_NONE,
+                                               TRUTH_FILE, _bump, _reusable, _write, draw_lengths, merge_options,
+                                               span_truth_dtypes)
 
 GROUPS = ("pos", "neg", "calm")
 # class name -> (coarse group index, fine sign index: 0 = low / -, 1 = high / +)
@@ -123,7 +127,7 @@ DEFAULTS = dict(
 
 TRUTH_DTYPES = {"cueless": bool, "coarse": np.int64, "fine": np.int64, "true_burst": np.int64,
                 "burst_signs": np.int64, "text_centre": np.int64, "audio_centres": np.int64,
-                "video_centres": np.int64}
+                "video_centres": np.int64, **span_truth_dtypes()}
 
 
 def generate_alignment_corpus(out_dir: str | os.PathLike, num_dialogues: int = 120, seed: int = 0,
@@ -138,7 +142,7 @@ def generate_alignment_corpus(out_dir: str | os.PathLike, num_dialogues: int = 1
     _check(opts)
     recipe = json.loads(json.dumps({"kind": "align", "num_dialogues": num_dialogues, "seed": seed, **opts}))
     out_dir = os.fspath(out_dir)
-    if _reusable(out_dir, recipe, overwrite):
+    if _reusable(out_dir, recipe, overwrite, TRUTH_DTYPES):
         return out_dir
 
     rng = np.random.default_rng(seed)
@@ -190,16 +194,17 @@ def _unit(rng: np.random.Generator, k: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _place(x: np.ndarray, prof: np.ndarray, centre: int, width: int, vec: np.ndarray) -> int:
+def _place(x: np.ndarray, prof: np.ndarray, centre: int, width: int, vec: np.ndarray) -> tuple[int, list[int]]:
     """Add a bump of ``width`` frames carrying ``vec`` around frame ``centre`` (kept inside the
-    utterance, so every burst has its full width); returns the bump's peak frame."""
+    utterance, so every burst has its full width); returns the bump's peak frame and its half-open
+    frame span."""
     L = x.shape[0]
     width = min(width, L)
     lo = int(np.clip(centre - width // 2, 0, L - width))
     shape = _bump(width)
     x[lo:lo + width] += shape[:, None] * vec[None, :]
     prof[lo:lo + width] = np.maximum(prof[lo:lo + width], shape)
-    return lo + (width - 1) // 2
+    return lo + (width - 1) // 2, [lo, lo + width]
 
 
 def _labels(rng: np.random.Generator, o: Mapping, n: int):
@@ -244,6 +249,8 @@ def _dialogue(rng: np.random.Generator, world: _World, o: Mapping, did: str):
                      + rng.standard_normal((L, d)) * o["noise_scale"])
             profs[m] = np.zeros(L)
         text_centre, centres = -1, {"a": [-1] * B, "v": [-1] * B}
+        spans = {"t": [[-1, -1]], "a": [[-1, -1]] * B, "v": [[-1, -1]] * B}
+        roles = {"t": [ROLE_NONE], "a": [ROLE_NONE] * B, "v": [ROLE_NONE] * B}
         true_slot, signs = -1, [0] * B
         if not cueless[u]:
             keys = [_unit(rng, kd) for _ in range(B)]  # keys[0] is the utterance's (text) key
@@ -261,7 +268,8 @@ def _dialogue(rng: np.random.Generator, world: _World, o: Mapping, did: str):
                 c = int(round(rng.uniform(0.15, 0.85) * (lengths["t"] - 1)))
                 vec = (o["text_amplitude"] * world.group["t"][coarse]
                        + o["key_amplitude"] * (world.key_basis["t"] @ keys[0]))
-                text_centre = _place(xs["t"], profs["t"], c, w, vec)
+                text_centre, spans["t"][0] = _place(xs["t"], profs["t"], c, w, vec)
+                roles["t"][0] = ROLE_EVIDENCE
             lag = int(rng.integers(o["video_lag"][0], o["video_lag"][1] + 1))
             for m in ("a", "v"):
                 L = lengths[m]
@@ -273,7 +281,8 @@ def _dialogue(rng: np.random.Generator, world: _World, o: Mapping, did: str):
                 for i in range(B):
                     vec = scale * (o["fine_amplitude"] * signs[i] * world.fine[m]
                                    + o["key_amplitude"] * (world.key_basis[m] @ slot_keys[i]))
-                    centres[m][i] = _place(xs[m], profs[m], int(round(rel[i] * (L - 1))) + shift, w, vec)
+                    centres[m][i], spans[m][i] = _place(xs[m], profs[m], int(round(rel[i] * (L - 1))) + shift, w, vec)
+                    roles[m][i] = ROLE_EVIDENCE if i == true_slot else ROLE_DECOY
         for m in MODALITIES:
             L = lengths[m]
             noise = rng.standard_normal(L) * o["intensity_noise"]
@@ -290,6 +299,9 @@ def _dialogue(rng: np.random.Generator, world: _World, o: Mapping, did: str):
         flags["text_centre"].append(text_centre)
         flags["audio_centres"].append(centres["a"])
         flags["video_centres"].append(centres["v"])
+        for m in MODALITIES:
+            flags[f"burst_spans_{m}"].append(spans[m])
+            flags[f"burst_roles_{m}"].append(roles[m])
     rec = DialogueRecord(dialogue_id=did, speakers=speakers, labels=labels, features=feats, intensity=inten,
                          utterance_ids=[f"{did}_u{u:02d}" for u in range(n)])
     return rec, flags

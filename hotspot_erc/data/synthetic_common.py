@@ -1,8 +1,9 @@
 """What the two synthetic stories share (:mod:`~hotspot_erc.data.synthetic`,
 :mod:`~hotspot_erc.data.synthetic_align`): the label names and modalities, option merging, the
 per-utterance length draw, the burst profile, and writing a story's corpus with its truth file and
-splits (reusing a folder that already holds the same recipe). Both stories import it, so neither
-imports the other.
+splits (reusing a folder that already holds the same recipe), and the planted bursts' frame spans
+both stories record in their truth files (:func:`burst_frame_roles` reads them back per frame).
+Both stories import it, so neither imports the other.
 """
 from __future__ import annotations
 
@@ -18,6 +19,40 @@ LABEL_NAMES = ["hap", "sad", "neu", "ang", "exc", "fru"]  # IEMOCAP's 6-way name
 MODALITIES = ("t", "a", "v")
 # Per-utterance generator truth for analysis; models never read it.
 TRUTH_FILE = "synthetic_truth.npz"
+# Roles of a planted burst in ``burst_roles_<m>``: the one carrying the label's evidence (in the
+# alignment story the key-matched one), or a decoy / distractor burst beside it.
+ROLE_NONE, ROLE_EVIDENCE, ROLE_DECOY = 0, 1, 2
+
+
+def span_truth_dtypes() -> dict:
+    """The truth arrays of the planted bursts, per modality m: ``burst_spans_<m>`` [U, B, 2]
+    half-open frame ranges inside the utterance ((-1, -1) where there is none) and
+    ``burst_roles_<m>`` [U, B] (:data:`ROLE_EVIDENCE`, :data:`ROLE_DECOY` or :data:`ROLE_NONE`)."""
+    return {**{f"burst_spans_{m}": np.int64 for m in MODALITIES}, **{f"burst_roles_{m}": np.int64 for m in MODALITIES}}
+
+
+def burst_frame_roles(corpus) -> dict[str, np.ndarray] | None:
+    """Per modality, the role of every frame of an open synthetic corpus (int8 [F_m], packed like
+    ``corpus.features[m]``): the role of the planted burst covering it, or :data:`ROLE_NONE`. None
+    when the corpus has no truth file or one written before burst spans were recorded."""
+    path = os.path.join(corpus.path, TRUTH_FILE)
+    if not os.path.isfile(path):
+        return None
+    with np.load(path) as z:
+        if any(k not in z.files for k in span_truth_dtypes()):
+            return None
+        spans = {m: z[f"burst_spans_{m}"] for m in MODALITIES if m in corpus.modalities}
+        roles = {m: z[f"burst_roles_{m}"] for m in spans}
+    out = {}
+    for m in spans:
+        off = np.asarray(corpus.offsets[m], dtype=np.int64)
+        frame = np.zeros(int(off[-1]), dtype=np.int8)
+        u, b = np.nonzero(roles[m] != ROLE_NONE)
+        for ui, bi in zip(u.tolist(), b.tolist()):
+            lo, hi = spans[m][ui, bi]
+            frame[off[ui] + lo:off[ui] + hi] = roles[m][ui, bi]
+        out[m] = frame
+    return out
 
 
 def merge_options(defaults: dict, options: dict, num_dialogues: int) -> dict:
@@ -53,11 +88,19 @@ SYNTHETIC_NAMES = ("synthetic", "synthetic-align")
 SYNTHETIC_KINDS = ("default", "align")
 
 
-def _reusable(out_dir: str, recipe: dict, overwrite: bool) -> bool:
-    """True when ``out_dir`` already holds the corpus of ``recipe``; raises when the folder is not ours."""
+def _reusable(out_dir: str, recipe: dict, overwrite: bool, truth_keys=()) -> bool:
+    """True when ``out_dir`` already holds the corpus of ``recipe`` with every array of
+    ``truth_keys`` in its truth file; raises when the folder is not ours. A corpus whose truth file
+    predates an array is regenerated: the same draws, so the same frames, and the fuller truth."""
     previous = _previous_recipe(out_dir)
-    if previous == recipe:
+    if previous == recipe and not truth_keys:
         return True
+    if previous == recipe:
+        try:
+            with np.load(os.path.join(out_dir, TRUTH_FILE)) as z:
+                return all(k in z.files for k in truth_keys)
+        except (OSError, ValueError):
+            return False
     # Another synthetic corpus is ours to replace; anything else in the folder is not.
     if os.path.isdir(out_dir) and os.listdir(out_dir) and previous is None and not overwrite:
         raise FileExistsError(f"{out_dir} is not empty and does not hold a synthetic corpus "
