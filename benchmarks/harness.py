@@ -71,6 +71,47 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device | str) -> floa
     return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
+def cpu_peak_mb(fn: Callable[[], object]) -> float | None:
+    """Peak resident memory of this process during ``fn()`` above its resident size before, in
+    MiB (Linux: the kernel's high-water mark, reset through ``/proc/self/clear_refs``); None where
+    that is unavailable. Pages, not tensors: the allocator's own reuse and release are counted as
+    the operating system sees them."""
+    _fixed_mmap_threshold()
+    fn()  # warm-up: first-call caches are not the call's own memory
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset VmHWM to the current resident size
+        before = _status_kb("VmRSS")
+        fn()
+        peak = _status_kb("VmHWM")
+    except OSError:
+        return None
+    return max(peak - before, 0) / 1024
+
+
+def _fixed_mmap_threshold() -> None:
+    """glibc serves blocks above a threshold with mmap and unmaps them when freed, but raises
+    that threshold to the largest block freed so far, after which big tensors stay resident once
+    freed and the high-water mark forgets them. Pinning it makes every tensor of 128 KiB or more
+    come and go with its pages."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
+
+
 def launches(fn: Callable[[], object]) -> int | None:
     """Kernel launches of one (already warmed-up) call of ``fn()``: Triton launches plus leaf
     ATen/custom ops, views and allocations excluded (``hotspot_erc.testing.count_launches``;

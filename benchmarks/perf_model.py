@@ -147,6 +147,43 @@ def rgcn_conv(num_nodes: int, num_edges: int, num_relations: int, d_in: int, d_o
     return _passes(passes, fwd, bwd)
 
 
+def graph_attention(num_dst: int, num_src: int, num_edges: int, heads: int, head_dim: int, b: int,
+                    passes: str = "fwd", edge_features: bool = False, index_bytes: int = 8) -> Work:
+    """``graph_attention`` (DESIGN §3.8): each destination over its E incoming edges in total.
+
+    Forward: per edge and head a score q.k and a weighted value row, **4·E·H·D FLOPs**;
+    **bytes**: q, out once (b·N_dst·H·D each), one key and one value row gathered per edge
+    (b·2·E·H·D: random access, the floor of a gather), the float32 log-sum-exp (4·N_dst·H) and
+    the CSR (source and edge id per edge, a pointer per node); with edge features their rows too
+    (b·E·H·D). Backward: the scores again, dP, dq, dk, dv: **10·E·H·D FLOPs**; bytes: q, out, do,
+    dq per destination, k, v gathered per edge for dq and q, do gathered per edge for dk, dv,
+    dk and dv written once, the [E, H] terms written and read (8·E·H), both CSRs.
+    """
+    nd, ns, e, hd = float(num_dst), float(num_src), float(num_edges), float(heads * head_dim)
+    csr = index_bytes * (2 * e + nd + 1)
+    edge_rows = b * e * hd if edge_features else 0.0
+    fwd = Work(4.0 * e * hd, b * hd * (2 * nd + 2 * e) + 4.0 * nd * heads + csr + edge_rows)
+    bwd = Work(10.0 * e * hd, b * hd * (4 * nd + 4 * e + 2 * ns) + 4.0 * nd * heads + 8.0 * e * heads + 2 * csr
+               + 2 * edge_rows)
+    return _passes(passes, fwd, bwd)
+
+
+def transformer_conv(num_nodes: int, num_edges: int, d_in: int, heads: int, head_dim: int, b: int,
+                     passes: str = "fwd", concat: bool = True) -> Work:
+    """One ``TransformerConv`` layer (query, key, value and skip projections + attention).
+
+    The projections: **2·N·d_in·(3·H·D + skip) FLOPs** forward, twice that backward (dX and dW),
+    skip = H·D with ``concat`` else D; plus :func:`graph_attention`. Bytes: x read, the four
+    outputs written (forward) or read (backward), the weights, plus the attention's.
+    """
+    n, hd = float(num_nodes), float(heads * head_dim)
+    width = 3 * hd + (hd if concat else head_dim)
+    gemm = 2.0 * n * d_in * width
+    fwd = Work(gemm, b * (n * d_in + n * width + d_in * width))
+    bwd = Work(2.0 * gemm, b * (2 * n * d_in + n * width + 2 * d_in * width))
+    return _passes(passes, fwd, bwd) + graph_attention(num_nodes, num_nodes, num_edges, heads, head_dim, b, passes)
+
+
 def mixture_of_aligners(lens: dict[str, list[int]], dim: int, top_k: int, num_experts: int, b: int,
                         passes: str = "fwd", num_heads: int = 4) -> Work:
     """``MixtureOfAligners`` over every ordered modality pair s→t (DESIGN §3.4): per pair a query

@@ -153,8 +153,11 @@ def _all_empty(out) -> bool:
 
 
 def _is_composite(func) -> bool:
+    # The C++ dispatcher's own table: OpOverload.has_kernel_for_dispatch_key also answers True
+    # for a Python decomposition registered under the key (aten.native_batch_norm has one), and
+    # asking the dispatcher for a kernel it lacks crashes the process.
     try:
-        return func.has_kernel_for_dispatch_key(_CIA)
+        return torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), _CIA)
     except RuntimeError:  # an overload only Python knows (aten.sym_size.int): not composite
         return False
 

@@ -32,6 +32,17 @@ def _channels(name: str, value) -> int:
     return value
 
 
+def _fused_linear(x: torch.Tensor, lins: list) -> list[torch.Tensor]:
+    """``[lin(x) for lin in lins]`` as one GEMM over the stacked weights: the projections a
+    layer cannot avoid run at one wide GEMM's speed, and their outputs are column slices that
+    the attention op reads in place (its backward's gradients are joined by one ``cat``)."""
+    if len(lins) == 1:
+        return [lins[0](x)]
+    weight = torch.cat([lin.weight for lin in lins])
+    bias = torch.cat([lin.bias for lin in lins]) if lins[0].bias is not None else None
+    return list(nn.functional.linear(x, weight, bias).split([lin.out_features for lin in lins], dim=1))
+
+
 class TransformerConv(nn.Module):
     """Graph transformer convolution (Shi et al., 2021): multi-head attention over incoming edges.
 
@@ -130,9 +141,13 @@ class TransformerConv(nn.Module):
                 raise ValueError(f"{name if isinstance(x, (tuple, list)) else 'x'} must be a [N, {size}] tensor, got {got}")
         graph = self._graph(edge_index, x_src.shape[0], x_dst.shape[0])
         heads, c = self.heads, self.out_channels
-        query = self.lin_query(x_dst).view(-1, heads, c)
-        key = self.lin_key(x_src).view(-1, heads, c)
-        value = self.lin_value(x_src).view(-1, heads, c)
+        skip = [self.lin_skip] if self.root_weight else []
+        if x_src is x_dst:
+            query, key, value, *x_r = _fused_linear(x_src, [self.lin_query, self.lin_key, self.lin_value] + skip)
+        else:
+            query, *x_r = _fused_linear(x_dst, [self.lin_query] + skip)
+            key, value = _fused_linear(x_src, [self.lin_key, self.lin_value])
+        query, key, value = (t.view(-1, heads, c) for t in (query, key, value))
         edge = None
         if self.lin_edge is not None:
             if edge_attr is None:
@@ -150,7 +165,7 @@ class TransformerConv(nn.Module):
         out, alpha = res if want else (res, None)
         out = out.reshape(-1, heads * c) if self.concat else out.mean(dim=1)
         if self.root_weight:
-            x_r = self.lin_skip(x_dst)
+            x_r = x_r[0]
             if self.lin_beta is not None:
                 gate = torch.sigmoid(self.lin_beta(torch.cat([out, x_r, out - x_r], dim=-1)))
                 out = gate * x_r + (1 - gate) * out

@@ -208,6 +208,14 @@ _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 # ----------------------------------------------------------------------------- public API
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when each row's [H, D] block is dense (any row stride: column slices of a
+    fused projection are read in place), else a contiguous copy."""
+    if t.shape[0] and t[0].is_contiguous() and (t.shape[0] == 1 or t.stride(0) >= t[0].numel()):
+        return t
+    return t.contiguous()
+
+
 def _check(q, k, v, graph, edge, edge_mask, scale) -> None:
     _backend.check_tensor("q", q, ndim=3, dtypes=_backend.FLOAT_DTYPES)
     _backend.check_tensor("k", k, ndim=3, dtypes=(q.dtype,), device=q.device)
@@ -276,6 +284,6 @@ def graph_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, graph, ed
     sd = stat_dtype(q.dtype)
     mask = None if edge_mask is None else edge_mask.to(sd).contiguous()
     edge = None if edge is None else edge.contiguous()
-    out, _lse, alpha = _fwd_op(q.contiguous(), k.contiguous(), v.contiguous(), edge, mask, *graph.structure(), scale,
+    out, _lse, alpha = _fwd_op(_rows(q), _rows(k), _rows(v), edge, mask, *graph.structure(), scale,
                                bool(return_alpha), name)
     return (out, alpha) if return_alpha else out

@@ -41,12 +41,19 @@ void check_index(const char* name, const T& t) {
   TORCH_CHECK(t.is_contiguous(), "graph_attention: ", name, " must be contiguous");
 }
 
-void check_dense(const char* name, const T& t, const T& like, int64_t dim) {
+void check_dense(const char* name, const T& t, const T& like, int64_t dim, bool any_row_stride = false) {
   TORCH_CHECK(t.dim() == dim, "graph_attention: ", name, " must be ", dim, "-D, got ", t.dim(), "-D");
   TORCH_CHECK(t.scalar_type() == like.scalar_type(), "graph_attention: ", name, " must have q's dtype ",
               like.scalar_type(), ", got ", t.scalar_type());
   TORCH_CHECK(t.device().is_cpu(), "graph_attention (CPU kernel): ", name, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK(t.is_contiguous(), "graph_attention: ", name, " must be contiguous");
+  if (any_row_stride) {
+    // Rows of a wider matrix (e.g. slices of one fused projection) are read in place: each row's
+    // [H, D] block must be dense.
+    TORCH_CHECK(t.size(0) == 0 || t[0].numel() == 0 || (t[0].is_contiguous() && t.stride(0) >= t[0].numel()),
+                "graph_attention: ", name, " must have dense [H, D] rows (any row stride), got strides ", t.strides());
+  } else {
+    TORCH_CHECK(t.is_contiguous(), "graph_attention: ", name, " must be contiguous");
+  }
 }
 
 // A CSR over `rows` nodes of all E edges: rowptr runs from 0 to E without decreasing, every
@@ -86,9 +93,9 @@ Shapes check_inputs(const T& q, const T& k, const T& v, const OptT& edge, const 
   const auto st = q.scalar_type();
   TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
               "graph_attention: q must be float32, float64, float16 or bfloat16, got ", st);
-  check_dense("q", q, q, 3);
-  check_dense("k", k, q, 3);
-  check_dense("v", v, q, 3);
+  check_dense("q", q, q, 3, true);
+  check_dense("k", k, q, 3, true);
+  check_dense("v", v, q, 3, true);
   TORCH_CHECK(k.size(1) == q.size(1) && k.size(2) == q.size(2), "graph_attention: k must be [N_src, ", q.size(1),
               ", ", q.size(2), "] like q's heads and head dim, got ", k.sizes());
   TORCH_CHECK(v.sizes() == k.sizes(), "graph_attention: v must have k's shape ", k.sizes(), ", got ", v.sizes());
@@ -171,6 +178,7 @@ struct Args {
   S *dst_out, *dq, *dk, *dv, *dedge;
   A *lse_out, *alpha, *kept, *dscore;
   int64_t heads, dim;
+  int64_t q_row, k_row, v_row;  // row strides (elements) of q, k, v
   A scale;
 };
 
@@ -188,11 +196,11 @@ HOTSPOT_ALWAYS_INLINE void forward_rows(const Args<S, A>& a, int64_t begin, int6
       std::fill(a.lse_out + i * H, a.lse_out + (i + 1) * H, -std::numeric_limits<A>::infinity());
       continue;
     }
-    const S* qi = a.q + i * HD;
+    const S* qi = a.q + i * a.q_row;
     w.resize(deg * H);
     std::fill(peak.begin(), peak.end(), -std::numeric_limits<A>::infinity());
     for (int64_t p = 0; p < deg; ++p) {
-      const S* kj = a.k + a.col[p0 + p] * HD;
+      const S* kj = a.k + a.col[p0 + p] * a.k_row;
       const S* ee = a.edge ? a.edge + a.eid[p0 + p] * HD : nullptr;
       for (int64_t h = 0; h < H; ++h) {
         const A sv = dot_plus<S, A>(qi + h * D, kj + h * D, ee ? ee + h * D : nullptr, D) * a.scale;
@@ -211,7 +219,7 @@ HOTSPOT_ALWAYS_INLINE void forward_rows(const Args<S, A>& a, int64_t begin, int6
     std::fill(acc.begin(), acc.end(), A(0));
     for (int64_t p = 0; p < deg; ++p) {
       const int64_t e = a.eid[p0 + p];
-      const S* vj = a.v + a.col[p0 + p] * HD;
+      const S* vj = a.v + a.col[p0 + p] * a.v_row;
       const S* ee = a.edge ? a.edge + e * HD : nullptr;
       for (int64_t h = 0; h < H; ++h) {
         A wt = w[p * H + h] / total[h];
@@ -230,14 +238,14 @@ HOTSPOT_ALWAYS_INLINE void backward_dst_rows(const Args<S, A>& a, int64_t begin,
   const int64_t H = a.heads, D = a.dim, HD = H * D;
   std::vector<A> acc(HD), delta(H);
   for (int64_t i = begin; i < end; ++i) {
-    const S* qi = a.q + i * HD;
+    const S* qi = a.q + i * a.q_row;
     const S* gi = a.grad + i * HD;
     for (int64_t h = 0; h < H; ++h) delta[h] = dot<S, A>(gi + h * D, a.out + i * HD + h * D, D);
     std::fill(acc.begin(), acc.end(), A(0));
     for (int64_t p = a.rowptr[i]; p < a.rowptr[i + 1]; ++p) {
       const int64_t e = a.eid[p];
-      const S* kj = a.k + a.col[p] * HD;
-      const S* vj = a.v + a.col[p] * HD;
+      const S* kj = a.k + a.col[p] * a.k_row;
+      const S* vj = a.v + a.col[p] * a.v_row;
       const S* ee = a.edge ? a.edge + e * HD : nullptr;
       for (int64_t h = 0; h < H; ++h) {
         const S* eh = ee ? ee + h * D : nullptr;
@@ -270,7 +278,7 @@ HOTSPOT_ALWAYS_INLINE void backward_src_rows(const Args<S, A>& a, int64_t begin,
     for (int64_t p = a.t_rowptr[j]; p < a.t_rowptr[j + 1]; ++p) {
       const int64_t e = a.t_eid[p], i = a.t_dst[p];
       for (int64_t h = 0; h < H; ++h) {
-        axpy_plus<S, A>(ak.data() + h * D, a.dscore[e * H + h] * a.scale, a.q + i * HD + h * D, nullptr, D);
+        axpy_plus<S, A>(ak.data() + h * D, a.dscore[e * H + h] * a.scale, a.q + i * a.q_row + h * D, nullptr, D);
         axpy_plus<S, A>(av.data() + h * D, a.kept[e * H + h], a.grad + i * HD + h * D, nullptr, D);
       }
     }
@@ -330,7 +338,7 @@ std::tuple<T, T, T> forward_cpu(const T& q, const T& k, const T& v, const OptT& 
                                 const T& rowptr, const T& col, const T& eid, double scale, bool need_alpha) {
   const Shapes s = check_inputs(q, k, v, edge, mask, rowptr, col, eid);
   const auto stats = stat_type(q);
-  T out = at::empty_like(q);
+  T out = at::empty(q.sizes(), q.options());
   T lse = at::empty({s.nd, s.heads}, q.options().dtype(stats));
   T alpha = at::empty({need_alpha ? s.edges : 0, s.heads}, q.options().dtype(stats));
   if (s.nd == 0 || s.heads == 0) return {out, lse, alpha};
@@ -351,6 +359,9 @@ std::tuple<T, T, T> forward_cpu(const T& q, const T& k, const T& v, const OptT& 
     a.alpha = need_alpha ? alpha.data_ptr<acc_t>() : nullptr;
     a.heads = s.heads;
     a.dim = s.dim;
+    a.q_row = q.size(0) > 1 ? q.stride(0) : s.heads * s.dim;
+    a.k_row = k.size(0) > 1 ? k.stride(0) : s.heads * s.dim;
+    a.v_row = v.size(0) > 1 ? v.stride(0) : s.heads * s.dim;
     a.scale = static_cast<acc_t>(scale);
     run_pass(Pass::kForward, a, s.nd);
   });
@@ -376,8 +387,9 @@ std::tuple<T, T, T, T> backward_cpu(const T& grad_out, const T& q, const T& k, c
   check_csr("source", t_rowptr, t_dst, t_eid, s.ns, s.nd);
 
   const bool edge_grad = need_edge_grad && defined(edge);
-  T dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
-  T dedge = edge_grad ? at::empty_like(*edge) : at::empty({0}, q.options());
+  T dq = at::empty(q.sizes(), q.options()), dk = at::empty(k.sizes(), k.options()),
+    dv = at::empty(v.sizes(), v.options());
+  T dedge = edge_grad ? at::empty(edge->sizes(), edge->options()) : at::empty({0}, q.options());
   if (s.heads * s.dim == 0) return {dq, dk, dv, dedge};
   // Per edge, in original order: the kept probability p * m and the score gradient.
   T kept = at::empty({s.edges, s.heads}, q.options().dtype(stats));
@@ -408,6 +420,9 @@ std::tuple<T, T, T, T> backward_cpu(const T& grad_out, const T& q, const T& k, c
     a.dscore = dscore.data_ptr<acc_t>();
     a.heads = s.heads;
     a.dim = s.dim;
+    a.q_row = q.size(0) > 1 ? q.stride(0) : s.heads * s.dim;
+    a.k_row = k.size(0) > 1 ? k.stride(0) : s.heads * s.dim;
+    a.v_row = v.size(0) > 1 ? v.stride(0) : s.heads * s.dim;
     a.scale = static_cast<acc_t>(scale);
     run_pass(Pass::kBackwardDst, a, s.nd);
     run_pass(Pass::kBackwardSrc, a, s.ns);
