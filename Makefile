@@ -18,7 +18,7 @@ LATEST_VENV ?= .venv-latest
 # The text libraries with torch restated, so that pip keeps the torch it installed first.
 LIB_REQS     = $(foreach p,$(TEXT_LIBS),"$(p)") "$(TORCH_SPEC)"
 
-.PHONY: setup build test test-latest lock train bench info clean gpu-check
+.PHONY: setup build test test-latest lock train bench info clean gpu-check browser
 
 setup: $(STAMP)
 
@@ -38,7 +38,15 @@ $(STAMP): setup.py pyproject.toml $(wildcard $(LOCK)) $(wildcard csrc/*.cpp csrc
 build: setup
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 
-test: setup
+# The run report's browser test drives headless Chromium (Debian package `chromium`): installed
+# here when it is missing and apt-get can run as root; otherwise that test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "note: the Debian package chromium is not installed; the report's browser test will skip"
+
+test: setup browser
 ifeq ($(HAS_GPU),1)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 else

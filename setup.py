@@ -183,6 +183,8 @@ setup(
         "hotspot_erc.data",
         "hotspot_erc.train",
         "hotspot_erc.text",
+        "hotspot_erc.inspect",
     ],
-    package_data={"hotspot_erc": ["_build_info.json"]},
+    # The report's style sheet and script, written into every report page.
+    package_data={"hotspot_erc": ["_build_info.json"], "hotspot_erc.inspect": ["report.css", "report.js"]},
 )

@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Layers on one row are siblings: they may not import each other.
 LAYERS = [
     ("cli",),                # `hotspot-erc` command
-    ("info", "testing"),     # tools over the whole stack: backend report, launch counter
+    ("info", "testing", "inspect"),  # tools over the whole stack: backend report, launch counter, run report
     ("train",),              # trainer, metrics, checkpoints, reports
     ("nn",),                 # modules and HotspotERC (CrossModalGraph prepares graphs for the ops)
     ("hotspots",),           # scorers, window extraction

@@ -67,6 +67,9 @@ class TrainConfig:
     device: str = _f("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
     progress: bool = _f(True, "show progress bars")
     plots: bool = _f(True, "write the PNG plots into the run folder (JSON/CSV reports are always written)")
+    report: bool = _f(True, "`hotspot-erc train` only: after training, write report.html (one offline page: gates, "
+                      "routing, alignment, graph edges, robustness, cost, dialogues) and report.json into the "
+                      "run folder, as `hotspot-erc inspect RUN_DIR` does")
 
 
 @dataclass
