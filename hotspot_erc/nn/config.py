@@ -20,6 +20,7 @@ HOTSPOT_SOURCES = ("data", "rule", "learned")
 RULE_KINDS = ("norm", "delta")
 GATES = ("vector", "scalar")
 GRAPH_SCHEMES = ("default", "temporal_multi", "speaker", "corect", "cogmen")
+GRAPH_CONVS = ("rgcn", "rgcn_transformer")
 MOA_KEYS = ("all", "hotspots")
 CONTENT_POOLS = ("auto", "mean", "attention")
 # Speaker-table size when num_speakers is 0 ("auto") and no corpus was consulted; the trainer
@@ -35,7 +36,7 @@ def _f(default, help: str, choices=None):
 # (checkpoints and run configs written earlier load and resume as they were trained).
 LEGACY_MODEL = {"moa_queries": "frames", "moa_input": "encoder", "soft_temperature": 1.0, "content_pool": "auto",
                 "align_weight": 0.0, "shared_expert": False, "align_group": 32, "hgf_join": "none",
-                "hgf_gate_bias": 0.0}
+                "hgf_gate_bias": 0.0, "graph_conv": "rgcn"}
 
 
 def with_legacy_fields(saved: dict) -> dict:
@@ -76,7 +77,10 @@ class ModelConfig:
     shared_expert: bool = _f(False, "MoA: one more aligner per pair that every utterance uses (gate 1) beside its "
                              "top_k routed ones")
     graph: bool = _f(True, "cross-modal conversation graph with relational GNN layers")
-    graph_layers: int = _f(2, "relational GNN (RGCNConv) layers")
+    graph_layers: int = _f(2, "relational GNN (RGCNConv) layers of graph_conv rgcn")
+    graph_conv: str = _f("rgcn", "graph layers: rgcn (graph_layers residual RGCNConv layers) or rgcn_transformer "
+                         "(CORECT's and COGMEN's stack: RGCNConv, TransformerConv with num_heads concatenated heads, "
+                         "BatchNorm, leaky ReLU)", GRAPH_CONVS)
     temporal_edges: bool = _f(True, "graph edges to past/future utterances of the same modality")
     cross_modal_edges: bool = _f(True, "graph edges between modalities of the same utterance")
     # 3, not 2: on the alignment story a cue-less utterance's label is the same speaker's previous

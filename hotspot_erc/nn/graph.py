@@ -3,7 +3,8 @@
 Nodes are (modality, utterance) pairs (or one node per utterance for COGMEN's scheme), their
 features the utterance vectors of each modality plus a speaker embedding; typed temporal and
 cross-modal edges come from :func:`hotspot_erc.data.graph.build_conversation_graph`; relational
-GNN layers (:class:`~hotspot_erc.nn.rgcn.RGCNConv`, pre-norm residual) pass messages along them.
+GNN layers (:class:`~hotspot_erc.nn.rgcn.RGCNConv`, pre-norm residual) pass messages along them, or
+the baselines' stack (RGCNConv, then :class:`~hotspot_erc.nn.transformer_conv.TransformerConv`).
 
 The data layer only describes edges (index tensors and relation names); preparing them for the
 relational op (:func:`prepare_graph`) happens here, on the model's side.
@@ -15,7 +16,10 @@ from torch import nn
 
 from hotspot_erc.data.graph import (ConversationGraph, build_conversation_graph, node_modalities, relation_names,
                                     scheme_has_edges)
+from hotspot_erc.nn.config import GRAPH_CONVS
 from hotspot_erc.nn.rgcn import RGCNConv
+from hotspot_erc.nn.transformer_conv import TransformerConv
+from hotspot_erc.ops.graph_attention import AttentionGraph
 from hotspot_erc.ops.relational import RelationalGraph
 
 
@@ -32,12 +36,16 @@ class CrossModalGraph(nn.Module):
     Args:
         dim: feature size of the utterance vectors (and of the output per node).
         modalities: the modalities whose utterance vectors come in, e.g. ``("t", "a", "v")``.
-        num_layers: RGCNConv layers, each ``h + dropout(relu(conv(LayerNorm(h))))``.
+        num_layers: RGCNConv layers of ``conv="rgcn"``, each ``h + dropout(relu(conv(LayerNorm(h))))``.
         scheme, window_past, window_future, temporal_edges, cross_modal_edges: the graph of
             :func:`~hotspot_erc.data.graph.build_conversation_graph`.
         num_speakers: size of the speaker embedding table (dialogue-local speaker ids; COGMEN's
             relations are per speaker pair).
         dropout: on each layer's update.
+        conv: ``"rgcn"`` (the layers above) or ``"rgcn_transformer"``: CORECT's and COGMEN's stack,
+            ``leaky_relu(BatchNorm(TransformerConv(RGCNConv(h))))`` with ``heads`` concatenated
+            heads of ``dim // heads`` (the transformer attends over the same edges, untyped).
+        heads: attention heads of ``"rgcn_transformer"`` (a divisor of ``dim``).
 
     ``forward(pooled, dialogue, speaker, present=None)`` takes ``pooled[m]`` [S, dim] per
     modality, ``dialogue`` / ``speaker`` [S] and ``present`` [M, S] bool (modality m has frames
@@ -48,8 +56,14 @@ class CrossModalGraph(nn.Module):
 
     def __init__(self, dim: int, modalities=("t", "a", "v"), num_layers: int = 2, scheme: str = "default",
                  window_past: int = 2, window_future: int = 2, temporal_edges: bool = True,
-                 cross_modal_edges: bool = True, num_speakers: int = 8, dropout: float = 0.0):
+                 cross_modal_edges: bool = True, num_speakers: int = 8, dropout: float = 0.0, conv: str = "rgcn",
+                 heads: int = 4):
         super().__init__()
+        if conv not in GRAPH_CONVS:
+            raise ValueError(f"conv must be one of {GRAPH_CONVS}, got {conv!r}")
+        if conv == "rgcn_transformer" and (isinstance(heads, bool) or not isinstance(heads, int) or heads < 1
+                                           or dim % heads):
+            raise ValueError(f"heads must be a positive divisor of dim={dim} for conv 'rgcn_transformer', got {heads!r}")
         mods = tuple(modalities)
         if isinstance(num_speakers, bool) or not isinstance(num_speakers, int) or num_speakers < 1:
             raise ValueError(f"num_speakers must be an int >= 1 (the size of the speaker table), got {num_speakers!r}")
@@ -66,8 +80,14 @@ class CrossModalGraph(nn.Module):
         self.edge_options = dict(window_past=window_past, window_future=window_future, scheme=scheme,
                                  temporal=temporal_edges, cross_modal=cross_modal_edges, num_speakers=num_speakers)
         self.speaker = nn.Embedding(num_speakers, dim)
-        self.gnn = nn.ModuleList(RGCNConv(dim, dim, len(self.relation_names)) for _ in range(num_layers))
-        self.gnn_norm = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_layers))
+        self.conv = conv
+        if conv == "rgcn":
+            self.gnn = nn.ModuleList(RGCNConv(dim, dim, len(self.relation_names)) for _ in range(num_layers))
+            self.gnn_norm = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_layers))
+        else:
+            self.rgcn = RGCNConv(dim, dim, len(self.relation_names))
+            self.transformer = TransformerConv(dim, dim // heads, heads=heads, concat=True)
+            self.bn = nn.BatchNorm1d(dim)
         self.drop = nn.Dropout(dropout)
 
     @property
@@ -105,9 +125,15 @@ class CrossModalGraph(nn.Module):
             present = present.any(0, keepdim=True)
         else:
             h0 = torch.cat([pooled[m] + spk for m in mods], 0)  # node id = m*S + s (modality-major)
-        graph = prepare_graph(self.build_graph(dialogue, speaker, present))
-        h = h0
-        for conv, norm in zip(self.gnn, self.gnn_norm):
-            h = h + self.drop(torch.relu(conv(norm(h), graph)))
+        edges = self.build_graph(dialogue, speaker, present)
+        graph = prepare_graph(edges)
+        if self.conv == "rgcn":
+            h = h0
+            for conv, norm in zip(self.gnn, self.gnn_norm):
+                h = h + self.drop(torch.relu(conv(norm(h), graph)))
+        else:
+            h = self.rgcn(h0, graph)
+            att = AttentionGraph(edges.edge_index, edges.num_nodes, validate=False)  # valid by construction
+            h = nn.functional.leaky_relu(self.bn(self.transformer(h, att)))
         update = ((h - h0).detach().norm() / h0.detach().norm().clamp(min=1e-12))
         return h.view(len(self.node_modalities), s, -1).transpose(0, 1).reshape(s, -1), update

@@ -264,7 +264,8 @@ class HotspotERC(nn.Module):
         if cfg.graph:
             self.graph = CrossModalGraph(d_model, mods, cfg.graph_layers, cfg.graph_scheme, cfg.window_past,
                                          cfg.window_future, cfg.temporal_edges, cfg.cross_modal_edges,
-                                         cfg.speaker_table_size, dropout)
+                                         cfg.speaker_table_size, dropout, conv=cfg.graph_conv,
+                                         heads=cfg.num_heads)
             self.graph_modalities = self.graph.node_modalities
             self.relation_names = self.graph.relation_names
             self.num_speakers = self.graph.num_speakers
