@@ -19,13 +19,14 @@ import pytest
 import torch
 
 from hotspot_erc.nn.rgcn import RGCNConv
-from hotspot_erc.ops import segment
+from hotspot_erc.ops import graph_attention, segment
 from hotspot_erc.ops.grouped_linear import grouped_expert_linear
 from hotspot_erc.ops.hotspot_gate import hotspot_gate
 from hotspot_erc.ops.relational import (RelationalGraph, relational_aggregate, relational_matmul,
                                         relational_message_sum)
 from hotspot_erc.ops.varlen_attention import varlen_cross_attention
 from hotspot_erc.reference import relational as ref_rel
+from hotspot_erc.reference.graph_attention import graph_attention_reference
 from hotspot_erc.reference.grouped_linear import grouped_expert_linear_per_segment
 from hotspot_erc.reference.hotspot_gate import hotspot_gate_reference
 from hotspot_erc.reference.varlen_attention import default_scale, varlen_cross_attention_reference
@@ -322,3 +323,42 @@ def test_fuzz_segment_helpers():
         _run(lambda y: segment.segment_broadcast(y, cu, n), lambda y: y[seg], [y], gen, F64, 1, longest, what)
         if s:
             _run(lambda y: segment.gather_rows(y, index), lambda y: y[index], [y], gen, F64, 1, repeats, what)
+
+
+# ----------------------------------------------------------------------------- graph attention
+
+@pytest.mark.parametrize("backend, dtype, count", RUNS, ids=[r[0] for r in RUNS])
+def test_fuzz_graph_attention(backend, dtype, count):
+    from test_graph_attention import magnitudes
+
+    for case in range(count):
+        rng, gen = _draws(case)
+        n_src, n_dst = rng.randint(0, 7), rng.randint(0, 7)
+        e = rng.randint(0, 20) if n_src and n_dst else 0
+        heads, dh = rng.randint(1, 3), rng.choice([1, 3, 8, 17])
+        scale = rng.choice([None, 0.3, 2.0])
+        ei = torch.stack([torch.randint(0, max(n_src, 1), (e,), generator=gen),
+                          torch.randint(0, max(n_dst, 1), (e,), generator=gen)])
+        ei_in = _maybe_strided(rng, ei.t()).t().to(rng.choice([torch.int32, torch.int64])) if e else ei
+        mask = ((torch.rand(e, heads, generator=gen) > 0.3).double() / 0.7) if rng.random() < 0.5 else None
+        inputs = [_randn(gen, n_dst, heads, dh, dtype=dtype), _randn(gen, n_src, heads, dh, dtype=dtype),
+                  _randn(gen, n_src, heads, dh, dtype=dtype)]
+        with_edge = rng.random() < 0.5
+        if with_edge:
+            inputs.append(_randn(gen, e, heads, dh, dtype=dtype))
+
+        def op(q, k, v, *edge):
+            m = None if mask is None else mask.to(torch.float64 if q.dtype == F64 else torch.float32)
+            return graph_attention(q, k, v, ei_in, edge[0] if edge else None, m, scale, backend=backend)
+
+        def ref(q, k, v, *edge):
+            return graph_attention_reference(q, k, v, ei, edge[0] if edge else None, mask, scale)[0]
+
+        def scales(refs, dy):
+            return magnitudes(*refs[:3], refs[3] if with_edge else None, mask, ei, dy, scale)
+
+        # the output: a score's dot over dh, then a destination's edges; the gradients add a
+        # source's out-edges (dk, dv) and the dot of do with the value row (ds)
+        indeg = _most(ei[1], n_dst)
+        outdeg = _most(ei[0], n_src)
+        _run(op, ref, inputs, gen, dtype, dh + indeg, 2 * dh + indeg + outdeg, f"case {case}", scales=scales)

@@ -36,27 +36,34 @@ def make(n_src, n_dst, e, heads, dim, dtype, edge=False, mask=False, seed=0):
     return ei, q, k, v, emb, m
 
 
-def magnitudes(q, k, v, emb, m, ei, go):
-    """Σ|terms| of the output and of every gradient (float64), the scale of the rounding bound:
-    the weights are not multilinear in the inputs, so the sums of |terms| are formed directly."""
-    q, k, v, go = (t.double() for t in (q, k, v, go))
-    emb = emb.double() if emb is not None else None
-    out, p = graph_attention_reference(q, k, v, ei, emb, m)
-    src, dst = ei[0], ei[1]
-    scale = 1.0 / math.sqrt(q.shape[2])
+def magnitudes(q, k, v, emb, m, ei, go, scale=None):
+    """Σ|terms| of the output and of every gradient (float64), to first order, the scale of the
+    rounding bound: s_e = c·q_i·(k_j + e_e), p = softmax over i's edges, out_i = Σ p m (v + e);
+    g_e = m·do_i·(v + e), δ_i = do_i·out_i, ds = p (g − δ). A relative error ε of a score moves p
+    by p (ε|s| − Σ p ε|s|), so p's magnitude is p + E + p·ΣE with E = p·|s|ₘ, |s|ₘ = c·|q|·|k + e|;
+    every product then takes its factors' magnitudes."""
+    q, k, v, go = (t.detach().double() for t in (q, k, v, go))
+    emb = emb.detach().double() if emb is not None else None
+    src, dst = ei[0].long(), ei[1].long()
+    c = 1.0 / math.sqrt(q.shape[2]) if scale is None else scale
+    out, p = graph_attention_reference(q, k, v, ei, emb, m, c)
     kk, vv = k[src], v[src]
     if emb is not None:
         kk, vv = kk + emb, vv + emb
-    pm = p if m is None else p * m
-    g_mag = (go[dst].abs() * vv.abs()).sum(-1) * (1 if m is None else m)
-    delta_mag = (go.abs() * out.abs()).sum(-1)[dst]
-    ds_mag = p * (g_mag + delta_mag)
-    n_src = k.shape[0]
-    out_mag = torch.zeros_like(out).index_add(0, dst, pm[..., None] * vv.abs())
-    dq = torch.zeros_like(q).index_add(0, dst, scale * ds_mag[..., None] * kk.abs())
-    dk = torch.zeros(n_src, *q.shape[1:], dtype=torch.float64).index_add(0, src, scale * ds_mag[..., None] * q[dst].abs())
-    dv = torch.zeros(n_src, *q.shape[1:], dtype=torch.float64).index_add(0, src, pm[..., None] * go[dst].abs())
-    de = pm[..., None] * go[dst].abs() + scale * ds_mag[..., None] * q[dst].abs()
+    mm = torch.ones_like(p) if m is None else m.double()
+    err = p * c * (q[dst].abs() * kk.abs()).sum(-1)
+    pm = p + err + p * torch.zeros_like(out[..., 0]).index_add(0, dst, err)[dst]
+    out_mag = torch.zeros_like(out).index_add(0, dst, (pm * mm)[..., None] * vv.abs())
+    g = mm * (go[dst] * vv).sum(-1)
+    g_mag = mm * (go[dst].abs() * vv.abs()).sum(-1)
+    delta = (go * out).sum(-1)[dst]
+    delta_mag = (go.abs() * out_mag).sum(-1)[dst]
+    ds_mag = p * (g_mag + delta_mag) + (pm - p) * (g - delta).abs()
+    kept = (pm * mm)[..., None]
+    dq = torch.zeros_like(q).index_add(0, dst, c * ds_mag[..., None] * kk.abs())
+    dk = torch.zeros_like(k).index_add(0, src, c * ds_mag[..., None] * q[dst].abs())
+    dv = torch.zeros_like(v).index_add(0, src, kept * go[dst].abs())
+    de = kept * go[dst].abs() + c * ds_mag[..., None] * q[dst].abs()
     return out_mag, [dq, dk, dv] + ([de] if emb is not None else [])
 
 
