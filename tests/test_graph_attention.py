@@ -232,3 +232,26 @@ def test_compiled_kernel_checks_its_structure():
 @pytest.mark.parametrize("dtype", LOW_PRECISION)
 def test_half_types_on_cpu(dtype):
     check_against_reference("cpu", 10, 10, 30, 2, 8, dtype, edge=True, mask=True, seed=9)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_on_cuda_at_conversation_scale(dtype):
+    """The Triton kernels on a GPU, a CORECT-sized graph (7 heads x 100), against float64."""
+    gen = torch.Generator().manual_seed(seed_for(10))
+    n, e, heads, dim = 1800, 30000, 7, 100
+    ei = random_edges(n, n, e, gen, isolated=20).cuda()
+    q, k, v, emb = (torch.randn(rows, heads, dim, generator=gen).to("cuda", dtype) for rows in (n, n, n, e))
+    leaves = [t.requires_grad_() for t in (q, k, v, emb)]
+    out = graph_attention(*leaves[:3], ei, leaves[3], backend="triton")
+    go = torch.randn(out.shape, generator=gen).cuda()
+    grads = torch.autograd.grad(out, leaves, go.to(dtype))
+    refs = [t.detach().double().requires_grad_() for t in leaves]
+    ref = graph_attention_reference(*refs[:3], ei, refs[3])[0]
+    ref_grads = torch.autograd.grad(ref, refs, go.double())
+    out_mag, grad_mags = magnitudes(*refs, None, ei, go)
+    k_out, k_grad = lengths(ei, n, n, dim)
+    acc = accumulation(dtype)
+    assert_close(out, ref, dtype, k_out, scale=out_mag, accumulate=acc, what="out")
+    for name, g, r, s in zip(("dq", "dk", "dv", "dedge"), grads, ref_grads, grad_mags):
+        assert_close(g, r, dtype, k_grad, scale=s, accumulate=acc, what=name)
