@@ -255,3 +255,17 @@ def test_triton_on_cuda_at_conversation_scale(dtype):
     assert_close(out, ref, dtype, k_out, scale=out_mag, accumulate=acc, what="out")
     for name, g, r, s in zip(("dq", "dk", "dv", "dedge"), grads, ref_grads, grad_mags):
         assert_close(g, r, dtype, k_grad, scale=s, accumulate=acc, what=name)
+
+
+def test_torch_compile_fullgraph():
+    ei, q, k, v, emb, _ = make(8, 6, 25, 2, 4, torch.float32, edge=True, seed=11)
+    graph = AttentionGraph(ei, 8, 6)
+    leaves = [t.requires_grad_() for t in (q, k, v, emb)]
+
+    def fn(q, k, v, e):
+        return graph_attention(q, k, v, graph, e, backend="cpu").square().sum()
+
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    got = torch.autograd.grad(compiled(*leaves), leaves)
+    want = torch.autograd.grad(fn(*leaves), leaves)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))

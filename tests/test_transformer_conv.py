@@ -168,6 +168,8 @@ def test_prepared_graph_and_torch_compile():
     assert torch.equal(ours(xs, g), ours(xs, ei))
     out, (ei_out, _) = ours(xs, g, return_attention_weights=False)
     assert torch.equal(ei_out, ei)
+    compiled = torch.compile(lambda x: ours(x, g), fullgraph=True, backend="aot_eager")
+    assert_close(compiled(xs), ours(xs, g), torch.float64, 64, what="compiled")
 
 
 def test_bad_input():

@@ -41,6 +41,20 @@ def _cpu_reason(device: torch.device) -> str:
 
 SUPPORTS = _backend.register(OP, {"triton": _backend.triton_reason, "cpu": _cpu_reason})
 
+# What the build offers is fixed once the extension is loaded; torch.compile reads this instead of
+# tracing the dispatcher queries in _backend.choose.
+_CPU_KERNEL = not _cpu_reason(torch.device("cpu"))
+
+
+def _choose(backend: str | None, q: torch.Tensor) -> str:
+    if torch.compiler.is_compiling():
+        if backend is not None:
+            return backend
+        if q.device.type == "cuda":
+            return "triton" if q.dtype != torch.float64 else "reference"
+        return "cpu" if _CPU_KERNEL else "reference"
+    return _backend.choose(OP, backend, q.device, SUPPORTS, dtype=q.dtype, head_dim=q.shape[2])
+
 
 def _csr_ptr(key: torch.Tensor, rows: int) -> torch.Tensor:
     """[rows+1] CSR pointer of ids in [0, rows] (id ``rows``: discarded edges, counted last).
@@ -274,7 +288,7 @@ def graph_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, graph, ed
         _backend.check_tensor("k", k, ndim=3)
         graph = AttentionGraph(graph.to(q.device) if graph.device != q.device else graph, k.shape[0], q.shape[0])
     _check(q, k, v, graph, edge, edge_mask, scale)
-    name = _backend.choose(OP, backend, q.device, SUPPORTS, dtype=q.dtype, head_dim=q.shape[2])
+    name = _choose(backend, q)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[2]) if q.shape[2] else 1.0
     scale = float(scale)
