@@ -46,3 +46,13 @@ def test_config_choices_and_legacy_default(corpus):
         CrossModalGraph(16, conv="gat")
     with pytest.raises(ValueError, match="heads must be a positive divisor of dim=16"):
         CrossModalGraph(16, conv="rgcn_transformer", heads=3)
+
+
+def test_state_dict_round_trip(corpus, batch):
+    """The model writes the graph branch's keys without the submodule prefix (the layout of
+    earlier checkpoints) and must read its own state back, this stack's keys included."""
+    model, twin = _model(corpus).eval(), _model(corpus, dropout=0.0).eval()
+    state = model.state_dict()
+    assert "bn.running_mean" in state and "transformer.lin_query.weight" in state
+    twin.load_state_dict(state)  # strict
+    assert torch.equal(twin(batch).logits, model(batch).logits)

@@ -131,8 +131,8 @@ def drop_modality_segments(features: dict, segments: dict[str, Segments], intens
 
 # The graph branch's parameters were attributes of HotspotERC itself (speaker, gnn, gnn_norm)
 # before CrossModalGraph owned them; checkpoints keep those keys, so the model writes and reads
-# them without the "graph." prefix of the submodule.
-_GRAPH_PARTS = ("speaker.", "gnn.", "gnn_norm.")
+# every key of the graph branch (those of graph_conv rgcn_transformer too) without the "graph."
+# prefix of the submodule.
 
 
 def _graph_keys_unprefixed(module, state_dict, prefix, local_metadata):
@@ -145,9 +145,11 @@ def _graph_keys_unprefixed(module, state_dict, prefix, local_metadata):
 
 
 def _graph_keys_prefixed(module, state_dict, prefix, *args):
-    if "graph" not in module._modules:
+    graph = module._modules.get("graph")
+    if graph is None:
         return
-    for k in [k for k in state_dict if k.startswith(prefix) and k[len(prefix):].startswith(_GRAPH_PARTS)]:
+    parts = (set(graph._modules) | set(graph._parameters) | set(graph._buffers)) - set(module._modules)
+    for k in [k for k in state_dict if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0] in parts]:
         state_dict[prefix + "graph." + k[len(prefix):]] = state_dict.pop(k)
 
 
