@@ -158,6 +158,7 @@ def inspect_run(run_dir: str, corpus: str | None = None, split: str | None = Non
     report.update(written=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                   version=hotspot_erc.__version__, json_name=os.path.basename(json_path))
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(html_path)), exist_ok=True)
         write_json(json_path, report)
         tmp = html_path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
