@@ -72,12 +72,24 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device | str) -> floa
 
 
 def cpu_peak_mb(fn: Callable[[], object]) -> float | None:
-    """Peak resident memory of this process during ``fn()`` above its resident size before, in
-    MiB (Linux: the kernel's high-water mark, reset through ``/proc/self/clear_refs``); None where
-    that is unavailable. Pages, not tensors: the allocator's own reuse and release are counted as
-    the operating system sees them."""
-    _fixed_mmap_threshold()
+    """Peak CPU tensor memory during ``fn()`` above what was live when it started, in MiB: the
+    profiler's memory timeline (every allocation and free of a tensor, in order; torch's own,
+    private, ``_memory_profiler``). Where that fails, the process's resident high-water mark
+    above its resident size before (Linux; pages, not tensors); None where neither works."""
     fn()  # warm-up: first-call caches are not the call's own memory
+    try:
+        from torch.profiler import ProfilerActivity, profile
+        from torch.profiler._memory_profiler import MemoryProfileTimeline
+
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                     with_stack=True) as prof:
+            fn()
+        _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(torch.device("cpu"))
+        if sizes:
+            return (max(sum(s) for s in sizes) - sum(sizes[0])) / 2**20
+    except Exception:  # a private API: fall back to what the kernel reports
+        pass
+    _fixed_mmap_threshold()
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # reset VmHWM to the current resident size
