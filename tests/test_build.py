@@ -25,9 +25,11 @@ def _compiled_ops():
             and not torch._C._dispatch_has_kernel_for_dispatch_key(n, "CompositeExplicitAutograd")]
 
 
-# Compiled for the CPU only, by design: on CUDA the same fused computation is a Triton kernel
-# (kernels/gather_segment_matmul.py, reached through ops.relational.relational_conv).
-CPU_ONLY_OPS = {"hotspot_erc::relational_conv", "hotspot_erc::relational_conv_backward"}
+# Compiled for the CPU only, by design: on CUDA the same computation is a Triton kernel
+# (kernels/gather_segment_matmul.py, reached through ops.relational.relational_conv;
+# kernels/graph_attention.py, reached through ops.graph_attention).
+CPU_ONLY_OPS = {"hotspot_erc::relational_conv", "hotspot_erc::relational_conv_backward",
+                "hotspot_erc::graph_attention_forward", "hotspot_erc::graph_attention_backward"}
 
 
 def test_cuda_sources_compiled_when_torch_has_cuda():
