@@ -451,3 +451,41 @@ def test_page_holds_every_section_and_the_same_data(tiny):
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
     data = page.split('<script type="application/json" id="report-data">', 1)[1].split("</script>", 1)[0]
     assert json.loads(data)["dialogues"] == tiny["rep"]["dialogues"]
+
+
+# ----------------------------------------------------------------------------- other models
+
+@pytest.mark.parametrize("options, expect", [
+    ({"hgf": False}, {"gates": "HGF is off"}),
+    ({"moa": False}, {"routing": "MoA is off", "alignment": "MoA is off"}),
+    ({"graph": False}, {"graph": "the graph is off"}),
+    ({"moa_keys": "hotspots"}, {"alignment": "hotspot-window slots"}),
+    ({"hotspot_source": "learned"}, {}),
+    ({"graph_scheme": "cogmen", "num_speakers": 2}, {}),
+    ({"num_experts": 3, "top_k": 2, "shared_expert": True}, {}),
+    ({"moa_queries": "frames", "moa_input": "encoder"}, {}),
+])
+def test_every_model_variant_gets_a_whole_report(tiny, options, expect):
+    """Untrained variants (the report reads any model): every section is there, says why it is
+    empty where the model lacks its branch, and the JSON holds no NaN."""
+    run = load_run(tiny["run"])
+    cfg = copy.deepcopy(run["cfg"])
+    for k, v in options.items():
+        setattr(cfg.model, k, v)
+    torch.manual_seed(seed_for(41))
+    run.update(cfg=cfg, model=HotspotERC(run["model"].dims, 6, cfg.model.replace()), config=cfg.to_dict())
+    from hotspot_erc.inspect.html import page
+    from hotspot_erc.inspect.report import build_report
+
+    rep = build_report(run, "test", batch_size=BATCH, max_dialogues=2)
+    rep.update(written="now", version="test", json_name="r.json")
+    json.dumps(rep, allow_nan=False)
+    html = page(rep)
+    for section, words in expect.items():
+        assert words in json.dumps(rep[section]), section
+    for sid in ("summary", "gates", "routing", "alignment", "graph", "robustness", "cost", "dialogues"):
+        assert f'<section id="{sid}">' in html
+    if options.get("graph") is not False:
+        assert set(rep["graph"]["variants"]) >= {"no_cross_modal", "no_temporal"}
+    if options.get("num_experts", 1) > 1:
+        assert set(rep["routing"]["pairs"]) == {"a->t", "v->t", "t->a", "v->a", "t->v", "a->v"}

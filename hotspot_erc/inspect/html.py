@@ -119,6 +119,12 @@ def routing_html(r: dict) -> str:
     out = []
     if r["note"]:
         out.append(_p(r["note"], "note"))
+    if r["pairs"]:
+        out.append(_p(f"Usage: each utterance's gates summed per expert, as shares of each row (utterances in "
+                      f"brackets). MI: mutual information in bits between an utterance's top expert and its "
+                      f"class, speaker or turn bucket, against the same variable shuffled across utterances "
+                      f"({r['shuffles']} shuffles, seed {r['seed']}: mean and 95th percentile); p is the share of "
+                      "shuffles at least as informative."))
     for pair, p in r["pairs"].items():
         experts = [f"e{i}" for i in range(p["num_experts"])]
         mi = [[k, num(v["mi_bits"], "{:.4f}"), num(v["shuffled_mean"], "{:.4f}"), num(v["shuffled_p95"], "{:.4f}"),
