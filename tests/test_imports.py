@@ -47,6 +47,7 @@ FUNCTION_LEVEL_IMPORTS = {
     "hotspot_erc/_ext.py": "loading the compiled _C may fail; the failure is recorded, not raised at import",
     "hotspot_erc/cli.py": "CLI start-up: `--help` and argument errors must not import torch-heavy layers",
     "hotspot_erc/info.py": "start-up, like the CLI: the report imports the package root late",
+    "hotspot_erc/ops/graph_attention.py": "Triton reads TRITON_INTERPRET when a kernel is defined: kernels load lazily",
     "hotspot_erc/ops/grouped_linear.py": "Triton reads TRITON_INTERPRET when a kernel is defined: kernels load lazily",
     "hotspot_erc/ops/hotspot_gate.py": "Triton reads TRITON_INTERPRET when a kernel is defined: kernels load lazily",
     "hotspot_erc/ops/segment_matmul.py": "Triton reads TRITON_INTERPRET when a kernel is defined: kernels load lazily",
