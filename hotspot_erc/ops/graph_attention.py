@@ -27,6 +27,7 @@ import torch
 
 from hotspot_erc import _ext  # noqa: F401  (loads the compiled ops)
 from hotspot_erc.ops import _backend
+from hotspot_erc.ops.relational import _bucket_ptr
 from hotspot_erc.reference.graph_attention import graph_attention_reference
 
 OP = "graph_attention"
@@ -54,16 +55,6 @@ def _choose(backend: str | None, q: torch.Tensor) -> str:
             return "triton" if q.dtype != torch.float64 else "reference"
         return "cpu" if _CPU_KERNEL else "reference"
     return _backend.choose(OP, backend, q.device, SUPPORTS, dtype=q.dtype, head_dim=q.shape[2])
-
-
-def _csr_ptr(key: torch.Tensor, rows: int) -> torch.Tensor:
-    """[rows+1] CSR pointer of ids in [0, rows] (id ``rows``: discarded edges, counted last).
-    Integer scatter-add: exact, and no device-to-host read of the largest id."""
-    counts = torch.zeros(rows + 1, dtype=torch.long, device=key.device)
-    counts.scatter_add_(0, key, torch.ones_like(key))
-    ptr = torch.zeros(rows + 1, dtype=torch.long, device=key.device)
-    torch.cumsum(counts[:rows], 0, out=ptr[1:])
-    return ptr
 
 
 class AttentionGraph:
@@ -107,10 +98,10 @@ class AttentionGraph:
         # Stable sorts keep each node's edges in input order: sums are reproducible run to run.
         _, perm = torch.sort(key, stable=True)
         _, tperm = torch.sort(tkey, stable=True)
-        self.rowptr = _csr_ptr(key, num_dst)
+        self.rowptr = _bucket_ptr(key, num_dst)
         self.col = torch.where(bad, 0, src).index_select(0, perm)
         self.eid = perm
-        self.t_rowptr = _csr_ptr(tkey, num_src)
+        self.t_rowptr = _bucket_ptr(tkey, num_src)
         self.t_dst = torch.where(bad, 0, dst).index_select(0, tperm)
         self.t_eid = tperm
 

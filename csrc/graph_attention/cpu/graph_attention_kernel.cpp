@@ -332,6 +332,29 @@ const S* ptr_or_null(const OptT& t) {
   return defined(t) ? t->data_ptr<S>() : nullptr;
 }
 
+// The inputs both entry points share: q, k, v (read at their row strides), the optional edge rows
+// and mask, the destination CSR, the shape and the scale.
+template <typename S, typename A>
+Args<S, A> input_args(const T& q, const T& k, const T& v, const OptT& edge, const T& maskc, const T& rowptr,
+                      const T& col, const T& eid, const Shapes& s, double scale) {
+  Args<S, A> a{};
+  a.q = q.data_ptr<S>();
+  a.k = k.data_ptr<S>();
+  a.v = v.data_ptr<S>();
+  a.edge = ptr_or_null<S>(edge);
+  a.mask = maskc.defined() ? maskc.data_ptr<A>() : nullptr;
+  a.rowptr = rowptr.data_ptr<int64_t>();
+  a.col = col.data_ptr<int64_t>();
+  a.eid = eid.data_ptr<int64_t>();
+  a.heads = s.heads;
+  a.dim = s.dim;
+  a.q_row = q.size(0) > 1 ? q.stride(0) : s.heads * s.dim;
+  a.k_row = k.size(0) > 1 ? k.stride(0) : s.heads * s.dim;
+  a.v_row = v.size(0) > 1 ? v.stride(0) : s.heads * s.dim;
+  a.scale = static_cast<A>(scale);
+  return a;
+}
+
 // ---------------------------------------------------------------------------------- entry points
 
 std::tuple<T, T, T> forward_cpu(const T& q, const T& k, const T& v, const OptT& edge, const OptT& mask,
@@ -345,24 +368,10 @@ std::tuple<T, T, T> forward_cpu(const T& q, const T& k, const T& v, const OptT& 
   const T maskc = defined(mask) ? mask->to(stats).contiguous() : T();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "graph_attention_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    Args<scalar_t, acc_t> a{};
-    a.q = q.data_ptr<scalar_t>();
-    a.k = k.data_ptr<scalar_t>();
-    a.v = v.data_ptr<scalar_t>();
-    a.edge = ptr_or_null<scalar_t>(edge);
-    a.mask = maskc.defined() ? maskc.data_ptr<acc_t>() : nullptr;
-    a.rowptr = rowptr.data_ptr<int64_t>();
-    a.col = col.data_ptr<int64_t>();
-    a.eid = eid.data_ptr<int64_t>();
+    auto a = input_args<scalar_t, acc_t>(q, k, v, edge, maskc, rowptr, col, eid, s, scale);
     a.dst_out = out.data_ptr<scalar_t>();
     a.lse_out = lse.data_ptr<acc_t>();
     a.alpha = need_alpha ? alpha.data_ptr<acc_t>() : nullptr;
-    a.heads = s.heads;
-    a.dim = s.dim;
-    a.q_row = q.size(0) > 1 ? q.stride(0) : s.heads * s.dim;
-    a.k_row = k.size(0) > 1 ? k.stride(0) : s.heads * s.dim;
-    a.v_row = v.size(0) > 1 ? v.stride(0) : s.heads * s.dim;
-    a.scale = static_cast<acc_t>(scale);
     run_pass(Pass::kForward, a, s.nd);
   });
   return {out, lse, alpha};
@@ -397,18 +406,10 @@ std::tuple<T, T, T, T> backward_cpu(const T& grad_out, const T& q, const T& k, c
   const T maskc = defined(mask) ? mask->to(stats).contiguous() : T();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "graph_attention_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    Args<scalar_t, acc_t> a{};
-    a.q = q.data_ptr<scalar_t>();
-    a.k = k.data_ptr<scalar_t>();
-    a.v = v.data_ptr<scalar_t>();
-    a.edge = ptr_or_null<scalar_t>(edge);
+    auto a = input_args<scalar_t, acc_t>(q, k, v, edge, maskc, rowptr, col, eid, s, scale);
     a.grad = grad_out.data_ptr<scalar_t>();
     a.out = out.data_ptr<scalar_t>();
-    a.mask = maskc.defined() ? maskc.data_ptr<acc_t>() : nullptr;
     a.lse = lse.data_ptr<acc_t>();
-    a.rowptr = rowptr.data_ptr<int64_t>();
-    a.col = col.data_ptr<int64_t>();
-    a.eid = eid.data_ptr<int64_t>();
     a.t_rowptr = t_rowptr.data_ptr<int64_t>();
     a.t_dst = t_dst.data_ptr<int64_t>();
     a.t_eid = t_eid.data_ptr<int64_t>();
@@ -418,12 +419,6 @@ std::tuple<T, T, T, T> backward_cpu(const T& grad_out, const T& q, const T& k, c
     a.dedge = edge_grad ? dedge.data_ptr<scalar_t>() : nullptr;
     a.kept = kept.data_ptr<acc_t>();
     a.dscore = dscore.data_ptr<acc_t>();
-    a.heads = s.heads;
-    a.dim = s.dim;
-    a.q_row = q.size(0) > 1 ? q.stride(0) : s.heads * s.dim;
-    a.k_row = k.size(0) > 1 ? k.stride(0) : s.heads * s.dim;
-    a.v_row = v.size(0) > 1 ? v.stride(0) : s.heads * s.dim;
-    a.scale = static_cast<acc_t>(scale);
     run_pass(Pass::kBackwardDst, a, s.nd);
     run_pass(Pass::kBackwardSrc, a, s.ns);
   });
