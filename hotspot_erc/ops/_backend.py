@@ -260,6 +260,20 @@ def check_tensor(name: str, t, *, ndim: int | None = None, dtypes=None, device=N
         raise ValueError(f"{name} must be on {device}, got {t.device}")
 
 
+def check_qkv(q, k, v, key_rows: str = "Nk", head_dim: str = "Dh") -> None:
+    """q [Nq, H, Dh] in a float dtype; k and v with q's dtype, device, heads and head dim, and one
+    shape between them (the attention ops' shared checks; ``key_rows`` and ``head_dim`` name the
+    dimensions the way the op's own docs do)."""
+    check_tensor("q", q, ndim=3, dtypes=FLOAT_DTYPES)
+    check_tensor("k", k, ndim=3, dtypes=(q.dtype,), device=q.device)
+    check_tensor("v", v, ndim=3, dtypes=(q.dtype,), device=q.device)
+    if k.shape[1:] != q.shape[1:]:
+        raise ValueError(f"k must be [{key_rows}, H, {head_dim}] with q's H and {head_dim} {tuple(q.shape[1:])}, got "
+                         f"shape {tuple(k.shape)}")
+    if v.shape != k.shape:
+        raise ValueError(f"v must have k's shape {tuple(k.shape)}, got {tuple(v.shape)}")
+
+
 def check_cu_seqlens(name: str, cu: torch.Tensor, total: int | None, device) -> None:
     """Shape/dtype/device checks (no sync). Value checks that need the host are done only when
     the tensor is on the CPU, or under :func:`validate_values`."""

@@ -222,13 +222,7 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 
 
 def _check(q, k, v, graph, edge, edge_mask, scale) -> None:
-    _backend.check_tensor("q", q, ndim=3, dtypes=_backend.FLOAT_DTYPES)
-    _backend.check_tensor("k", k, ndim=3, dtypes=(q.dtype,), device=q.device)
-    _backend.check_tensor("v", v, ndim=3, dtypes=(q.dtype,), device=q.device)
-    if k.shape[1:] != q.shape[1:]:
-        raise ValueError(f"k must be [N_src, H, D] with q's H and D {tuple(q.shape[1:])}, got shape {tuple(k.shape)}")
-    if v.shape != k.shape:
-        raise ValueError(f"v must have k's shape {tuple(k.shape)}, got {tuple(v.shape)}")
+    _backend.check_qkv(q, k, v, key_rows="N_src", head_dim="D")
     if graph.device != q.device:
         raise ValueError(f"the graph must be on q's device {q.device}, got {graph.device}")
     if graph.num_src != k.shape[0] or graph.num_dst != q.shape[0]:

@@ -125,13 +125,7 @@ _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 # ----------------------------------------------------------------------------- public API
 
 def _check(q, k, v, cu_q, cu_k, scale) -> None:
-    _backend.check_tensor("q", q, ndim=3, dtypes=_backend.FLOAT_DTYPES)
-    _backend.check_tensor("k", k, ndim=3, dtypes=(q.dtype,), device=q.device)
-    _backend.check_tensor("v", v, ndim=3, dtypes=(q.dtype,), device=q.device)
-    if k.shape[1:] != q.shape[1:]:
-        raise ValueError(f"k must be [Nk, H, Dh] with q's H and Dh {tuple(q.shape[1:])}, got shape {tuple(k.shape)}")
-    if v.shape != k.shape:
-        raise ValueError(f"v must have k's shape {tuple(k.shape)}, got {tuple(v.shape)}")
+    _backend.check_qkv(q, k, v)
     if torch.compiler.is_compiling():
         # Value checks read the tensors; under torch.compile only metadata is checked.
         _backend.check_tensor("cu_seqlens_q", cu_q, ndim=1, dtypes=_backend.INDEX_DTYPES, device=q.device)
